@@ -1,0 +1,27 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   - create .venv, install omniseg, segment the built-in demo slide
+#   make test   - create .venv, install omniseg with test tools, run every non-GPU test
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_OUT ?= demo-out
+
+.PHONY: demo test lint clean
+
+$(BIN)/omniseg-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/omniseg-installed
+	$(BIN)/omniseg info
+
+test: $(BIN)/omniseg-installed
+	$(BIN)/python -m pytest -m "not gpu" -q
+
+lint: $(BIN)/omniseg-installed
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info

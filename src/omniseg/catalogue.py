@@ -1,0 +1,143 @@
+"""Tissue and scale catalogue: the one table of task ids, names, scales and colours.
+
+The table itself is data (``catalogue.json``); this module only gives it types. Everything in
+omniseg that needs a task id, a magnification or a display colour asks here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+from omniseg.errors import OmnisegError
+
+
+@dataclass(frozen=True)
+class Scale:
+    """One magnification slot of the scale-aware controller."""
+
+    id: int
+    magnification: int
+    mpp: float  # nominal micrometres per pixel
+
+
+@dataclass(frozen=True)
+class Tissue:
+    """One tissue type = one task of the partially labelled problem."""
+
+    id: int
+    name: str
+    full_name: str
+    scale_id: int
+    color: tuple[int, int, int]
+    mask_suffix: str
+
+    @property
+    def label_value(self) -> int:
+        """Value of this class in any single label map written by omniseg (0 = background)."""
+        return self.id + 1
+
+    @property
+    def scale(self) -> Scale:
+        return scales()[self.scale_id]
+
+    @property
+    def mpp(self) -> float:
+        return self.scale.mpp
+
+    @property
+    def magnification(self) -> int:
+        return self.scale.magnification
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    tissues: tuple[Tissue, ...]
+    scales: tuple[Scale, ...]
+
+    def to_dict(self) -> dict:
+        return {
+            "tissues": [
+                {
+                    "id": t.id,
+                    "name": t.name,
+                    "full_name": t.full_name,
+                    "scale_id": t.scale_id,
+                    "color": list(t.color),
+                    "mask_suffix": t.mask_suffix,
+                }
+                for t in self.tissues
+            ],
+            "scales": [
+                {"id": s.id, "magnification": s.magnification, "mpp": s.mpp} for s in self.scales
+            ],
+        }
+
+
+def catalogue_from_dict(raw: dict) -> Catalogue:
+    """Validate and type a catalogue mapping (from the package or a model's config.json)."""
+    try:
+        scale_list = tuple(
+            Scale(int(s["id"]), int(s["magnification"]), float(s["mpp"])) for s in raw["scales"]
+        )
+        tissue_list = tuple(
+            Tissue(
+                int(t["id"]),
+                str(t["name"]),
+                str(t["full_name"]),
+                int(t["scale_id"]),
+                tuple(int(c) for c in t["color"]),
+                str(t.get("mask_suffix", t["name"])),
+            )
+            for t in raw["tissues"]
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise OmnisegError(f"invalid tissue catalogue: {exc!r}") from exc
+    if [s.id for s in scale_list] != list(range(len(scale_list))):
+        raise OmnisegError("invalid tissue catalogue: scale ids must be 0..n-1 in order")
+    if [t.id for t in tissue_list] != list(range(len(tissue_list))):
+        raise OmnisegError("invalid tissue catalogue: tissue ids must be 0..n-1 in order")
+    for t in tissue_list:
+        if not 0 <= t.scale_id < len(scale_list):
+            raise OmnisegError(f"invalid tissue catalogue: {t.name} has unknown scale {t.scale_id}")
+    return Catalogue(tissue_list, scale_list)
+
+
+@cache
+def default_catalogue() -> Catalogue:
+    text = resources.files("omniseg").joinpath("catalogue.json").read_text(encoding="utf-8")
+    return catalogue_from_dict(json.loads(text))
+
+
+def tissues() -> tuple[Tissue, ...]:
+    return default_catalogue().tissues
+
+
+def scales() -> tuple[Scale, ...]:
+    return default_catalogue().scales
+
+
+def tissue(key: int | str) -> Tissue:
+    """Look a tissue up by id or short name, with an error that lists the valid ones."""
+    for t in tissues():
+        if key == t.id or (isinstance(key, str) and key.lower() == t.name):
+            return t
+    valid = ", ".join(f"{t.id}={t.name}" for t in tissues())
+    raise OmnisegError(f"unknown tissue {key!r}; valid: {valid}")
+
+
+def parse_tasks(spec: str | None) -> tuple[Tissue, ...]:
+    """Parse a comma-separated task list such as ``"dt,pt,capsule"`` (None or "all" = every task)."""
+    if spec is None or spec.strip().lower() in ("", "all"):
+        return tissues()
+    chosen = [tissue(int(p) if p.strip().isdigit() else p.strip()) for p in spec.split(",") if p.strip()]
+    return tuple(sorted(set(chosen), key=lambda t: t.id))
+
+
+def scale_for_mpp(mpp: float) -> Scale:
+    """The scale slot whose nominal µm/px is nearest (in log space) to ``mpp``."""
+    import math
+
+    return min(scales(), key=lambda s: abs(math.log2(s.mpp) - math.log2(mpp)))

@@ -1,0 +1,65 @@
+"""Typer commands. Each one parses options and calls the Python API; no logic lives here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="omniseg",
+    help="Scale-aware multi-tissue segmentation of kidney pathology (Omni-Seg).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from omniseg import __version__
+
+        typer.echo(f"omniseg {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    """omniseg: segment kidney tissue in pathology images with one scale-aware network."""
+
+
+@app.command()
+def info(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False):
+    """Show versions, device, registered models and the tissue/scale table."""
+    from omniseg.system import system_info
+
+    data = system_info()
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    from omniseg.cli.render import print_info
+
+    print_info(data)
+
+
+@app.command("convert-checkpoint")
+def convert_checkpoint(
+    source: Annotated[Path, typer.Argument(help="Original Omni-Seg .pth state dict.")],
+    out_dir: Annotated[Path, typer.Argument(help="Model folder to write.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing OUT_DIR.")] = False,
+):
+    """Convert an original Omni-Seg checkpoint into an omniseg model folder (never unpickles code)."""
+    from omniseg.errors import OmnisegError
+    from omniseg.models.convert import convert_checkpoint as convert
+
+    if out_dir.exists() and not overwrite:
+        raise OmnisegError(f"{out_dir}: already exists; pass --overwrite to replace it")
+    path = convert(source, out_dir)
+    typer.echo(f"wrote {path}")

@@ -1,0 +1,186 @@
+"""Find and read partially labelled patches (one tissue type annotated per image).
+
+Two sources, same records: a manifest CSV (``image,mask,task_id,scale_id,stain,split``, paths
+relative to the CSV) or the original layout ``<task>_<scale>_<name>/<stain>/<stem>.png`` with
+``<stem>_mask_<anything>.png`` beside each image.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from omniseg.catalogue import scales, tissues
+from omniseg.errors import OmnisegError
+
+MANIFEST_NAME = "manifest.csv"
+MANIFEST_COLUMNS = ("image", "mask", "task_id", "scale_id", "stain", "split")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+MASK_THRESHOLD = 128
+_TASK_DIR = re.compile(r"^(\d+)_(\d+)(?:_.*)?$")
+
+
+@dataclass(frozen=True)
+class PatchRecord:
+    image: Path
+    mask: Path
+    task_id: int
+    scale_id: int
+    stain: str
+    split: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.image.stem
+
+
+def _check_ids(task_id: int, scale_id: int, where: str) -> None:
+    if not 0 <= task_id < len(tissues()):
+        valid = ", ".join(f"{t.id}={t.name}" for t in tissues())
+        raise OmnisegError(f"{where}: unknown task id {task_id}; valid: {valid}")
+    if not 0 <= scale_id < len(scales()):
+        raise OmnisegError(f"{where}: unknown scale id {scale_id}; valid: 0..{len(scales()) - 1}")
+
+
+def read_manifest(path: Path) -> list[PatchRecord]:
+    root = path.parent
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in MANIFEST_COLUMNS[:4] if c not in (reader.fieldnames or [])]
+            if missing:
+                raise OmnisegError(
+                    f"{path}: manifest lacks column(s) {missing}; "
+                    f"expected columns {','.join(MANIFEST_COLUMNS)}"
+                )
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise OmnisegError(f"{path}: unreadable manifest ({exc})") from exc
+    records = []
+    for line, row in enumerate(rows, start=2):
+        where = f"{path}:{line}"
+        try:
+            task_id, scale_id = int(row["task_id"]), int(row["scale_id"])
+        except (TypeError, ValueError) as exc:
+            raise OmnisegError(f"{where}: task_id/scale_id must be integers") from exc
+        _check_ids(task_id, scale_id, where)
+        image, mask = root / row["image"], root / row["mask"]
+        for p in (image, mask):
+            if not p.is_file():
+                raise OmnisegError(f"{where}: file not found: {p}")
+        split = (row.get("split") or "").strip() or None
+        stain = (row.get("stain") or "").strip() or image.parent.name
+        records.append(PatchRecord(image, mask, task_id, scale_id, stain, split))
+    if not records:
+        raise OmnisegError(f"{path}: manifest has no rows")
+    return records
+
+
+def walk_layout(root: Path) -> list[PatchRecord]:
+    records = []
+    for task_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        match = _TASK_DIR.match(task_dir.name)
+        if not match:
+            continue
+        task_id, scale_id = int(match[1]), int(match[2])
+        _check_ids(task_id, scale_id, str(task_dir))
+        for dirpath, _, filenames in sorted(os.walk(task_dir)):
+            folder = Path(dirpath)
+            files = sorted(f for f in filenames if f.lower().endswith(IMAGE_SUFFIXES))
+            for name in files:
+                if "_mask" in name:
+                    continue
+                stem = Path(name).stem
+                masks = [f for f in files if f.startswith(f"{stem}_mask")]
+                if not masks:
+                    raise OmnisegError(
+                        f"{folder / name}: no mask found; expected {stem}_mask_<anything>.png beside it"
+                    )
+                stain = folder.name if folder != task_dir else ""
+                records.append(
+                    PatchRecord(folder / name, folder / masks[0], task_id, scale_id, stain)
+                )
+    if not records:
+        raise OmnisegError(
+            f"{root}: no patches found; expected <task>_<scale>_<name>/<stain>/<image>.png "
+            f"with <image>_mask_*.png beside it, or a {MANIFEST_NAME}"
+        )
+    return records
+
+
+def discover_patches(path: str | os.PathLike) -> list[PatchRecord]:
+    """Records from a manifest CSV, a folder's manifest.csv, or by walking the folder layout."""
+    p = Path(path)
+    if p.is_file():
+        return read_manifest(p)
+    if not p.is_dir():
+        raise OmnisegError(f"{p}: not found; pass a folder of patches or a manifest CSV")
+    if (p / MANIFEST_NAME).is_file():
+        return read_manifest(p / MANIFEST_NAME)
+    return walk_layout(p)
+
+
+def select_split(records: list[PatchRecord], split: str | None) -> list[PatchRecord]:
+    """Rows of one split (None = all). An empty result is an error naming the splits present."""
+    if split is None:
+        return list(records)
+    chosen = [r for r in records if r.split == split]
+    if not chosen:
+        present = sorted({str(r.split) for r in records})
+        raise OmnisegError(f"no patches in split {split!r}; splits present: {present}")
+    return chosen
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        img = Image.open(path)
+        img.load()
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise OmnisegError(f"{path}: unreadable image ({exc})") from exc
+    return img
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.uint16 or arr.max(initial=0) > 255:
+        return (arr.astype(np.float64) / 257.0).round().clip(0, 255).astype(np.uint8)
+    return arr.clip(0, 255).astype(np.uint8)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """HxWx3 uint8 RGB. Greyscale is replicated, alpha dropped, 16-bit scaled to 8-bit."""
+    path = Path(path)
+    img = _open(path)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = _to_uint8(np.asarray(img))
+        return np.repeat(arr[..., None], 3, axis=2)
+    if img.mode == "RGB":
+        return np.asarray(img, dtype=np.uint8).copy()
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """HxW bool: the first colour channel >= 128 (never thresholded across channels)."""
+    path = Path(path)
+    img = _open(path)
+    arr = np.asarray(img)
+    if arr.ndim == 3:
+        arr = arr[..., 0]
+    return _to_uint8(arr) >= MASK_THRESHOLD
+
+
+def load_pair(record: PatchRecord) -> tuple[np.ndarray, np.ndarray]:
+    image, mask = read_image(record.image), read_mask(record.mask)
+    if image.shape[:2] != mask.shape:
+        raise OmnisegError(
+            f"{record.mask}: mask size {mask.shape[1]}x{mask.shape[0]} does not match image "
+            f"{record.image} ({image.shape[1]}x{image.shape[0]})"
+        )
+    return image, mask

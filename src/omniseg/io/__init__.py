@@ -1,0 +1,1 @@
+"""Slide readers, ROI parsers and result writers."""

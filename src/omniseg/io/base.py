@@ -1,0 +1,43 @@
+"""The small protocol every slide reader implements (OpenSlide, tifffile, Pillow, in-memory)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+MPP_VALID_RANGE = (0.05, 20.0)  # µm/px; outside it a metadata value counts as missing
+
+
+@dataclass(frozen=True)
+class SlideInfo:
+    """Geometry and resolution of an opened slide. Level 0 is the full resolution."""
+
+    path: str
+    reader: str
+    level_dimensions: tuple[tuple[int, int], ...]  # (width, height) per level
+    level_downsamples: tuple[float, ...]
+    mpp: float | None  # µm/px at level 0, None when unknown
+    objective_power: float | None
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        return self.level_dimensions[0]
+
+    @property
+    def level_count(self) -> int:
+        return len(self.level_dimensions)
+
+
+@runtime_checkable
+class SlideReader(Protocol):
+    """Read RGB regions. Coordinates (x, y) are in the pixels of the requested level."""
+
+    info: SlideInfo
+
+    def read_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """HxWx3 uint8 RGB; areas outside the slide are filled with white (255)."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,131 @@
+"""Frozen configuration of the network and of how a trained model is meant to be run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from omniseg.errors import OmnisegError
+
+CONTROLLER_KINDS = ("scale", "task", "static")
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """Shape of the per-sample 1x1 head: in -> hidden... -> out, ReLU between layers.
+
+    The controller emits all weights (layer by layer, row-major ``[out][in]``) followed by all
+    biases, which is the original 162-vector layout (w1, w2, w3, b1, b2, b3).
+    """
+
+    in_channels: int = 8
+    hidden: tuple[int, ...] = (8, 8)
+    out_channels: int = 2
+
+    @property
+    def layer_shapes(self) -> tuple[tuple[int, int], ...]:
+        dims = (self.in_channels, *self.hidden, self.out_channels)
+        return tuple((dims[i + 1], dims[i]) for i in range(len(dims) - 1))
+
+    @property
+    def num_weights(self) -> int:
+        return sum(o * i for o, i in self.layer_shapes)
+
+    @property
+    def num_biases(self) -> int:
+        return sum(o for o, _ in self.layer_shapes)
+
+    @property
+    def num_params(self) -> int:
+        return self.num_weights + self.num_biases
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture hyper-parameters. The defaults are the published Omni-Seg network."""
+
+    architecture: str = "omniseg"
+    controller: str = "scale"  # scale: W[task, scale]·f ; task: DoDNet task bias ; static: multihead
+    in_channels: int = 3
+    stem_channels: int = 32
+    widths: tuple[int, ...] = (32, 64, 128, 256, 256)
+    blocks: tuple[int, ...] = (1, 2, 2, 2, 2)
+    groups: int = 16
+    head: HeadSpec = field(default_factory=HeadSpec)
+    num_tasks: int = 6
+    num_scales: int = 4
+
+    def __post_init__(self) -> None:
+        if self.controller not in CONTROLLER_KINDS:
+            raise OmnisegError(
+                f"unknown controller {self.controller!r}; valid: {', '.join(CONTROLLER_KINDS)}"
+            )
+        if len(self.widths) != len(self.blocks) or len(self.widths) < 2:
+            raise OmnisegError("widths and blocks must have the same length (>= 2)")
+        if self.widths[-1] != self.widths[-2]:
+            raise OmnisegError("the bottleneck width must equal the last skip width (additive skip)")
+        for ch in (self.stem_channels, *self.widths):
+            if ch % self.groups:
+                raise OmnisegError(f"channel count {ch} is not divisible by groups={self.groups}")
+
+    @property
+    def size_divisor(self) -> int:
+        """Input H and W must be multiples of this (one halving per encoder stage after the first)."""
+        return 2 ** (len(self.widths) - 1)
+
+    def to_dict(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["widths"] = list(self.widths)
+        out["blocks"] = list(self.blocks)
+        out["head"] = {
+            "in_channels": self.head.in_channels,
+            "hidden": list(self.head.hidden),
+            "out_channels": self.head.out_channels,
+        }
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise OmnisegError(f"unknown model config keys: {sorted(unknown)}")
+        kw = dict(raw)
+        if "widths" in kw:
+            kw["widths"] = tuple(kw["widths"])
+        if "blocks" in kw:
+            kw["blocks"] = tuple(kw["blocks"])
+        if isinstance(kw.get("head"), dict):
+            h = kw["head"]
+            kw["head"] = HeadSpec(h["in_channels"], tuple(h["hidden"]), h["out_channels"])
+        return cls(**kw)
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How a trained model should be run; saved beside the weights in config.json."""
+
+    patch_size: int = 256  # training patch size (px at the task's native scale)
+    tile_size: int = 512  # inference tile (px at the task's native scale)
+    tile_overlap: int = 64  # px of context discarded at each inner tile edge
+    thresholds: tuple[float, ...] = (0.5, 0.5, 0.5, 0.5, 0.5, 0.5)
+    min_area_um2: tuple[float, ...] = (20.0, 20.0, 500.0, 300.0, 50.0, 5.0)
+    tta: bool = False
+
+    def to_dict(self) -> dict:
+        return {
+            "patch_size": self.patch_size,
+            "tile_size": self.tile_size,
+            "tile_overlap": self.tile_overlap,
+            "thresholds": list(self.thresholds),
+            "min_area_um2": list(self.min_area_um2),
+            "tta": self.tta,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> InferenceSettings:
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in raw.items() if k in known}
+        for key in ("thresholds", "min_area_um2"):
+            if key in kw:
+                kw[key] = tuple(float(v) for v in kw[key])
+        return cls(**kw)

@@ -1,0 +1,106 @@
+"""Controllers (image feature x task x scale -> head parameters) and the dynamic 1x1 head."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from omniseg.models.config import HeadSpec
+
+
+def split_head_params(params: Tensor, spec: HeadSpec) -> list[tuple[Tensor, Tensor]]:
+    """Cut (..., P) parameter vectors into per-layer (weight (..., out, in), bias (..., out))."""
+    lead = params.shape[:-1]
+    layers, w_at, b_at = [], 0, spec.num_weights
+    for out_ch, in_ch in spec.layer_shapes:
+        w = params[..., w_at : w_at + out_ch * in_ch].reshape(*lead, out_ch, in_ch)
+        b = params[..., b_at : b_at + out_ch]
+        layers.append((w, b))
+        w_at += out_ch * in_ch
+        b_at += out_ch
+    return layers
+
+
+def apply_dynamic_head(features: Tensor, params: Tensor, spec: HeadSpec) -> Tensor:
+    """Run per-sample, per-task 1x1 heads on shared features.
+
+    features: (N, C, H, W); params: (N, T, P). Returns (N, T, out, H, W). Batched matrix products
+    replace the original grouped convolution (same maths, no per-sample loop, exportable).
+    """
+    n, _, h, w = features.shape
+    t = params.shape[1]
+    layers = split_head_params(params, spec)
+    x = features.reshape(n, features.shape[1], h * w)
+    w0, b0 = layers[0]
+    x = torch.einsum("ntoc,ncp->ntop", w0, x) + b0[..., None]
+    x = x.reshape(n * t, -1, h * w)
+    for weight, bias in layers[1:]:
+        x = F.relu(x)
+        x = torch.baddbmm(bias.reshape(n * t, -1, 1), weight.reshape(n * t, *weight.shape[2:]), x)
+    return x.reshape(n, t, spec.out_channels, h, w)
+
+
+class ScaleTaskController(nn.Module):
+    """Omni-Seg's trilinear controller: params = W[task, scale] @ f + b.
+
+    The original builds the f (x) task (x) scale outer product (feat*T*S wide, index
+    ``(c*T + t)*S + s``) and applies one linear map. With one-hot codes that equals selecting one of
+    T*S linear maps, which is what this does without materialising the outer product.
+    """
+
+    def __init__(self, feat: int, num_tasks: int, num_scales: int, num_params: int) -> None:
+        super().__init__()
+        self.feat, self.num_tasks, self.num_scales = feat, num_tasks, num_scales
+        self.linear = nn.Linear(feat * num_tasks * num_scales, num_params)
+
+    def all_params(self, f: Tensor) -> Tensor:
+        """(N, T*S, P): the parameters for every (task, scale) pair, index t*S + s."""
+        weight = self.linear.weight.reshape(-1, self.feat, self.num_tasks * self.num_scales)
+        return torch.einsum("nc,pck->nkp", f, weight) + self.linear.bias
+
+    def forward(self, f: Tensor, task_ids: Tensor, scale_ids: Tensor) -> Tensor:
+        """f: (N, C); task_ids, scale_ids: (N, T). Returns (N, T, P)."""
+        table = self.all_params(f)
+        index = (task_ids * self.num_scales + scale_ids)[..., None].expand(-1, -1, table.shape[-1])
+        return torch.gather(table, 1, index)
+
+
+class TaskController(nn.Module):
+    """DoDNet / original "ns" controller: linear map of concat(f, one-hot task). Scale is ignored."""
+
+    def __init__(self, feat: int, num_tasks: int, num_params: int) -> None:
+        super().__init__()
+        self.feat, self.num_tasks = feat, num_tasks
+        self.linear = nn.Linear(feat + num_tasks, num_params)
+
+    def forward(self, f: Tensor, task_ids: Tensor, scale_ids: Tensor) -> Tensor:
+        del scale_ids  # accepted for a uniform interface, deliberately unused
+        w_feat = self.linear.weight[:, : self.feat]
+        w_task = self.linear.weight[:, self.feat :]  # (P, T): one-hot selects a column
+        shared = f @ w_feat.T + self.linear.bias  # (N, P)
+        return shared[:, None, :] + w_task.T[task_ids]
+
+
+class StaticHeads(nn.Module):
+    """Multi-head baseline: one learned head per task, no controller. Scale is ignored."""
+
+    def __init__(self, spec: HeadSpec, num_tasks: int) -> None:
+        super().__init__()
+        self.spec = spec
+        self.params = nn.Parameter(torch.empty(num_tasks, spec.num_params))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Same distribution as a freshly built nn.Conv2d 1x1 layer: U(+-1/sqrt(fan_in)).
+        with torch.no_grad():
+            for weight, bias in split_head_params(self.params, self.spec):
+                bound = 1.0 / math.sqrt(weight.shape[-1])
+                weight.uniform_(-bound, bound)
+                bias.uniform_(-bound, bound)
+
+    def forward(self, f: Tensor, task_ids: Tensor, scale_ids: Tensor) -> Tensor:
+        del f, scale_ids
+        return self.params[task_ids]

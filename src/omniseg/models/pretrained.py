@@ -1,0 +1,125 @@
+"""Model folders: ``config.json`` + ``model.safetensors``. Loading never unpickles anything."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from omniseg.catalogue import default_catalogue
+from omniseg.errors import OmnisegError
+from omniseg.models.config import InferenceSettings, ModelConfig
+from omniseg.models.network import OmniSeg
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT = "omniseg-model"
+FORMAT_VERSION = 1
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_pretrained(
+    model: OmniSeg,
+    directory: str | os.PathLike,
+    *,
+    storage_dtype: torch.dtype = torch.float32,
+    extra: dict | None = None,
+) -> Path:
+    """Write a model folder atomically (a temporary sibling folder renamed into place)."""
+    from omniseg import __version__
+
+    target = Path(directory)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        state = {
+            k: v.detach().to("cpu", storage_dtype if v.is_floating_point() else v.dtype).contiguous()
+            for k, v in model.state_dict().items()
+        }
+        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        config = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "architecture": model.config.architecture,
+            "model": model.config.to_dict(),
+            "inference": model.inference.to_dict(),
+            "catalogue": default_catalogue().to_dict(),
+            "storage_dtype": str(storage_dtype).removeprefix("torch."),
+            "omniseg_version": __version__,
+            "sha256": sha256_of(tmp / WEIGHTS_NAME),
+            **(extra or {}),
+        }
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        if target.exists():
+            backup = target.with_name(f".{target.name}.old")
+            shutil.rmtree(backup, ignore_errors=True)
+            os.replace(target, backup)
+            os.replace(tmp, target)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def read_model_config(directory: str | os.PathLike) -> dict:
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise OmnisegError(
+            f"{path}: no model config found; pass a model folder holding {CONFIG_NAME} and "
+            f"{WEIGHTS_NAME} (e.g. RUN_DIR/model from `omniseg train`)"
+        )
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise OmnisegError(f"{path}: not valid JSON ({exc}); re-export the model folder") from exc
+    if raw.get("format") != FORMAT:
+        raise OmnisegError(f"{path}: not an omniseg model config (format={raw.get('format')!r})")
+    return raw
+
+
+def load_pretrained(
+    directory: str | os.PathLike, *, device: str | torch.device = "cpu", verify: bool = True
+) -> OmniSeg:
+    """Load a model folder; the weights' SHA-256 is checked against config.json when present."""
+    directory = Path(directory)
+    raw = read_model_config(directory)
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise OmnisegError(f"{weights}: weights file missing from the model folder")
+    if verify and raw.get("sha256") and sha256_of(weights) != raw["sha256"]:
+        raise OmnisegError(
+            f"{weights}: SHA-256 does not match config.json (corrupt or replaced weights); "
+            "re-download or re-export the model folder"
+        )
+    try:
+        config = ModelConfig.from_dict(raw["model"])
+        inference = InferenceSettings.from_dict(raw.get("inference", {}))
+    except (KeyError, TypeError) as exc:
+        raise OmnisegError(f"{directory / CONFIG_NAME}: invalid model section ({exc!r})") from exc
+    model = OmniSeg(config, inference)
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise OmnisegError(f"{weights}: unreadable safetensors file ({exc})") from exc
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise OmnisegError(f"{weights}: weights do not fit {config.architecture}: {exc}") from exc
+    return model.to(device).eval()

@@ -1,0 +1,49 @@
+"""Environment report behind `omniseg info`."""
+
+from __future__ import annotations
+
+import platform
+
+
+def default_device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def system_info() -> dict:
+    import torch
+
+    from omniseg import __version__
+    from omniseg.catalogue import default_catalogue
+    from omniseg.models import count_parameters, create_model, list_models
+
+    cat = default_catalogue()
+    with torch.device("meta"):
+        models = {name: count_parameters(create_model(name)) for name in list_models()}
+    return {
+        "omniseg": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": default_device(),
+        "threads": torch.get_num_threads(),
+        "models": models,
+        "tissues": [
+            {
+                "id": t.id,
+                "name": t.name,
+                "full_name": t.full_name,
+                "scale_id": t.scale_id,
+                "magnification": t.magnification,
+                "mpp": t.mpp,
+                "color": list(t.color),
+                "label_value": t.label_value,
+            }
+            for t in cat.tissues
+        ],
+        "scales": [{"id": s.id, "magnification": s.magnification, "mpp": s.mpp} for s in cat.scales],
+    }
