@@ -63,3 +63,13 @@ def convert_checkpoint(
         raise OmnisegError(f"{out_dir}: already exists; pass --overwrite to replace it")
     path = convert(source, out_dir)
     typer.echo(f"wrote {path}")
+
+
+def _register_stage_commands() -> None:
+    from omniseg.cli import evaluate_cmd, segment_cmd, train_cmd
+
+    for module in (train_cmd, evaluate_cmd, segment_cmd):
+        module.register(app)
+
+
+_register_stage_commands()

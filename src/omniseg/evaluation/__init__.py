@@ -1,0 +1,1 @@
+"""omniseg.evaluation stage."""

@@ -1,0 +1,1 @@
+"""omniseg.export stage."""

@@ -1,0 +1,1 @@
+"""omniseg.training stage."""
