@@ -132,7 +132,9 @@ def parse_tasks(spec: str | None) -> tuple[Tissue, ...]:
     """Parse a comma-separated task list such as ``"dt,pt,capsule"`` (None or "all" = every task)."""
     if spec is None or spec.strip().lower() in ("", "all"):
         return tissues()
-    chosen = [tissue(int(p) if p.strip().isdigit() else p.strip()) for p in spec.split(",") if p.strip()]
+    chosen = [
+        tissue(int(p) if p.strip().isdigit() else p.strip()) for p in spec.split(",") if p.strip()
+    ]
     return tuple(sorted(set(chosen), key=lambda t: t.id))
 
 

@@ -45,5 +45,7 @@ def system_info() -> dict:
             }
             for t in cat.tissues
         ],
-        "scales": [{"id": s.id, "magnification": s.magnification, "mpp": s.mpp} for s in cat.scales],
+        "scales": [
+            {"id": s.id, "magnification": s.magnification, "mpp": s.mpp} for s in cat.scales
+        ],
     }

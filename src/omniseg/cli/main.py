@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("omniseg: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception as exc:  # noqa: BLE001 - last-resort guard so users never see a raw trace
+    except Exception as exc:
         if debug:
             traceback.print_exc()
         print(

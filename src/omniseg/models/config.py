@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from omniseg.errors import OmnisegError
 
 CONTROLLER_KINDS = ("scale", "task", "static")
+HEAD_INITS = ("default", "head")
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,9 @@ class ModelConfig:
     """Architecture hyper-parameters. The defaults are the published Omni-Seg network."""
 
     architecture: str = "omniseg"
-    controller: str = "scale"  # scale: W[task, scale]·f ; task: DoDNet task bias ; static: multihead
+    controller: str = (
+        "scale"  # scale: W[task, scale]·f ; task: DoDNet task bias ; static: multihead
+    )
     in_channels: int = 3
     stem_channels: int = 32
     widths: tuple[int, ...] = (32, 64, 128, 256, 256)
@@ -53,8 +56,15 @@ class ModelConfig:
     head: HeadSpec = field(default_factory=HeadSpec)
     num_tasks: int = 6
     num_scales: int = 4
+    # "default": PyTorch's init, as the original; "head": generated heads start as sane MLPs
+    # (see heads.head_init_vector). Only affects a fresh model, never loaded weights.
+    head_init: str = "default"
 
     def __post_init__(self) -> None:
+        if self.head_init not in HEAD_INITS:
+            raise OmnisegError(
+                f"unknown head_init {self.head_init!r}; valid: {', '.join(HEAD_INITS)}"
+            )
         if self.controller not in CONTROLLER_KINDS:
             raise OmnisegError(
                 f"unknown controller {self.controller!r}; valid: {', '.join(CONTROLLER_KINDS)}"
@@ -62,7 +72,9 @@ class ModelConfig:
         if len(self.widths) != len(self.blocks) or len(self.widths) < 2:
             raise OmnisegError("widths and blocks must have the same length (>= 2)")
         if self.widths[-1] != self.widths[-2]:
-            raise OmnisegError("the bottleneck width must equal the last skip width (additive skip)")
+            raise OmnisegError(
+                "the bottleneck width must equal the last skip width (additive skip)"
+            )
         for ch in (self.stem_channels, *self.widths):
             if ch % self.groups:
                 raise OmnisegError(f"channel count {ch} is not divisible by groups={self.groups}")

@@ -43,6 +43,35 @@ def apply_dynamic_head(features: Tensor, params: Tensor, spec: HeadSpec) -> Tens
     return x.reshape(n, t, spec.out_channels, h, w)
 
 
+def head_init_vector(spec: HeadSpec, hidden_bias: float, generator=None) -> Tensor:
+    """A sane starting head: conv-like U(+-1/sqrt(fan_in)) weights, small positive hidden biases.
+
+    Used as the controllers' bias so every generated head starts as a working MLP whose hidden ReLUs
+    are alive. With PyTorch's default init the generated heads start near zero and, on small
+    data, whole heads can die (a DT head predicting nothing was seen in calibration runs).
+    """
+    vec = torch.zeros(spec.num_params)
+    layers = split_head_params(vec, spec)
+    for i, (weight, bias) in enumerate(layers):
+        bound = 1.0 / math.sqrt(weight.shape[-1])
+        weight.uniform_(-bound, bound, generator=generator)
+        bias.fill_(hidden_bias if i < len(layers) - 1 else 0.0)
+    return vec
+
+
+def init_controller(linear: nn.Linear, spec: HeadSpec, mode: str) -> None:
+    """``default``: PyTorch's init (the original). ``head``: bias = a sane head, small weights."""
+    if mode == "default":
+        return
+    with torch.no_grad():
+        linear.weight.mul_(CONTROLLER_WEIGHT_SCALE)
+        linear.bias.copy_(head_init_vector(spec, HIDDEN_BIAS_INIT))
+
+
+CONTROLLER_WEIGHT_SCALE = 0.1  # image-feature dependence starts small next to the base head
+HIDDEN_BIAS_INIT = 0.1  # keeps hidden ReLUs of fresh heads in their active range
+
+
 class ScaleTaskController(nn.Module):
     """Omni-Seg's trilinear controller: params = W[task, scale] @ f + b.
 
@@ -51,10 +80,13 @@ class ScaleTaskController(nn.Module):
     T*S linear maps, which is what this does without materialising the outer product.
     """
 
-    def __init__(self, feat: int, num_tasks: int, num_scales: int, num_params: int) -> None:
+    def __init__(
+        self, feat: int, num_tasks: int, num_scales: int, spec: HeadSpec, init: str = "default"
+    ) -> None:
         super().__init__()
         self.feat, self.num_tasks, self.num_scales = feat, num_tasks, num_scales
-        self.linear = nn.Linear(feat * num_tasks * num_scales, num_params)
+        self.linear = nn.Linear(feat * num_tasks * num_scales, spec.num_params)
+        init_controller(self.linear, spec, init)
 
     def all_params(self, f: Tensor) -> Tensor:
         """(N, T*S, P): the parameters for every (task, scale) pair, index t*S + s."""
@@ -71,10 +103,11 @@ class ScaleTaskController(nn.Module):
 class TaskController(nn.Module):
     """DoDNet / original "ns" controller: linear map of concat(f, one-hot task). Scale is ignored."""
 
-    def __init__(self, feat: int, num_tasks: int, num_params: int) -> None:
+    def __init__(self, feat: int, num_tasks: int, spec: HeadSpec, init: str = "default") -> None:
         super().__init__()
         self.feat, self.num_tasks = feat, num_tasks
-        self.linear = nn.Linear(feat + num_tasks, num_params)
+        self.linear = nn.Linear(feat + num_tasks, spec.num_params)
+        init_controller(self.linear, spec, init)
 
     def forward(self, f: Tensor, task_ids: Tensor, scale_ids: Tensor) -> Tensor:
         del scale_ids  # accepted for a uniform interface, deliberately unused
@@ -87,19 +120,23 @@ class TaskController(nn.Module):
 class StaticHeads(nn.Module):
     """Multi-head baseline: one learned head per task, no controller. Scale is ignored."""
 
-    def __init__(self, spec: HeadSpec, num_tasks: int) -> None:
+    def __init__(self, spec: HeadSpec, num_tasks: int, init: str = "default") -> None:
         super().__init__()
-        self.spec = spec
+        self.spec, self.init = spec, init
         self.params = nn.Parameter(torch.empty(num_tasks, spec.num_params))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # Same distribution as a freshly built nn.Conv2d 1x1 layer: U(+-1/sqrt(fan_in)).
         with torch.no_grad():
-            for weight, bias in split_head_params(self.params, self.spec):
-                bound = 1.0 / math.sqrt(weight.shape[-1])
-                weight.uniform_(-bound, bound)
-                bias.uniform_(-bound, bound)
+            for row in self.params:
+                if self.init == "head":
+                    row.copy_(head_init_vector(self.spec, HIDDEN_BIAS_INIT))
+                    continue
+                # Same distribution as a freshly built nn.Conv2d 1x1 layer: U(+-1/sqrt(fan_in)).
+                for weight, bias in split_head_params(row, self.spec):
+                    bound = 1.0 / math.sqrt(weight.shape[-1])
+                    weight.uniform_(-bound, bound)
+                    bias.uniform_(-bound, bound)
 
     def forward(self, f: Tensor, task_ids: Tensor, scale_ids: Tensor) -> Tensor:
         del f, scale_ids

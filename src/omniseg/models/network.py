@@ -54,15 +54,14 @@ class OmniSeg(nn.Module):
         self.GAP = nn.Sequential(
             nn.GroupNorm(c.groups, bottleneck), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1)
         )
-        n_params = c.head.num_params
         if c.controller == "scale":
             self.controller_trilinear = ScaleTaskController(
-                bottleneck, c.num_tasks, c.num_scales, n_params
+                bottleneck, c.num_tasks, c.num_scales, c.head, c.head_init
             )
         elif c.controller == "task":
-            self.controller = TaskController(bottleneck, c.num_tasks, n_params)
+            self.controller = TaskController(bottleneck, c.num_tasks, c.head, c.head_init)
         else:
-            self.heads = StaticHeads(c.head, c.num_tasks)
+            self.heads = StaticHeads(c.head, c.num_tasks, c.head_init)
 
     # ----------------------------------------------------------------------------- helpers
     @property
@@ -85,14 +84,16 @@ class OmniSeg(nn.Module):
             )
 
     def _ids(self, ids: IdsLike, n: int, limit: int, what: str, device: torch.device) -> Tensor:
-        t = torch.as_tensor(ids, dtype=torch.long, device=device)
+        t = torch.as_tensor(ids, dtype=torch.long)  # lists stay on the CPU for the range check
         if t.ndim == 0:
             t = t.expand(n)
         if t.ndim != 1 or t.shape[0] != n:
-            raise ValueError(f"{what} must hold one id per sample ({n}), got shape {tuple(t.shape)}")
-        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= limit):
+            raise ValueError(
+                f"{what} must hold one id per sample ({n}), got shape {tuple(t.shape)}"
+            )
+        if t.numel() and t.device.type != "meta" and (int(t.min()) < 0 or int(t.max()) >= limit):
             raise ValueError(f"{what} must lie in 0..{limit - 1}, got {t.tolist()}")
-        return t
+        return t.to(device)
 
     # ----------------------------------------------------------------------------- stages
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -47,7 +47,9 @@ def save_pretrained(
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         state = {
-            k: v.detach().to("cpu", storage_dtype if v.is_floating_point() else v.dtype).contiguous()
+            k: v.detach()
+            .to("cpu", storage_dtype if v.is_floating_point() else v.dtype)
+            .contiguous()
             for k, v in model.state_dict().items()
         }
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})

@@ -1,0 +1,70 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from omniseg import __version__
+from omniseg.catalogue import parse_tasks, scale_for_mpp, scales, tissue, tissues
+from omniseg.cli.main import main
+from omniseg.errors import OmnisegError
+
+
+def test_catalogue_ids_names_and_scales():
+    assert [t.name for t in tissues()] == ["dt", "pt", "capsule", "tuft", "vessel", "ptc"]
+    assert [t.magnification for t in tissues()] == [10, 10, 5, 5, 10, 40]
+    for s in scales():
+        assert s.mpp == pytest.approx(0.25 * 2 ** (3 - s.id))
+    assert [t.label_value for t in tissues()] == [1, 2, 3, 4, 5, 6]
+    assert len({t.color for t in tissues()}) == 6
+
+
+def test_task_parsing_and_lookup_errors():
+    assert [t.id for t in parse_tasks("ptc,dt, 2")] == [0, 2, 5]
+    assert len(parse_tasks(None)) == 6
+    with pytest.raises(OmnisegError, match="valid: 0=dt"):
+        tissue("glomerulus")
+    assert scale_for_mpp(0.26).id == 3 and scale_for_mpp(0.9).id == 1
+
+
+def test_version_and_help(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"omniseg {__version__}"
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("info", "convert-checkpoint"):
+        assert command in out
+
+
+def test_info_json_lists_models_and_tissues(capsys):
+    assert main(["info", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["models"]["omniseg"] == 6_909_706
+    assert data["models"]["omniseg-task"] == 5_956_822
+    assert [t["name"] for t in data["tissues"]][5] == "ptc"
+    assert data["tissues"][5]["mpp"] == 0.25
+    assert data["device"] in ("cpu", "cuda", "mps")
+
+
+def test_info_human_readable(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "peritubular" in out and "omniseg-task" in out
+
+
+def test_console_script_errors_are_one_line_without_traceback(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "omniseg",
+            "convert-checkpoint",
+            str(tmp_path / "nope.pth"),
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert "nope.pth" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o").exists()
