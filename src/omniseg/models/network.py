@@ -91,7 +91,8 @@ class OmniSeg(nn.Module):
             raise ValueError(
                 f"{what} must hold one id per sample ({n}), got shape {tuple(t.shape)}"
             )
-        if t.numel() and t.device.type != "meta" and (int(t.min()) < 0 or int(t.max()) >= limit):
+        checkable = t.numel() and t.device.type != "meta" and not torch.compiler.is_compiling()
+        if checkable and (int(t.min()) < 0 or int(t.max()) >= limit):
             raise ValueError(f"{what} must lie in 0..{limit - 1}, got {t.tolist()}")
         return t.to(device)
 
