@@ -20,6 +20,8 @@ class SlideInfo:
     level_downsamples: tuple[float, ...]
     mpp: float | None  # µm/px at level 0, None when unknown
     objective_power: float | None
+    mpp_source: str = "unknown"  # "metadata", "objective", "override" or "unknown"
+    vendor: str | None = None  # format as detected (e.g. "aperio", "ome", "png"), informational
 
     @property
     def dimensions(self) -> tuple[int, int]:

@@ -1,0 +1,137 @@
+"""Per-object outputs: QuPath-compatible GeoJSON and a flat CSV of measurements.
+
+Both are deterministic for the same objects (fixed key order, floats rounded, objects sorted by
+id) so a resumed run reproduces them byte for byte. Coordinates are level-0 pixels.
+`class_names` / `class_colors` are keyed by SlideObject.class_id (catalogue task id).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import uuid
+from collections.abc import Sequence
+
+from shapely.geometry import MultiPolygon, Polygon, mapping
+from shapely.geometry.base import BaseGeometry
+from shapely.geometry.polygon import orient
+
+from omniseg.export.objects import SlideObject
+from omniseg.io.atomic import atomic_path
+
+DECIMALS = 3  # 1/1000 px: far below any pixel-derived precision, keeps files compact
+OBJECT_TYPES = ("annotation", "detection")
+FEATURE_ID_NAMESPACE = uuid.UUID("6f6d6e69-7365-6700-8000-000000000000")  # fixed: stable ids
+CSV_COLUMNS = (
+    "id",
+    "class",
+    "area_um2",
+    "perimeter_um",
+    "centroid_x",
+    "centroid_y",
+    "bbox_min_x",
+    "bbox_min_y",
+    "bbox_max_x",
+    "bbox_max_y",
+    "mean_probability",
+)
+
+
+def _round(value: float) -> float:
+    rounded = round(float(value), DECIMALS)
+    return 0.0 if rounded == 0 else rounded  # no "-0.0"
+
+
+def _round_coords(coords):
+    if isinstance(coords, (list, tuple)) and coords and isinstance(coords[0], (int, float)):
+        return [_round(value) for value in coords[:2]]
+    return [_round_coords(part) for part in coords]
+
+
+def polygonal_geojson(geometry: BaseGeometry) -> dict:
+    """GeoJSON dict of a Polygon/MultiPolygon (holes kept), exterior rings counter-clockwise."""
+    if isinstance(geometry, Polygon):
+        shaped: BaseGeometry = orient(geometry, 1.0)
+    elif isinstance(geometry, MultiPolygon):
+        shaped = MultiPolygon([orient(part, 1.0) for part in geometry.geoms])
+    else:
+        raise ValueError(f"objects must be Polygon or MultiPolygon, got {geometry.geom_type}")
+    geo = mapping(shaped)
+    return {"type": geo["type"], "coordinates": _round_coords(geo["coordinates"])}
+
+
+def feature_id(obj: SlideObject) -> str:
+    """A UUID (QuPath's id format) derived from the object's id, class and box: stable on resume."""
+    return str(uuid.uuid5(FEATURE_ID_NAMESPACE, f"{obj.id}:{obj.class_id}:{obj.bbox_xyxy}"))
+
+
+def object_feature(
+    obj: SlideObject,
+    object_type: str,
+    class_names: dict[int, str],
+    class_colors: dict[int, Sequence[int]],
+) -> dict:
+    """One QuPath Feature: geometry + objectType, classification, measurements, object_id."""
+    return {
+        "type": "Feature",
+        "id": feature_id(obj),
+        "geometry": polygonal_geojson(obj.geometry),
+        "properties": {
+            "objectType": object_type,
+            "classification": {
+                "name": class_names[obj.class_id],
+                "color": [int(c) for c in class_colors[obj.class_id]],
+            },
+            "measurements": {
+                "area_um2": _round(obj.area_um2),
+                "perimeter_um": _round(obj.perimeter_um),
+                "mean_probability": _round(obj.mean_probability),
+            },
+            "object_id": int(obj.id),
+        },
+    }
+
+
+def write_geojson(
+    path: str | os.PathLike[str],
+    objects: Sequence[SlideObject],
+    *,
+    object_type: str = "annotation",
+    class_names: dict[int, str],
+    class_colors: dict[int, Sequence[int]],
+) -> int:
+    """Write a FeatureCollection (one Feature per object, streamed); returns the feature count."""
+    if object_type not in OBJECT_TYPES:
+        raise ValueError(f"object_type must be one of {OBJECT_TYPES}, got {object_type!r}")
+    ordered = sorted(objects, key=lambda o: o.id)
+    with atomic_path(path) as temp, open(temp, "w", encoding="utf-8", newline="\n") as handle:
+        handle.write('{"type": "FeatureCollection", "features": [')
+        for index, obj in enumerate(ordered):
+            feature = object_feature(obj, object_type, class_names, class_colors)
+            handle.write(("," if index else "") + "\n" + json.dumps(feature, ensure_ascii=False))
+        handle.write("\n]}\n")
+    return len(ordered)
+
+
+def write_objects_csv(
+    path: str | os.PathLike[str], objects: Sequence[SlideObject], class_names: dict[int, str]
+) -> int:
+    """One row per object (columns CSV_COLUMNS, floats to 3 decimals, sorted by id)."""
+    with atomic_path(path) as temp, open(temp, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        for obj in sorted(objects, key=lambda o: o.id):
+            writer.writerow(
+                [
+                    obj.id,
+                    class_names[obj.class_id],
+                    f"{obj.area_um2:.{DECIMALS}f}",
+                    f"{obj.perimeter_um:.{DECIMALS}f}",
+                    f"{obj.centroid_xy[0]:.{DECIMALS}f}",
+                    f"{obj.centroid_xy[1]:.{DECIMALS}f}",
+                    *(int(v) for v in obj.bbox_xyxy),
+                    f"{obj.mean_probability:.{DECIMALS}f}",
+                ]
+            )
+    return len(objects)

@@ -1,0 +1,48 @@
+"""Atomic file writes: a temp file in the target's folder, renamed into place only on success.
+
+A crash or an exception never leaves a partial output behind, and a resumed run never mistakes a
+half-written file for a finished one (os.replace is atomic within one file system).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temp path next to `path`; rename it to `path` on success, delete it on error.
+
+    The temp name keeps the final suffix (some writers choose the format from it) and starts
+    with a dot so folder listings and globbing for outputs skip it.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temp = final.with_name(f".{final.stem}.{uuid.uuid4().hex[:12]}.tmp{final.suffix}")
+    try:
+        yield temp
+        os.replace(temp, final)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
+    """Write `text` to `path` atomically (LF line endings on every OS)."""
+    with atomic_path(path) as temp, open(temp, "w", encoding=encoding, newline="\n") as handle:
+        handle.write(text)
+    return Path(path)
+
+
+def atomic_write_json(
+    path: str | os.PathLike[str], data: Any, *, sort_keys: bool = False, indent: int | None = 2
+) -> Path:
+    """Write `data` as JSON atomically; `sort_keys=True` gives byte-stable files for dicts."""
+    text = json.dumps(data, sort_keys=sort_keys, indent=indent, ensure_ascii=False)
+    return atomic_write_text(path, text + "\n")

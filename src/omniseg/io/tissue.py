@@ -1,0 +1,104 @@
+"""Tissue detection on a thumbnail: colour (saturation) OR absorbance (optical density), minus ink.
+
+Why both cues: H&E is saturated, but pale stains (PAS counterstain, silver/Jones, faded slides)
+are almost grey and only stand out from bright glass by absorbing light. Each cue is thresholded
+with Otsu on the non-ink pixels, clamped to [floor, cap] so that an empty slide finds nothing
+(floor) and a slide dominated by dark tissue still keeps its pale parts (cap). Marker ink is
+removed first: strongly saturated blue/green hues (pen marks; hematoxylin is violet-blue and
+less saturated at thumbnail scale) and near-black pixels. Then a morphological closing joins
+fragments, an opening removes specks, holes smaller than the minimum object are filled and
+objects below a fraction of the image area are dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+
+@dataclass(frozen=True)
+class TissueSettings:
+    """Thresholds on a uint8 RGB thumbnail (saturation in 0..255, OD = -log10(I/255) summed)."""
+
+    saturation_floor: float = 15.0
+    saturation_cap: float = 40.0
+    density_floor: float = 0.15  # summed RGB optical density; clean glass is 0.03-0.12
+    density_cap: float = 0.25  # pale PAS/silver tissue starts at ~0.25-0.3
+    ink_saturation: float = 140.0  # >= this and a blue/green hue: marker ink
+    ink_hue_range: tuple[int, int] = (35, 125)  # OpenCV hue (0..180): green 35-85, blue 85-125
+    ink_value_max: float = 45.0  # V below this (near black): black ink or slide-edge debris
+    ink_dilation_px: int = 2  # the halo at ink borders is ink-coloured too
+    smoothing_px: int = 2  # Gaussian pre-filter: sensor/JPEG noise on glass must not look coloured
+    closing_px: int = 5
+    opening_px: int = 2
+    min_object_fraction: float = 1e-4  # objects / holes smaller than this share of the image
+
+
+def _disk(radius: int) -> np.ndarray:
+    size = 2 * radius + 1
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+
+
+def _otsu_clamped(values: np.ndarray, floor: float, cap: float, scale: float) -> float:
+    """Otsu threshold of `values` (computed on values*scale as uint8), clamped to [floor, cap]."""
+    if values.size == 0:
+        return floor
+    as_bytes = np.clip(values * scale, 0, 255).astype(np.uint8).reshape(-1, 1)
+    threshold, _ = cv2.threshold(as_bytes, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return float(np.clip(threshold / scale, floor, cap))
+
+
+def ink_mask(rgb: np.ndarray, settings: TissueSettings = TissueSettings()) -> np.ndarray:
+    """Pixels that look like marker pen (blue/green/black), slightly dilated."""
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
+    hue, sat, val = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    low, high = settings.ink_hue_range
+    coloured = (sat >= settings.ink_saturation) & (hue >= low) & (hue < high)
+    ink = (coloured | (val < settings.ink_value_max)).astype(np.uint8)
+    if settings.ink_dilation_px > 0:
+        ink = cv2.dilate(ink, _disk(settings.ink_dilation_px))
+    return ink.astype(bool)
+
+
+def detect_tissue(
+    rgb_thumbnail: np.ndarray, settings: TissueSettings = TissueSettings()
+) -> np.ndarray:
+    """HxW bool mask of tissue in an HxWx3 uint8 thumbnail (see module docstring for the method)."""
+    rgb = np.ascontiguousarray(rgb_thumbnail[..., :3], dtype=np.uint8)
+    if settings.smoothing_px > 0:
+        size = 2 * settings.smoothing_px + 1
+        rgb = cv2.GaussianBlur(rgb, (size, size), 0)
+    saturation = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[..., 1].astype(np.float32)
+    density = -np.log10((rgb.astype(np.float32) + 1.0) / 256.0).sum(axis=2)
+    ink = ink_mask(rgb, settings)
+    clean = ~ink
+    sat_threshold = _otsu_clamped(
+        saturation[clean], settings.saturation_floor, settings.saturation_cap, 1.0
+    )
+    od_scale = 255.0 / 3.0  # summed OD spans 0..~7; 0..3 covers tissue and glass
+    od_threshold = _otsu_clamped(
+        density[clean], settings.density_floor, settings.density_cap, od_scale
+    )
+    tissue = ((saturation > sat_threshold) | (density > od_threshold)) & clean
+    mask = tissue.astype(np.uint8)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, _disk(settings.closing_px))
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, _disk(settings.opening_px))
+    mask = mask.astype(bool) & clean
+    min_pixels = max(1, round(settings.min_object_fraction * mask.size))
+    mask = _remove_small(mask, min_pixels)
+    small_holes = ~mask & ~_remove_small(~mask, min_pixels)
+    return mask | small_holes
+
+
+def _remove_small(mask: np.ndarray, min_pixels: int) -> np.ndarray:
+    """Keep only the 8-connected components of `mask` with at least `min_pixels` pixels."""
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    if count == 0:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    keep = sizes >= min_pixels
+    keep[0] = False
+    return keep[labels]
