@@ -2,9 +2,108 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+# (key, column title, digits). Distances in µm: comparable across the tasks' scales (px in JSON).
+TABLE_METRICS = (
+    ("dice", "Dice", 3),
+    ("iou", "IoU", 3),
+    ("dice_bg_inclusive", "Dice±bg", 3),
+    ("hd95_um", "HD95 µm", 1),
+    ("assd_um", "ASSD µm", 1),
+)
+
+
+def _cell(value: float | None, digits: int) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def print_summary(summary: dict, weights: str | None) -> None:
+    """Per-task table (+ per-stain rows dimmed) with the mean over tasks as the last row."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    split = summary["split"] or "all"
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        title=f"evaluation: {summary['n_images']} images (split {split}), "
+        f"TTA {'on' if summary['tta'] else 'off'}, weights {weights}",
+    )
+    table.add_column("task/stain", no_wrap=True)
+    table.add_column("n", justify="right")
+    for _, label, _ in TABLE_METRICS:
+        table.add_column(label, justify="right", no_wrap=True)
+    table.add_column("noHD", justify="right")
+
+    def add(name: str, row: dict, style: str | None = None, end: bool = False) -> None:
+        cells = [_cell(row[key], digits) for key, _, digits in TABLE_METRICS]
+        table.add_row(
+            name, str(row["n"]), *cells, str(row["hd_null"]), style=style, end_section=end
+        )
+
+    for task, row in summary["tasks"].items():
+        stains = {k: v for k, v in summary["stains"].items() if k.split("/", 1)[0] == task}
+        add(task, row, end=not stains)
+        for i, (key, stain_row) in enumerate(stains.items()):
+            add(f"  {key.split('/', 1)[1]}", stain_row, style="dim", end=i == len(stains) - 1)
+    add("mean/task", summary["mean"], style="bold")
+    Console().print(table)
 
 
 def register(app: typer.Typer) -> None:
-    """Add the command to the app (filled in by the evaluate stage)."""
-    del app
+    """Add the command to the app."""
+
+    @app.command("evaluate")
+    def evaluate(
+        data: Annotated[
+            Path, typer.Argument(help="Manifest CSV, or a folder of patches (original layout).")
+        ],
+        weights: Annotated[
+            Path | None,
+            typer.Option("--weights", help="Model folder (default: the bundled model)."),
+        ] = None,
+        json_out: Annotated[
+            Path | None, typer.Option("--json", help="Write the summary report (JSON) here.")
+        ] = None,
+        csv_out: Annotated[
+            Path | None, typer.Option("--csv", help="Write one row per image (CSV) here.")
+        ] = None,
+        tta: Annotated[
+            bool | None,
+            typer.Option(
+                "--tta/--no-tta", help="8-fold flip/rotate averaging (default: the model's)."
+            ),
+        ] = None,
+        split: Annotated[
+            str | None, typer.Option("--split", help="Only this split of the manifest.")
+        ] = None,
+        device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+        batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 4,
+        precision: Annotated[
+            str, typer.Option("--precision", help="fp32 (reference) or bf16 autocast.")
+        ] = "fp32",
+    ):
+        """Score a model on labelled patches: Dice, IoU, HD95, ASSD per task and per stain."""
+        from omniseg.evaluation.evaluate import evaluate_path
+
+        result = evaluate_path(
+            data,
+            weights,
+            split=split,
+            tta=tta,
+            device=device,
+            batch_size=batch_size,
+            precision=precision,
+            json_path=json_out,
+            csv_path=csv_out,
+            progress=True,
+        )
+        print_summary(result.summary, result.weights)
+        for path in (json_out, csv_out):
+            if path is not None:
+                typer.echo(f"wrote {path}")

@@ -1,1 +1,7 @@
-"""omniseg.evaluation stage."""
+"""omniseg.evaluation: score a model on labelled patches.
+
+Modules (imported on demand, so ``import omniseg.evaluation.devices`` stays light):
+``devices`` (resolve_device), ``metrics`` (pure numpy scores), ``predict`` (the one
+image -> probability path shared with whole-slide segmentation), ``aggregate`` (per-task and
+per-stain means) and ``evaluate`` (evaluate_records, evaluate_path, EvaluationResult).
+"""
