@@ -215,3 +215,16 @@ def test_head_init_gives_every_task_a_live_head():
     assert (alive > 0).all(), alive
     with pytest.raises(OmnisegError, match="head_init"):
         create_model("omniseg-tiny", head_init="zeros")
+
+
+def test_original_init_is_still_available_and_differs():
+    torch.manual_seed(0)
+    original = create_model("omniseg-tiny", head_init="default")
+    torch.manual_seed(0)
+    ours = create_model("omniseg-tiny")
+    assert ours.config.head_init == "head"
+    bias_ours = ours.controller_trilinear.linear.bias
+    bias_orig = original.controller_trilinear.linear.bias
+    hidden = ours.config.head.num_weights  # first hidden bias sits right after all weights
+    assert torch.all(bias_ours[hidden : hidden + 8] > 0)
+    assert not torch.equal(bias_ours, bias_orig)

@@ -56,9 +56,10 @@ class ModelConfig:
     head: HeadSpec = field(default_factory=HeadSpec)
     num_tasks: int = 6
     num_scales: int = 4
-    # "default": PyTorch's init, as the original; "head": generated heads start as sane MLPs
-    # (see heads.head_init_vector). Only affects a fresh model, never loaded weights.
-    head_init: str = "default"
+    # "head": generated heads start as sane MLPs with live ReLUs (heads.head_init_vector), our
+    # fix for dead dynamic heads; "default": PyTorch's init, as the original. Only affects a
+    # freshly built model, never loaded or converted weights.
+    head_init: str = "head"
 
     def __post_init__(self) -> None:
         if self.head_init not in HEAD_INITS:
