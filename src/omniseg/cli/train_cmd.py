@@ -1,10 +1,96 @@
-"""`omniseg train` command (thin shell over the Python API)."""
+"""`omniseg train` command (thin shell over ``omniseg.training.train``)."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Add the command to the app (filled in by the train stage)."""
-    del app
+    """Add ``omniseg train`` to the app."""
+
+    @app.command()
+    def train(
+        out: Annotated[Path, typer.Option(help="Run folder (config, logs, last/, model/).")],
+        data: Annotated[
+            str | None, typer.Option(help="Manifest CSV or patch folder (original layout).")
+        ] = None,
+        config: Annotated[
+            Path | None, typer.Option(help="YAML training config; flags override it.")
+        ] = None,
+        model: Annotated[str | None, typer.Option(help="Architecture, e.g. omniseg.")] = None,
+        epochs: Annotated[int | None, typer.Option(help="Number of epochs.")] = None,
+        max_steps: Annotated[
+            int | None, typer.Option(help="Stop after N optimiser steps (sets the schedule).")
+        ] = None,
+        batch_size: Annotated[int | None, typer.Option(help="Patches per step (per GPU).")] = None,
+        patch_size: Annotated[int | None, typer.Option(help="Training patch size in px.")] = None,
+        lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+        device: Annotated[str | None, typer.Option(help="auto | cpu | cuda.")] = None,
+        precision: Annotated[str | None, typer.Option(help="fp32 | bf16 | auto.")] = None,
+        seed: Annotated[int | None, typer.Option(help="Seed for split, sampling, init.")] = None,
+        init: Annotated[
+            str | None, typer.Option(help="'default' (bundled model) or a model folder.")
+        ] = None,
+        train_split: Annotated[str | None, typer.Option(help="Split to learn on.")] = None,
+        val_split: Annotated[
+            str | None, typer.Option(help="Split to select on; 'none' = no validation.")
+        ] = None,
+        val_fraction: Annotated[
+            float | None, typer.Option(help="Val share when the data have no split column.")
+        ] = None,
+        val_every: Annotated[
+            int | None, typer.Option(help="Validate every N epochs (and at the end).")
+        ] = None,
+        semi: Annotated[
+            bool | None, typer.Option("--semi/--no-semi", help="Cross-scale semi terms.")
+        ] = None,
+        workers: Annotated[int | None, typer.Option(help="Data loader processes.")] = None,
+        checkpoint_minutes: Annotated[
+            float | None, typer.Option(help="Save RUN_DIR/last every N minutes.")
+        ] = None,
+        resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
+        overwrite: Annotated[bool, typer.Option(help="Replace the run in --out.")] = False,
+        progress: Annotated[
+            bool | None, typer.Option("--progress/--no-progress", help="Progress bar.")
+        ] = None,
+    ) -> None:
+        """Train a model on labelled patches; writes OUT/model (a model folder) and OUT/last."""
+        from omniseg.training import load_train_config
+        from omniseg.training import train as run_training
+        from omniseg.training.rundir import CONFIG_NAME
+
+        overrides = {
+            "data.path": data,
+            "run.out": str(out),
+            "run.model": model,
+            "run.epochs": epochs,
+            "run.max_steps": max_steps,
+            "data.batch_size": batch_size,
+            "data.patch_size": patch_size,
+            "optim.lr": lr,
+            "run.device": device,
+            "run.precision": precision,
+            "run.seed": seed,
+            "run.init": init,
+            "data.train_split": train_split,
+            "data.val_split": val_split,
+            "data.val_fraction": val_fraction,
+            "run.val_every_epochs": val_every,
+            "semi.enabled": semi,
+            "data.num_workers": workers,
+            "run.checkpoint_minutes": checkpoint_minutes,
+            "run.progress": progress,
+        }
+        base = config
+        if base is None and resume and (out / CONFIG_NAME).is_file():
+            base = out / CONFIG_NAME  # resume needs only --out: settings come from the run
+        resolved = load_train_config(base, overrides)
+        result = run_training(resolved, resume=resume, overwrite=overwrite)
+        best = "n/a" if result.best_metric is None else f"{result.best_metric:.4f}"
+        typer.echo(
+            f"trained {result.steps} steps ({result.seconds_per_step:.3f} s/step); "
+            f"val Dice {best}; model folder: {result.model_dir}"
+        )

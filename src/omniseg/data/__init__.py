@@ -9,4 +9,11 @@ from omniseg.data.patches import (
     select_split,
 )
 
-__all__ = ["PatchRecord", "discover_patches", "load_pair", "read_image", "read_mask", "select_split"]
+__all__ = [
+    "PatchRecord",
+    "discover_patches",
+    "load_pair",
+    "read_image",
+    "read_mask",
+    "select_split",
+]

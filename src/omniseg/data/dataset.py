@@ -1,0 +1,157 @@
+"""Training datasets: seeded train/val split, per-sample augmentation, task-balanced batches.
+
+Every sample is addressed by a key ``(index, epoch, position)``; its augmentation generator is
+seeded from ``(seed, epoch, position)``. Batches therefore do not depend on the number of loader
+workers, on the process rank, or on where a run was resumed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from omniseg.data.augment import AugmentConfig, augment_pair
+from omniseg.data.patches import PatchRecord, load_pair
+
+SampleKey = tuple[int, int, int]  # (record index, epoch, global position in the epoch)
+
+
+def stratified_split(
+    records: Sequence[PatchRecord], val_fraction: float, seed: int
+) -> list[PatchRecord]:
+    """Give every record a split ("train"/"val"), stratified by (task, stain), seeded.
+
+    Each group with at least two patches sends round(n * val_fraction) of them (at least one) to
+    val, so every task and stain is validated when the data allow it.
+    """
+    groups: dict[tuple[int, str], list[int]] = defaultdict(list)
+    for i, r in enumerate(records):
+        groups[(r.task_id, r.stain)].append(i)
+    rng = np.random.default_rng(seed)
+    val: set[int] = set()
+    for key in sorted(groups):
+        members = groups[key]
+        if len(members) < 2:
+            continue
+        n_val = min(len(members) - 1, max(1, round(len(members) * val_fraction)))
+        val.update(members[j] for j in rng.permutation(len(members))[:n_val])
+    return [
+        dataclasses.replace(r, split="val" if i in val else "train") for i, r in enumerate(records)
+    ]
+
+
+class PatchDataset(Dataset):
+    """Augmented training patches as dicts of tensors (image CHW float [0, 1], mask HW float)."""
+
+    def __init__(
+        self,
+        records: Sequence[PatchRecord],
+        patch_size: int,
+        augment: AugmentConfig,
+        seed: int,
+    ) -> None:
+        self.records = list(records)
+        self.patch_size = patch_size
+        self.augment = augment
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, key: SampleKey | int) -> dict:
+        index, epoch, position = key if isinstance(key, tuple) else (key, 0, key)
+        record = self.records[index]
+        image, mask = load_pair(record)
+        rng = np.random.default_rng([self.seed, epoch, position])
+        img, msk = augment_pair(
+            image.astype(np.float32) / 255.0, mask, self.patch_size, self.augment, rng
+        )
+        return {
+            "image": torch.from_numpy(img).permute(2, 0, 1).contiguous(),
+            "mask": torch.from_numpy(msk.astype(np.float32)),
+            "task_id": record.task_id,
+            "scale_id": record.scale_id,
+        }
+
+
+class TaskBalancedBatchSampler:
+    """Mixed-task batches in which every task is drawn equally often, sharded across ranks.
+
+    An epoch has ``ceil(len(records) / global_batch)`` global batches. Positions cycle through a
+    shuffled order of the tasks present; within a task, patches are drawn from a reshuffled
+    permutation. Rank r gets slice ``[r*B, (r+1)*B)`` of each global batch of ``world_size*B``
+    (the DistributedSampler idea, applied to this sampler). ``set_epoch(e, start_batch)`` fixes the
+    order and skips the batches already trained on, which makes resume exact.
+    """
+
+    def __init__(
+        self,
+        task_ids: Sequence[int],
+        batch_size: int,
+        seed: int,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if not task_ids:
+            raise ValueError("no training records")
+        self.task_ids = np.asarray(task_ids, dtype=np.int64)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self.start_batch = 0
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.world_size
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return -(-len(self.task_ids) // self.global_batch)
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "start_batch": self.start_batch, "seed": self.seed}
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """Record indices of every global position of one epoch (all ranks)."""
+        rng = np.random.default_rng([self.seed, epoch, 0x5A3])
+        tasks = np.unique(self.task_ids)
+        total = self.batches_per_epoch * self.global_batch
+        blocks = -(-total // len(tasks))
+        task_seq = np.concatenate([rng.permutation(tasks) for _ in range(blocks)])[:total]
+        members = {int(t): np.flatnonzero(self.task_ids == t) for t in tasks}
+        queues: dict[int, list[int]] = {t: [] for t in members}
+        order = np.empty(total, dtype=np.int64)
+        for pos, task in enumerate(task_seq.tolist()):
+            if not queues[task]:
+                queues[task] = rng.permutation(members[task]).tolist()
+            order[pos] = queues[task].pop()
+        return order
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch - self.start_batch
+
+    def __iter__(self) -> Iterator[list[SampleKey]]:
+        order = self.epoch_order(self.epoch)
+        for b in range(self.start_batch, self.batches_per_epoch):
+            lo = b * self.global_batch + self.rank * self.batch_size
+            yield [(int(order[p]), self.epoch, p) for p in range(lo, lo + self.batch_size)]
+
+
+def collate(samples: list[dict]) -> dict:
+    return {
+        "image": torch.stack([s["image"] for s in samples]),
+        "mask": torch.stack([s["mask"] for s in samples]),
+        "task_id": torch.as_tensor([s["task_id"] for s in samples], dtype=torch.long),
+        "scale_id": torch.as_tensor([s["scale_id"] for s in samples], dtype=torch.long),
+    }

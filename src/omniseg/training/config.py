@@ -1,0 +1,260 @@
+"""Training configuration: one frozen dataclass with nested sections, loaded from YAML + overrides.
+
+A YAML file holds every section (``data``, ``augment``, ``optim``, ``loss``, ``semi``, ``run``); CLI
+flags become dotted overrides (``{"optim.lr": 1e-3}``). The resolved configuration is written to
+``RUN_DIR/config.yaml`` so a run can be repeated exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from omniseg.data.augment import AugmentConfig
+from omniseg.errors import OmnisegError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the patches come from and how they are split and batched."""
+
+    path: str = ""
+    train_split: str = "train"
+    val_split: str = "val"  # "none": train on every row, keep the last checkpoint
+    val_fraction: float = 0.2  # seeded stratified split when the data have no split column
+    patch_size: int = 256  # training patch size (px); also saved as model.inference.patch_size
+    batch_size: int = 8
+    num_workers: int = -1  # loader processes; -1 = auto (0 on CPU, up to 8 with a GPU)
+    tasks: tuple[int, ...] = ()  # restrict to these task ids (empty = all present)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimiser and learning-rate schedule (linear warm-up, then cosine or poly decay)."""
+
+    name: str = "adamw"  # adamw | sgd
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = True  # sgd only
+    schedule: str = "cosine"  # cosine | poly | constant
+    poly_power: float = 0.9
+    warmup_fraction: float = 0.02  # of all optimiser steps
+    min_lr_ratio: float = 0.01  # final lr = lr * min_lr_ratio (cosine)
+    grad_clip: float = 0.0  # max global grad norm, 0 = off
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Supervised Dice + BCE on each sample's own task (see docs/training.md)."""
+
+    dice_weight: float = 1.0
+    bce_weight: float = 1.0
+    dice_smooth: float = 1.0
+    edge_weight: float = 1.2  # per-pixel weight on the 2-px outer ring of objects; 1.0 = off
+    edge_width: int = 2
+
+
+@dataclass(frozen=True)
+class SemiConfig:
+    """Cross-scale pseudo-label and matching terms with an EMA teacher."""
+
+    enabled: bool = True
+    pseudo_weight: float = 0.1
+    match_weight: float = 0.1
+    ema_decay: float = 0.99
+    tau_hi: float = 0.9
+    tau_lo: float = 0.1
+    rampup_fraction: float = 0.2  # linear ramp of both weights over this share of all steps
+    pad_value: float = 1.0  # fill of the padded border of a coarser view (white = glass)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Length, precision, device, checkpoints and logging of one run."""
+
+    out: str = ""
+    model: str = "omniseg"
+    init: str = ""  # "" = random init, "default" = bundled model, or a model folder
+    epochs: int = 100
+    max_steps: int = 0  # 0 = epochs decide; otherwise stop after this many optimiser steps
+    seed: int = 1234
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # fp32 | bf16 | auto (bf16 on CUDA with bf16 support, else fp32)
+    channels_last: bool = True
+    checkpoint_minutes: float = 10.0
+    val_every_epochs: int = 1
+    val_batch_size: int = 4
+    tune_thresholds: bool = True  # pick per-task thresholds on val for the saved model
+    log_every_steps: int = 10
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs; frozen so a run cannot drift from its config.yaml."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    semi: SemiConfig = field(default_factory=SemiConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict:
+        return _to_plain(self)
+
+
+CHOICES = {
+    "optim.name": ("adamw", "sgd"),
+    "optim.schedule": ("cosine", "poly", "constant"),
+    "run.device": ("auto", "cpu", "cuda"),
+    "run.precision": ("fp32", "bf16", "auto"),
+}
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, tuple):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Convert a YAML/CLI value to the field's declared type, or raise a clear error."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return None if value is None else _coerce(value, args[0], where)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise OmnisegError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(annotation)[:1]
+        return tuple(_coerce(v, item, where) for v in value)
+    try:
+        if annotation is bool:
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low in ("1", "true", "yes", "on"):
+                    return True
+                if low in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            if isinstance(value, bool | int):
+                return bool(value)
+            raise ValueError(value)
+        if annotation is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if annotation is float:
+            return float(value)
+        if annotation is str:
+            return "" if value is None else str(value)
+    except (TypeError, ValueError) as exc:
+        raise OmnisegError(f"{where}: expected {annotation.__name__}, got {value!r}") from exc
+    return value
+
+
+def _build(cls: type, raw: dict, prefix: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise OmnisegError(
+            f"{source}: unknown key(s) {[prefix + k for k in unknown]}; valid: {sorted(known)}"
+        )
+    kwargs = {}
+    for name, value in raw.items():
+        annotation = hints[name]
+        where = f"{source}: {prefix}{name}"
+        if dataclasses.is_dataclass(annotation):
+            if not isinstance(value, dict):
+                raise OmnisegError(f"{where}: expected a mapping of {annotation.__name__} fields")
+            kwargs[name] = _build(annotation, value, f"{prefix}{name}.", source)
+        else:
+            kwargs[name] = _coerce(value, annotation, where)
+    return cls(**kwargs)
+
+
+def _merge(base: dict, dotted: dict[str, Any]) -> dict:
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for key, value in dotted.items():
+        parts = key.split(".")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise OmnisegError(f"override {key}: {part} is not a section")
+        node[parts[-1]] = value
+    return out
+
+
+def validate(config: TrainConfig) -> TrainConfig:
+    """Reject values that would fail later (or silently train something else)."""
+    plain = config.to_dict()
+    for key, allowed in CHOICES.items():
+        section, name = key.split(".")
+        if plain[section][name] not in allowed:
+            raise OmnisegError(f"{key}={plain[section][name]!r} is invalid; valid: {allowed}")
+    d, s, r = config.data, config.semi, config.run
+    if d.batch_size < 1:
+        raise OmnisegError(f"data.batch_size={d.batch_size}: must be >= 1")
+    if not 0.0 < d.val_fraction < 1.0:
+        raise OmnisegError(f"data.val_fraction={d.val_fraction}: must lie in (0, 1)")
+    if not 0.0 <= s.tau_lo < 0.5 < s.tau_hi <= 1.0:
+        raise OmnisegError(
+            f"semi.tau_lo/tau_hi={s.tau_lo}/{s.tau_hi}: need 0 <= lo < 0.5 < hi <= 1"
+        )
+    if not 0.0 <= s.ema_decay < 1.0:
+        raise OmnisegError(f"semi.ema_decay={s.ema_decay}: must lie in [0, 1)")
+    if r.epochs < 1 and r.max_steps < 1:
+        raise OmnisegError("run.epochs and run.max_steps are both < 1; set --epochs or --max-steps")
+    if r.val_every_epochs < 1:
+        raise OmnisegError(f"run.val_every_epochs={r.val_every_epochs}: must be >= 1")
+    if r.log_every_steps < 1:
+        raise OmnisegError(f"run.log_every_steps={r.log_every_steps}: must be >= 1")
+    if r.checkpoint_minutes <= 0:
+        raise OmnisegError(f"run.checkpoint_minutes={r.checkpoint_minutes}: must be > 0")
+    return config
+
+
+def config_from_dict(raw: dict, source: str = "config") -> TrainConfig:
+    return validate(_build(TrainConfig, raw or {}, "", source))
+
+
+def load_train_config(
+    path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None
+) -> TrainConfig:
+    """Read a YAML config (optional) and apply dotted overrides such as ``{"run.epochs": 5}``."""
+    raw: dict = {}
+    source = "defaults"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        try:
+            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError as exc:
+            raise OmnisegError(
+                f"{p}: config file not found; pass an existing --config YAML"
+            ) from exc
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise OmnisegError(f"{p}: unreadable YAML config ({exc})") from exc
+        if not isinstance(raw, dict):
+            raise OmnisegError(f"{p}: top level must be a mapping of sections (data, optim, ...)")
+    merged = _merge(raw, {k: v for k, v in (overrides or {}).items() if v is not None})
+    return config_from_dict(merged, source)
+
+
+def dump_train_config(config: TrainConfig) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
