@@ -1,1 +1,18 @@
-"""omniseg.inference stage."""
+"""Whole-slide inference: tiling, native-scale stores, merge, objects, outputs (``omniseg segment``)."""
+
+from omniseg.inference.pipeline import SlideResult, plan_scales, segment_slide, segment_slides
+from omniseg.inference.settings import SegmentSettings
+from omniseg.inference.summary import ModelSource
+from omniseg.inference.tiling import Tile, Window, tile_grid
+
+__all__ = [
+    "ModelSource",
+    "SegmentSettings",
+    "SlideResult",
+    "Tile",
+    "Window",
+    "plan_scales",
+    "segment_slide",
+    "segment_slides",
+    "tile_grid",
+]

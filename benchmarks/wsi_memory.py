@@ -1,0 +1,144 @@
+"""Peak memory of the whole-slide pipeline does not grow with slide size.
+
+Drives ``omniseg.inference.segment_slide`` (every stage: tissue detection, tiling, native-scale
+zarr stores, merge, components, objects, label OME-TIFF, GeoJSON/CSV, overlay) with the cheap
+pointwise stand-in model on virtual slides whose pixels are generated per requested region, so no
+huge file is needed. Each size runs in a fresh subprocess; peak RSS = ru_maxrss of that process.
+
+    .venv/bin/python benchmarks/wsi_memory.py                 # 10k x 8k and 100k x 80k
+    .venv/bin/python benchmarks/wsi_memory.py --sizes 10000x8000
+
+Prints one JSON object per size and a final comparison (criterion: peak RSS within 20 %).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+MPP = 0.25
+CORE_PERIOD_UM = 1500.0  # tissue "cores" on a lattice: same tissue fraction at every slide size
+CORE_RADIUS_UM = 300.0
+TUBULE_PERIOD_UM = 60.0
+TUBULE_OUTER_UM, TUBULE_INNER_UM = 22.0, 10.0
+GLASS = np.array([243, 241, 246], dtype=np.uint8)
+STROMA = np.array([225, 205, 222], dtype=np.uint8)  # no task fires on it with the stand-in
+TUBULE = np.array([225, 110, 120], dtype=np.uint8)
+THUMBNAIL_LEVEL_SIDE = 2000
+
+
+class LazySyntheticSlide:
+    """A SlideReader whose pixels are a procedural pattern evaluated per region (any size)."""
+
+    def __init__(self, width: int, height: int, mpp: float = MPP) -> None:
+        from omniseg.io.base import SlideInfo
+
+        downsamples = [1]
+        while max(width, height) / downsamples[-1] > THUMBNAIL_LEVEL_SIDE:
+            downsamples.append(downsamples[-1] * 4)
+        self.info = SlideInfo(
+            path=f"<synthetic {width}x{height}>",
+            reader="synthetic",
+            level_dimensions=tuple((width // d, height // d) for d in downsamples),
+            level_downsamples=tuple(float(d) for d in downsamples),
+            mpp=mpp,
+            objective_power=10 * 0.25 / mpp * 4,
+            mpp_source="metadata",
+        )
+
+    def read_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        d = self.info.level_downsamples[level]
+        um = self.info.mpp * d
+        ys = (np.arange(y, y + height, dtype=np.float64) + 0.5) * um
+        xs = (np.arange(x, x + width, dtype=np.float64) + 0.5) * um
+
+        def lattice(values: np.ndarray, period: float) -> np.ndarray:
+            return values - (np.floor(values / period) + 0.5) * period
+
+        cy, cx = lattice(ys, CORE_PERIOD_UM)[:, None], lattice(xs, CORE_PERIOD_UM)[None, :]
+        in_core = cy**2 + cx**2 < CORE_RADIUS_UM**2
+        ty, tx = lattice(ys, TUBULE_PERIOD_UM)[:, None], lattice(xs, TUBULE_PERIOD_UM)[None, :]
+        r2 = ty**2 + tx**2
+        ring = (r2 < TUBULE_OUTER_UM**2) & (r2 >= TUBULE_INNER_UM**2) & in_core
+        out = np.empty((height, width, 3), dtype=np.uint8)
+        out[:] = GLASS
+        out[in_core] = STROMA
+        out[ring] = TUBULE
+        w0, h0 = self.info.level_dimensions[level]
+        out[max(h0 - y, 0) :, :] = 255  # outside the slide: white, like real readers
+        out[:, max(w0 - x, 0) :] = 255
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def run_one(width: int, height: int) -> dict:
+    import omniseg.inference.pipeline as pipeline
+    from omniseg.inference import SegmentSettings
+    from omniseg.inference.standin import PointwiseModel
+    from omniseg.models import InferenceSettings
+
+    slide = LazySyntheticSlide(width, height)
+    pipeline.open_slide = lambda path, **_: slide  # the virtual slide instead of a file
+    model = PointwiseModel(InferenceSettings())
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="omniseg-wsi-mem-") as tmp:
+        result = pipeline.segment_slide(
+            Path(tmp) / f"virtual-{width}x{height}.tif", tmp, SegmentSettings(progress=False), model
+        )
+        sizes = {p.name: p.stat().st_size for p in result.out_dir.iterdir() if p.is_file()}
+    wall = time.perf_counter() - started
+    summary = result.summary
+    return {
+        "slide_wh": [width, height],
+        "wall_s": round(wall, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "tiles_processed": summary["tiles_processed"],
+        "tiles_skipped": summary["tiles_skipped"],
+        "objects": summary["objects"],
+        "tissue_area_mm2": summary["tissue_area_mm2"],
+        "timings_s": summary["timings_s"],
+        "output_bytes": sizes,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", nargs="+", default=["10000x8000", "100000x80000"])
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        width, height = (int(v) for v in args.child.split("x"))
+        print(json.dumps(run_one(width, height)))
+        return
+    rows = []
+    for size in args.sizes:
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", size], capture_output=True, text=True, check=False
+        )
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stderr)
+            raise SystemExit(f"size {size} failed")
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    peaks = [r["peak_rss_mb"] for r in rows]
+    ratio = max(peaks) / min(peaks)
+    print(
+        json.dumps(
+            {"peak_rss_mb": peaks, "max_over_min": round(ratio, 3), "within_20pct": ratio <= 1.2}
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

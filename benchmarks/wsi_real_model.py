@@ -1,0 +1,99 @@
+"""Wall time and peak RSS of ``omniseg segment`` with the real network on a generated slide.
+
+Writes a synthetic Aperio-style pyramidal TIFF (default 20000 x 20000 px at 0.25 µm/px, the demo
+generator scaled up; ~1.2 GB of RAM while generating, in a separate subprocess so it does not
+count towards the pipeline's peak RSS), then runs the full pipeline in a fresh subprocess with the
+full-size Omni-Seg network (random weights unless --weights) and prints one JSON object.
+
+    .venv/bin/python benchmarks/wsi_real_model.py                      # ~1 h or more on 2 cores
+    .venv/bin/python benchmarks/wsi_real_model.py --size 8000 --precision bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def make_slide(path: Path, size: int) -> None:
+    from omniseg.inference.demo import DemoSlideSpec, write_demo_slide
+
+    write_demo_slide(path, DemoSlideSpec(width=size, height=size, downsamples=(4, 16, 64)))
+
+
+def run(path: Path, out: Path, weights: str | None, precision: str, batch_size: int) -> dict:
+    import torch
+
+    from omniseg.inference import ModelSource, SegmentSettings, segment_slide
+    from omniseg.inference.loading import load_segment_model
+    from omniseg.models import create_model
+
+    if weights:
+        model, source = load_segment_model(weights, "auto", precision)
+    else:
+        model, source = create_model("omniseg").eval(), ModelSource(None, None)
+        if precision == "bf16":
+            model = model.to(memory_format=torch.channels_last)
+    settings = SegmentSettings(precision=precision, batch_size=batch_size, progress=True)
+    started = time.perf_counter()
+    result = segment_slide(path, out, settings, model, model_source=source)
+    return {
+        "slide_wh": result.summary["dimensions_wh"],
+        "precision": precision,
+        "batch_size": batch_size,
+        "torch_threads": torch.get_num_threads(),
+        "wall_s": round(time.perf_counter() - started, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "tiles_processed": result.summary["tiles_processed"],
+        "tiles_skipped": result.summary["tiles_skipped"],
+        "objects": result.summary["objects"],
+        "timings_s": result.summary["timings_s"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=20000)
+    parser.add_argument("--weights", default=None)
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        row = run(
+            Path(args.child[0]), Path(args.child[1]), args.weights, args.precision, args.batch_size
+        )
+        print(json.dumps(row))
+        return
+    with tempfile.TemporaryDirectory(prefix="omniseg-wsi-real-") as tmp:
+        slide = Path(tmp) / f"synthetic-{args.size}.tif"
+        code = (
+            f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+            f"import wsi_real_model as m; m.make_slide(__import__('pathlib').Path({str(slide)!r}), {args.size})"
+        )
+        subprocess.run([sys.executable, "-c", code], check=True)
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            str(slide),
+            str(Path(tmp) / "out"),
+            "--precision",
+            args.precision,
+            "--batch-size",
+            str(args.batch_size),
+        ]
+        if args.weights:
+            cmd += ["--weights", args.weights]
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
+        print(proc.stdout.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":
+    main()

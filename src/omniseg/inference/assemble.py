@@ -1,0 +1,209 @@
+"""From native-scale probability stores to the final level-0 label map and its objects.
+
+Chunk by chunk on the level-0 grid: resample every task's probability codes bilinearly to level 0,
+merge them (``merge.merge_labels``), gate by the ROI, label connected components; then join
+components across chunk borders, drop objects below their class's minimum area, and rewrite the
+label chunks without them. Chunks that no processed tile touches are skipped without any I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import shapely
+import zarr
+from shapely import prepared
+from shapely.geometry import box
+from tqdm import tqdm
+
+from omniseg.export.objects import SlideObject
+from omniseg.inference.components import ChunkLabeller, Components, resolve, trace_polygon
+from omniseg.inference.merge import CODE_MAX, OBJECT_GROUPS, merge_labels, threshold_code
+from omniseg.inference.resample import resample_bilinear, source_window
+from omniseg.inference.store import release_free_memory
+from omniseg.inference.tiles import ScalePlan
+from omniseg.inference.tiling import Window, chunk_windows, core_size, tiles_touching
+
+
+@dataclass(frozen=True)
+class ScaleSource:
+    """A scale's probability store and which of its tiles were processed."""
+
+    plan: ScalePlan
+    probs: zarr.Array
+    processed: np.ndarray  # (rows, cols) bool
+
+
+@dataclass(frozen=True)
+class Assembly:
+    labels: zarr.Array
+    ids: zarr.Array
+    components: Components
+    keep: np.ndarray  # per object: above its class's minimum area
+    nonempty: frozenset[tuple[int, int]]  # chunk (row, col) holding any label
+
+
+def roi_mask(roi, window: Window) -> np.ndarray | None:
+    """Pixels of ``window`` whose centre lies inside the ROI polygon(s); None = no ROI."""
+    if roi is None:
+        return None
+    cell = box(window.x, window.y, window.x1, window.y1)
+    if roi.contains(cell):
+        return np.ones((window.h, window.w), dtype=bool)
+    if not roi.intersects(cell):
+        return np.zeros((window.h, window.w), dtype=bool)
+    local = roi.intersection(cell)
+    shapely.prepare(local)
+    ys, xs = np.mgrid[window.y : window.y1, window.x : window.x1] + 0.5
+    return shapely.contains_xy(local, xs, ys)
+
+
+def _chunk_codes(sources: Sequence[ScaleSource], window: Window, tile: int, overlap: int):
+    """{task: float codes on window} from every scale whose processed tiles reach the window."""
+    codes = {}
+    for src in sources:
+        plan = src.plan
+        scale = (plan.to_level0, plan.to_level0)
+        native = source_window(window, scale, plan.shape_hw)
+        rows, cols = tiles_touching(native, tile, overlap)
+        if not src.processed[rows.start : rows.stop, cols.start : cols.stop].any():
+            continue
+        block = np.asarray(src.probs[:, native.y : native.y1, native.x : native.x1])
+        for i, task in enumerate(plan.tasks):
+            if not block[i].any():  # nothing above zero: this task cannot win any pixel here
+                continue
+            codes[task] = resample_bilinear(
+                lambda y0, y1, x0, x1, b=block[i], o=native: b[
+                    y0 - o.y : y1 - o.y, x0 - o.x : x1 - o.x
+                ],
+                plan.shape_hw,
+                scale,
+                window,
+            )
+    return codes
+
+
+def assemble(
+    sources: Sequence[ScaleSource],
+    store,
+    shape_hw: tuple[int, int],
+    *,
+    thresholds: Sequence[float],
+    min_area_um2: Sequence[float],
+    mpp: float,
+    tile: int,
+    overlap: int,
+    chunk: int,
+    roi=None,
+    progress: str | None = None,
+) -> Assembly:
+    """Merged, component-labelled and size-filtered level-0 label map (in the work store)."""
+    core_size(tile, overlap)
+    labels = store.fresh("labels", shape_hw, chunk, "uint8")
+    ids = store.fresh("ids", shape_hw, chunk, "uint32")
+    cuts = {t: threshold_code(thr) for t, thr in enumerate(thresholds)}
+    labeller = ChunkLabeller(shape_hw[1], OBJECT_GROUPS)
+    roi_prepared = prepared.prep(roi) if roi is not None else None
+    nonempty = set()
+    windows = chunk_windows(shape_hw, chunk)
+    for window in tqdm(windows, desc=progress, disable=progress is None, unit="chunk", leave=False):
+        if window.x == 0:
+            labeller.start_row(window.y)
+            release_free_memory()
+        codes = None
+        in_roi = roi_prepared is None or roi_prepared.intersects(
+            box(window.x, window.y, window.x1, window.y1)
+        )
+        if in_roi:
+            codes = _chunk_codes(sources, window, tile, overlap)
+        if not codes:
+            labeller.skip_chunk(window.x, window.w)
+            continue
+        merged, winner = merge_labels(codes, cuts)
+        gate = roi_mask(roi, window)
+        if gate is not None:
+            merged[~gate] = 0
+        if not merged.any():
+            labeller.skip_chunk(window.x, window.w)
+            continue
+        chunk_ids = labeller.label_chunk(window.y, window.x, merged, winner)
+        labels[window.y : window.y1, window.x : window.x1] = merged
+        ids[window.y : window.y1, window.x : window.x1] = chunk_ids
+        nonempty.add((window.y // chunk, window.x // chunk))
+    labeller.finish()
+    components = resolve(labeller.table)
+    pixel_um2 = mpp * mpp
+    minimum = np.array([min_area_um2[g] for g in components.group], dtype=np.float64)
+    keep = components.area * pixel_um2 >= minimum
+    _remove_small(labels, ids, components, keep, nonempty, chunk)
+    return Assembly(labels, ids, components, keep, frozenset(nonempty))
+
+
+def _remove_small(labels, ids, components: Components, keep, nonempty, chunk: int) -> None:
+    if keep.all():
+        return
+    keep_id = np.concatenate([[True], keep[components.root_of[1:]]])
+    for row, col in sorted(nonempty):
+        sl = (slice(row * chunk, (row + 1) * chunk), slice(col * chunk, (col + 1) * chunk))
+        chunk_ids = np.asarray(ids[sl])
+        drop = ~keep_id[chunk_ids]
+        if drop.any():
+            chunk_labels = np.asarray(labels[sl])
+            chunk_labels[drop] = 0
+            labels[sl] = chunk_labels
+
+
+def extract_objects(assembly: Assembly, mpp: float) -> list[SlideObject]:
+    """One SlideObject per kept component, ids 1.. in (class, top, left) order."""
+    comps = assembly.components
+    kept = np.flatnonzero(assembly.keep)
+    order = sorted(kept, key=lambda i: (int(comps.group[i]), *comps.bbox[i, :2], int(i)))
+    ids = assembly.ids
+
+    def read_ids(y0: int, y1: int, x0: int, x1: int, step: int) -> np.ndarray:
+        return np.asarray(ids[y0:y1:step, x0:x1:step])
+
+    objects = []
+    for number, index in enumerate(order, start=1):
+        geometry = trace_polygon(read_ids, comps.root_of, int(index), comps.bbox[index])
+        y0, x0, y1, x1 = (int(v) for v in comps.bbox[index])
+        centroid = geometry.centroid
+        objects.append(
+            SlideObject(
+                id=number,
+                class_id=int(comps.group[index]),
+                geometry=geometry,
+                area_um2=float(comps.area[index]) * mpp * mpp,
+                perimeter_um=float(geometry.length) * mpp,
+                centroid_xy=(float(centroid.x), float(centroid.y)),
+                bbox_xyxy=(x0, y0, x1 + 1, y1 + 1),
+                mean_probability=float(comps.code_sum[index] / comps.area[index] / CODE_MAX),
+            )
+        )
+    return objects
+
+
+def label_tile_reader(assembly: Assembly, chunk: int) -> Callable:
+    """``read_tile(level, y, x, h, w)`` for the OME-TIFF writer: nearest samples of the level-0
+    label map at the centre of each 2**level block; empty regions cost no I/O."""
+    labels = assembly.labels
+    height, width = labels.shape
+
+    def read_tile(level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
+        step = 2**level
+        rows = np.minimum(np.arange(y, y + h) * step + step // 2, height - 1)
+        cols = np.minimum(np.arange(x, x + w) * step + step // 2, width - 1)
+        out = np.zeros((h, w), dtype=np.uint8)
+        if not any(
+            (r, c) in assembly.nonempty
+            for r in range(rows[0] // chunk, rows[-1] // chunk + 1)
+            for c in range(cols[0] // chunk, cols[-1] // chunk + 1)
+        ):
+            return out
+        if step == 1:
+            return np.asarray(labels[y : y + h, x : x + w])
+        return np.asarray(labels.oindex[rows, cols])
+
+    return read_tile

@@ -1,0 +1,222 @@
+"""Connected components of a chunked label map with bounded memory, and their polygons.
+
+Chunks are labelled one at a time (scipy, 8-connectivity) with globally unique ids; ids that touch
+across a chunk border (including diagonally) are joined afterwards with a graph union
+(scipy.sparse.csgraph). Only one row of ids across the slide width is kept between chunk rows,
+so memory grows with the number of objects, never with the number of pixels. Polygons are traced
+per object from a crop around its bounding box, so an object cut by tile or chunk lines is still
+one polygon, holes included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import shapely
+from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from shapely.geometry import MultiPolygon, Polygon, box
+
+EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+MAX_TRACE_PIXELS = 1 << 26  # objects with a larger bbox are traced on a strided grid
+
+
+@dataclass
+class ComponentTable:
+    """Per-id statistics gathered chunk by chunk (id 0 is background)."""
+
+    group: list[np.ndarray]
+    area: list[np.ndarray]
+    code_sum: list[np.ndarray]
+    bbox: list[np.ndarray]  # (n, 4): min y, min x, max y, max x (inclusive)
+    pairs: list[np.ndarray]  # (n, 2) ids to join
+    next_id: int = 1
+
+    @classmethod
+    def empty(cls) -> ComponentTable:
+        return cls([], [], [], [], [])
+
+
+class ChunkLabeller:
+    """Label a label map chunk by chunk in row-major order; remembers the borders it needs."""
+
+    def __init__(self, width: int, groups: tuple[tuple[int, tuple[int, ...]], ...]) -> None:
+        self.groups = groups
+        self.table = ComponentTable.empty()
+        self._prev_bottom = np.zeros(width, dtype=np.int64)
+        self._cur_bottom = np.zeros(width, dtype=np.int64)
+        self._cur_top = np.zeros(width, dtype=np.int64)
+        self._left_col: np.ndarray | None = None
+        self._row_y: int | None = None
+
+    def start_row(self, y: int) -> None:
+        """Call before the first chunk of each chunk row (also for skipped rows)."""
+        if self._row_y is not None:
+            self._join_strips(self._prev_bottom, self._cur_top)
+            self._prev_bottom = self._cur_bottom
+        self._cur_bottom = np.zeros_like(self._prev_bottom)
+        self._cur_top = np.zeros_like(self._prev_bottom)
+        self._left_col = None
+        self._row_y = y
+
+    def finish(self) -> None:
+        if self._row_y is not None:
+            self._join_strips(self._prev_bottom, self._cur_top)
+        self._row_y = None
+
+    def label_chunk(self, y: int, x: int, labels: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Global ids (uint32) of one chunk; records statistics and border contacts."""
+        h, w = labels.shape
+        ids = np.zeros((h, w), dtype=np.int64)
+        present = np.bincount(labels.ravel(), minlength=256) > 0
+        for group, values in self.groups:
+            if not present[list(values)].any():
+                continue
+            local, count = ndimage.label(np.isin(labels, values), structure=EIGHT_CONNECTED)
+            if count == 0:
+                continue
+            self._record(group, local, count, codes, y, x)
+            ids[local > 0] = local[local > 0] + (self.table.next_id - 1)
+            self.table.next_id += count
+        if self._left_col is not None and x > 0:
+            self._join_strips(self._left_col, ids[:, 0])
+        self._left_col = ids[:, -1].copy()
+        self._cur_top[x : x + w] = ids[0]
+        self._cur_bottom[x : x + w] = ids[-1]
+        return ids.astype(np.uint32)
+
+    def skip_chunk(self, x: int, w: int) -> None:
+        """A chunk with nothing in it: its borders are background."""
+        self._left_col = None
+        self._cur_top[x : x + w] = 0
+        self._cur_bottom[x : x + w] = 0
+
+    def _record(self, group, local, count, codes, y, x) -> None:
+        t = self.table
+        flat = local.ravel()
+        t.group.append(np.full(count, group, dtype=np.int16))
+        t.area.append(np.bincount(flat, minlength=count + 1)[1:].astype(np.int64))
+        sums = np.bincount(flat, weights=codes.ravel().astype(np.float64), minlength=count + 1)
+        t.code_sum.append(sums[1:])
+        boxes = np.array(
+            [
+                (s[0].start + y, s[1].start + x, s[0].stop - 1 + y, s[1].stop - 1 + x)
+                for s in ndimage.find_objects(local, max_label=count)
+            ],
+            dtype=np.int64,
+        )
+        t.bbox.append(boxes)
+
+    def _join_strips(self, before: np.ndarray, after: np.ndarray) -> None:
+        """Join ids of two adjacent 1-px strips, straight and diagonal neighbours."""
+        found = []
+        for shift in (-1, 0, 1):
+            a = before[max(shift, 0) : len(before) + min(shift, 0)]
+            b = after[max(-shift, 0) : len(after) + min(-shift, 0)]
+            both = (a > 0) & (b > 0)
+            if both.any():
+                found.append(np.stack([a[both], b[both]], axis=1))
+        if found:
+            pairs = np.unique(np.concatenate(found), axis=0)
+            self.table.pairs.append(pairs)
+
+
+@dataclass(frozen=True)
+class Components:
+    """Merged objects: ``root_of[id]`` -> object index (-1 = background)."""
+
+    root_of: np.ndarray
+    group: np.ndarray
+    area: np.ndarray
+    code_sum: np.ndarray
+    bbox: np.ndarray
+
+    @property
+    def count(self) -> int:
+        return len(self.area)
+
+
+def resolve(table: ComponentTable) -> Components:
+    """Union the ids that touch across chunk borders (only ids of the same group can touch)."""
+    n = table.next_id
+    if n == 1:
+        empty = np.zeros(0, dtype=np.int64)
+        return Components(
+            np.full(1, -1, np.int64), empty, empty, empty.astype(float), empty.reshape(0, 4)
+        )
+    group = np.concatenate(table.group)
+    pairs = np.concatenate(table.pairs) if table.pairs else np.zeros((0, 2), dtype=np.int64)
+    pairs = pairs[group[pairs[:, 0] - 1] == group[pairs[:, 1] - 1]] - 1
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n - 1, n - 1))
+    _, root = connected_components(graph, directed=False)
+    k = int(root.max()) + 1
+    bbox = np.concatenate(table.bbox)
+    merged_box = np.empty((k, 4), dtype=np.int64)
+    merged_box[:, :2] = np.iinfo(np.int64).max
+    merged_box[:, 2:] = -1
+    np.minimum.at(merged_box[:, 0], root, bbox[:, 0])
+    np.minimum.at(merged_box[:, 1], root, bbox[:, 1])
+    np.maximum.at(merged_box[:, 2], root, bbox[:, 2])
+    np.maximum.at(merged_box[:, 3], root, bbox[:, 3])
+    merged_group = np.zeros(k, dtype=np.int16)
+    merged_group[root] = group
+    return Components(
+        root_of=np.concatenate([[-1], root]).astype(np.int64),
+        group=merged_group,
+        area=np.bincount(root, weights=np.concatenate(table.area), minlength=k).astype(np.int64),
+        code_sum=np.bincount(root, weights=np.concatenate(table.code_sum), minlength=k),
+        bbox=merged_box,
+    )
+
+
+def trace_polygon(
+    read_ids: Callable[[int, int, int, int, int], np.ndarray],
+    root_of: np.ndarray,
+    index: int,
+    bbox: np.ndarray,
+) -> Polygon | MultiPolygon:
+    """Outline (with holes) of object ``index`` in level-0 px; pixel centres at +0.5.
+
+    ``read_ids(y0, y1, x0, x1, step)`` returns the id map on that window, strided by ``step``.
+    """
+    y0, x0, y1, x1 = (int(v) for v in bbox)
+    y1, x1 = y1 + 1, x1 + 1
+    step = max(1, int(np.ceil(np.sqrt((y1 - y0) * (x1 - x0) / MAX_TRACE_PIXELS))))
+    ids = read_ids(y0, y1, x0, x1, step)
+    mask = np.pad((root_of[ids] == index).astype(np.uint8), 1)
+    contours, hierarchy = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    polygons = []
+    if hierarchy is not None:
+        for i, (_, _, first_child, parent) in enumerate(hierarchy[0]):
+            if parent != -1 or len(contours[i]) < 3:
+                continue
+            holes, child = [], first_child
+            while child != -1:
+                holes.append(_ring(contours[child], y0, x0, step))
+                child = hierarchy[0][child][0]
+            polygons.append(
+                Polygon(_ring(contours[i], y0, x0, step), [h for h in holes if len(h) >= 3])
+            )
+    return _clean(polygons, (x0, y0, x1, y1))
+
+
+def _ring(contour: np.ndarray, y0: int, x0: int, step: int) -> np.ndarray:
+    points = contour[:, 0, :].astype(np.float64) - 1.0  # undo the 1-px pad
+    return np.column_stack([points[:, 0] * step + x0 + 0.5, points[:, 1] * step + y0 + 0.5])
+
+
+def _clean(polygons: list, bounds: tuple[int, int, int, int]) -> Polygon | MultiPolygon:
+    """A valid polygonal geometry; a pixel-thin object falls back to its pixel bounding box."""
+    parts = []
+    for poly in polygons:
+        fixed = poly if poly.is_valid else shapely.make_valid(poly)
+        parts.extend(
+            g for g in getattr(fixed, "geoms", [fixed]) if isinstance(g, Polygon) and g.area > 0
+        )
+    if not parts:
+        return box(*bounds)
+    return parts[0] if len(parts) == 1 else MultiPolygon(parts)

@@ -1,0 +1,134 @@
+"""Result files of one slide, written through ``omniseg.export`` (each one atomically).
+
+Everything except summary.json is a pure function of the slide, the model and the parameters, so
+a resumed run reproduces labels.ome.tif, objects.geojson, objects.csv and overlay.png byte for
+byte; summary.json is written last and marks the result as finished.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from omniseg.catalogue import tissues
+from omniseg.export import render_overlay, write_geojson, write_label_ome_tiff, write_objects_csv
+from omniseg.export.objects import SlideObject
+from omniseg.inference.merge import GLOMERULUS, OBJECT_GROUPS
+from omniseg.inference.results import SUMMARY_NAME
+from omniseg.io.atomic import atomic_write_json
+
+UM2_PER_MM2 = 1e6
+GLOMERULUS_NAME = "glomerulus"
+LABELS_NAME = "labels.ome.tif"
+GEOJSON_NAME = "objects.geojson"
+CSV_NAME = "objects.csv"
+OVERLAY_NAME = "overlay.png"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the weights came from (recorded in summary.json)."""
+
+    path: str | None
+    sha256: str | None
+
+
+def label_names() -> dict[int, str]:
+    """Label value -> name of the label map (0 = background)."""
+    return {0: "background", **{t.label_value: t.name for t in tissues()}}
+
+
+def label_colors() -> dict[int, tuple[int, int, int]]:
+    return {t.label_value: t.color for t in tissues()}
+
+
+def object_names() -> dict[int, str]:
+    """Object class id -> name (the glomerular unit, capsule ∪ tuft, uses the capsule's id)."""
+    names = {t.id: t.name for t in tissues()}
+    return {
+        group: (GLOMERULUS_NAME if group == GLOMERULUS else names[group])
+        for group, _ in OBJECT_GROUPS
+    }
+
+
+def object_colors() -> dict[int, tuple[int, int, int]]:
+    colours = {t.id: t.color for t in tissues()}
+    return {group: colours[group] for group, _ in OBJECT_GROUPS}
+
+
+def class_tables(objects: Sequence[SlideObject]) -> dict:
+    """Per-class object count and area (mm²) for summary.json."""
+    table = {}
+    for group, name in object_names().items():
+        members = [o for o in objects if o.class_id == group]
+        table[name] = {
+            "count": len(members),
+            "area_mm2": round(sum(o.area_um2 for o in members) / UM2_PER_MM2, 6),
+        }
+    return {"classes": table, "objects": len(objects)}
+
+
+def label_thumbnail(labels, shape_hw: tuple[int, int], downsample: float) -> np.ndarray:
+    """Nearest samples of the level-0 label map at the thumbnail's pixel centres."""
+    height, width = labels.shape
+    rows = np.minimum(((np.arange(shape_hw[0]) + 0.5) * downsample).astype(np.int64), height - 1)
+    cols = np.minimum(((np.arange(shape_hw[1]) + 0.5) * downsample).astype(np.int64), width - 1)
+    return np.asarray(labels.oindex[rows, cols])
+
+
+def write_outputs(
+    folder: Path,
+    summary: dict,
+    objects: Sequence[SlideObject],
+    *,
+    labels_shape: tuple[int, int],
+    read_tile: Callable,
+    thumb: np.ndarray,
+    thumb_labels: np.ndarray,
+    mpp: float,
+    model,
+    source: ModelSource | None,
+    settings,
+    timings: dict,
+) -> None:
+    """labels.ome.tif, objects.geojson, objects.csv, overlay.png, then summary.json."""
+    from omniseg import __version__
+
+    clock = time.perf_counter()
+    write_label_ome_tiff(
+        folder / LABELS_NAME, labels_shape, read_tile, mpp=mpp, class_names=label_names()
+    )
+    write_geojson(
+        folder / GEOJSON_NAME,
+        objects,
+        object_type=settings.object_type,
+        class_names=object_names(),
+        class_colors=object_colors(),
+    )
+    write_objects_csv(folder / CSV_NAME, objects, object_names())
+    render_overlay(
+        folder / OVERLAY_NAME,
+        thumb,
+        thumb_labels,
+        class_names=label_names(),
+        class_colors=label_colors(),
+    )
+    timings["outputs"] = time.perf_counter() - clock
+    timings["total"] = sum(v for k, v in timings.items() if k != "total")
+    summary = {
+        **summary,
+        "model": {
+            "architecture": getattr(getattr(model, "config", None), "architecture", None),
+            "weights": source.path if source else None,
+            "weights_sha256": source.sha256 if source else None,
+            **model.inference.to_dict(),
+        },
+        "omniseg_version": __version__,
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "outputs": [LABELS_NAME, GEOJSON_NAME, CSV_NAME, OVERLAY_NAME, SUMMARY_NAME],
+    }
+    atomic_write_json(folder / SUMMARY_NAME, summary)

@@ -1,0 +1,200 @@
+"""Pure maths of the WSI pipeline: tiling, resampling, probability codes, merge rules, components."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import ndimage
+
+from omniseg.errors import OmnisegError
+from omniseg.inference.components import EIGHT_CONNECTED, ChunkLabeller, resolve, trace_polygon
+from omniseg.inference.merge import (
+    CAPSULE,
+    DT,
+    OBJECT_GROUPS,
+    PT,
+    PTC,
+    TUFT,
+    VESSEL,
+    merge_labels,
+    probability_codes,
+    threshold_code,
+)
+from omniseg.inference.resample import resample_bilinear
+from omniseg.inference.tiling import Window, chunk_windows, tile_at, tile_grid, tiles_touching
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    h=st.integers(1, 300),
+    w=st.integers(1, 300),
+    tile=st.integers(8, 96),
+    overlap_frac=st.floats(0, 0.49),
+)
+def test_tile_cores_cover_every_pixel_exactly_once(h, w, tile, overlap_frac):
+    overlap = min(int(tile * overlap_frac), (tile - 1) // 2)
+    count = np.zeros((h, w), dtype=np.int32)
+    for t in tile_grid((h, w), tile, overlap):
+        assert (t.window.h, t.window.w) == (tile, tile)
+        c, win = t.core, t.window
+        assert win.y <= c.y and c.y1 <= win.y1 and win.x <= c.x and c.x1 <= win.x1
+        if h >= tile:
+            assert win.y >= 0 and win.y1 <= h  # never padded when the image is large enough
+        if w >= tile:
+            assert win.x >= 0 and win.x1 <= w
+        count[c.y : c.y1, c.x : c.x1] += 1
+        assert tile_at((h, w), tile, overlap, t.row, t.col) == t
+        rows, cols = tiles_touching(c, tile, overlap)
+        assert t.row in rows and t.col in cols
+    assert (count == 1).all()
+
+
+def test_inner_tiles_keep_full_context():
+    tile, overlap = 64, 16
+    for t in tile_grid((500, 500), tile, overlap):
+        inner = t.core_in_window()
+        if t.window.y > 0 and t.window.y1 < 500:
+            assert inner.y >= overlap and tile - inner.y1 >= overlap
+
+
+@pytest.mark.parametrize("tile,overlap", [(0, 0), (32, 16), (10, -1)])
+def test_bad_tiling_is_a_clear_error(tile, overlap):
+    with pytest.raises(OmnisegError, match="tile_size"):
+        tile_grid((100, 100), tile, overlap)
+
+
+def test_chunk_windows_partition():
+    count = np.zeros((70, 130), dtype=int)
+    for win in chunk_windows((70, 130), 32):
+        count[win.y : win.y1, win.x : win.x1] += 1
+    assert (count == 1).all()
+
+
+def _reader(array):
+    return lambda y0, y1, x0, x1: array[..., y0:y1, x0:x1]
+
+
+def test_resample_identity_is_exact_and_chunk_invariant():
+    rng = np.random.default_rng(1)
+    src = rng.integers(0, 256, (37, 53)).astype(np.uint8)
+    same = resample_bilinear(_reader(src), src.shape, (1.0, 1.0), Window(0, 0, 37, 53))
+    assert np.array_equal(same, src.astype(np.float32))
+    for scale in (4.0, 2.5, 0.5):
+        shape = (int(37 * scale), int(53 * scale))
+        whole = resample_bilinear(_reader(src), src.shape, (scale, scale), Window(0, 0, *shape))
+        pieces = np.zeros_like(whole)
+        for win in chunk_windows(shape, 17):
+            pieces[win.y : win.y1, win.x : win.x1] = resample_bilinear(
+                _reader(src), src.shape, (scale, scale), win
+            )
+        assert np.array_equal(whole, pieces)
+
+
+def test_resample_upsampling_is_smooth_not_dilated():
+    src = np.zeros((8, 8), dtype=np.float32)
+    src[3:5, 3:5] = 255
+    up = resample_bilinear(_reader(src), src.shape, (4.0, 4.0), Window(0, 0, 32, 32))
+    # thresholding the resampled probability at the midpoint keeps the area (no dilation)
+    assert abs(int((up > 127.5).sum()) - 4 * 16) <= 8
+
+
+@settings(max_examples=40, deadline=None)
+@given(thr=st.floats(0.05, 0.95), seed=st.integers(0, 10_000))
+def test_codes_preserve_threshold_decisions(thr, seed):
+    rng = np.random.default_rng(seed)
+    prob = rng.random((1, 30, 30)).astype(np.float32)
+    prob[0, 0, :5] = np.float32(thr)  # exactly at the threshold: background
+    codes = probability_codes(prob, [thr])
+    assert np.array_equal(codes[0] >= threshold_code(thr), prob[0] > thr)
+    assert np.abs(codes.astype(float) / 255 - prob).max() <= 1.5 / 255
+
+
+def _codes(**maps):
+    cuts = {t: threshold_code(0.5) for t in range(6)}
+    names = {"dt": DT, "pt": PT, "capsule": CAPSULE, "tuft": TUFT, "vessel": VESSEL, "ptc": PTC}
+    return {names[k]: np.asarray(v, dtype=np.float32) for k, v in maps.items()}, cuts
+
+
+def test_merge_tuft_over_capsule_and_ptc_never_in_glomerulus():
+    codes, cuts = _codes(
+        capsule=[[200, 200, 0, 0]],
+        tuft=[[0, 210, 220, 0]],
+        ptc=[[250, 250, 250, 250]],
+    )
+    labels, winner = merge_labels(codes, cuts)
+    assert labels.tolist() == [[CAPSULE + 1, TUFT + 1, TUFT + 1, PTC + 1]]
+    assert winner.tolist() == [[200, 210, 220, 250]]
+
+
+def test_merge_overlap_goes_to_higher_probability_ties_to_lower_id():
+    codes, cuts = _codes(
+        dt=[[200, 150, 180, 0, 100]],
+        pt=[[150, 200, 180, 0, 100]],
+        vessel=[[0, 0, 0, 140, 100]],
+        ptc=[[0, 0, 0, 160, 100]],
+    )
+    labels, _ = merge_labels(codes, cuts)
+    assert labels.tolist() == [[DT + 1, PT + 1, DT + 1, PTC + 1, 0]]
+
+
+def test_merge_with_only_some_tasks():
+    codes, cuts = _codes(pt=[[0, 255]])
+    labels, _ = merge_labels(codes, cuts)
+    assert labels.tolist() == [[0, PT + 1]]
+
+
+def _label_in_chunks(labels: np.ndarray, chunk: int):
+    labeller = ChunkLabeller(labels.shape[1], OBJECT_GROUPS)
+    ids = np.zeros(labels.shape, dtype=np.uint32)
+    codes = np.full(labels.shape, 200, dtype=np.uint8)
+    for win in chunk_windows(labels.shape, chunk):
+        if win.x == 0:
+            labeller.start_row(win.y)
+        part = labels[win.y : win.y1, win.x : win.x1]
+        if not part.any():
+            labeller.skip_chunk(win.x, win.w)
+            continue
+        ids[win.y : win.y1, win.x : win.x1] = labeller.label_chunk(
+            win.y, win.x, part, codes[win.y : win.y1, win.x : win.x1]
+        )
+    labeller.finish()
+    return ids, resolve(labeller.table)
+
+
+@pytest.mark.parametrize("chunk", [7, 16, 64])
+def test_components_across_chunks_match_whole_image_labelling(chunk):
+    rng = np.random.default_rng(3)
+    labels = (ndimage.zoom(rng.random((12, 12)), 4, order=1) > 0.6).astype(np.uint8) * (DT + 1)
+    labels[30:40, 5:20] = PT + 1  # a second class next to the first never joins it
+    ids, comps = _label_in_chunks(labels, chunk)
+    for group, values in OBJECT_GROUPS:
+        whole, count = ndimage.label(np.isin(labels, values), structure=EIGHT_CONNECTED)
+        mine = comps.root_of[ids]
+        selected = np.isin(labels, values)
+        # same partition of the pixels: a bijection between whole-image and chunked labels
+        pairs = set(zip(whole[selected].tolist(), mine[selected].tolist(), strict=True))
+        assert len(pairs) == count == len({m for _, m in pairs})
+        assert sum(comps.group == group) == count
+    assert comps.area.sum() == int((labels > 0).sum())
+
+
+def test_ring_over_many_chunks_is_one_polygon_with_its_hole():
+    yy, xx = np.mgrid[:90, :120]
+    dist = np.hypot(yy - 45, xx - 60)
+    labels = ((dist < 35) & (dist >= 15)).astype(np.uint8) * (VESSEL + 1)
+    labels[:, 110:] = 0
+    ids, comps = _label_in_chunks(labels, 16)
+    assert comps.count == 1
+
+    def read_ids(y0, y1, x0, x1, step):
+        return ids[y0:y1:step, x0:x1:step]
+
+    poly = trace_polygon(read_ids, comps.root_of, 0, comps.bbox[0])
+    assert poly.geom_type == "Polygon" and len(poly.interiors) == 1
+    assert abs(poly.area - int(labels.astype(bool).sum())) / labels.astype(bool).sum() < 0.1
+    assert (
+        abs(poly.interiors[0].centroid.x - 60.5) < 1
+        and abs(poly.interiors[0].centroid.y - 45.5) < 1
+    )

@@ -1,0 +1,374 @@
+"""End-to-end whole-slide pipeline on tiny synthetic slides (stand-in and tiny real models)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from PIL import Image
+
+from omniseg.catalogue import tissue
+from omniseg.errors import OmnisegError
+from omniseg.evaluation.predict import image_to_tensor, predict_probability
+from omniseg.inference import SegmentSettings, segment_slide, segment_slides
+from omniseg.inference.standin import PointwiseModel
+from omniseg.models import InferenceSettings, create_model
+
+OUTPUTS = ("labels.ome.tif", "objects.geojson", "objects.csv", "overlay.png")
+WHITE = 245
+NO_MIN_AREA = (0.0,) * 6
+
+
+def tiny_inference(tile=64, overlap=16, min_area=NO_MIN_AREA) -> InferenceSettings:
+    return InferenceSettings(tile_size=tile, tile_overlap=overlap, min_area_um2=min_area)
+
+
+def synthetic_tissue(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """White glass with red rings (tubule-like, with lumens) and purple discs."""
+    rng = np.random.default_rng(seed)
+    img = np.full((h, w, 3), WHITE, dtype=np.uint8)
+    yy, xx = np.mgrid[:h, :w]
+    for _ in range(6):
+        cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(12, 40)
+        d = np.hypot(yy - cy, xx - cx)
+        img[(d < r) & (d >= r * 0.45)] = (225, 110, 120)
+    for _ in range(3):
+        cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(8, 20)
+        img[np.hypot(yy - cy, xx - cx) < r] = (110, 60, 140)
+    return img
+
+
+def write_tiff(path: Path, img: np.ndarray, mpp: float) -> Path:
+    tifffile.imwrite(path, img, resolution=(1e4 / mpp, 1e4 / mpp), resolutionunit="CENTIMETER")
+    return path
+
+
+def quiet(**kw) -> SegmentSettings:
+    return SegmentSettings(progress=False, merge_chunk=64, **kw)
+
+
+def output_bytes(folder: Path) -> dict[str, bytes]:
+    return {name: (folder / name).read_bytes() for name in OUTPUTS}
+
+
+def level0_labels(folder: Path) -> np.ndarray:
+    return tifffile.imread(folder / "labels.ome.tif", level=0)
+
+
+@pytest.fixture
+def slide(tmp_path) -> Path:
+    return write_tiff(tmp_path / "slide.tif", synthetic_tissue(160, 224), 0.25)
+
+
+def test_pointwise_output_is_bitwise_identical_for_any_tiling(slide, tmp_path):
+    runs = [
+        (tiny_inference(64, 16), dict(batch_size=1, workers=0)),
+        (tiny_inference(96, 8), dict(batch_size=3, workers=2, tile_order_seed=1)),
+        (tiny_inference(48, 12), dict(batch_size=7, workers=1, tile_order_seed=2)),
+    ]
+    results = []
+    for i, (inference, options) in enumerate(runs):
+        result = segment_slide(
+            slide, tmp_path / f"out{i}", quiet(**options), PointwiseModel(inference)
+        )
+        results.append(output_bytes(result.out_dir))
+        assert result.summary["tiles_processed"] > 1
+    assert results[0] == results[1] == results[2]
+    labels = level0_labels(tmp_path / "out0" / "slide")
+    assert set(np.unique(labels)) > {0}
+
+
+def test_pointwise_model_stitches_back_the_whole_image_prediction(tmp_path):
+    img = synthetic_tissue(150, 190, seed=4)
+    path = write_tiff(tmp_path / "s.tif", img, tissue("ptc").mpp)
+    model = PointwiseModel(tiny_inference())
+    ptc = tissue("ptc").id
+    result = segment_slide(path, tmp_path / "out", quiet(tasks=(ptc,)), model)
+    with torch.no_grad():
+        logits = model.predict_tasks(image_to_tensor(img)[None], [ptc], tissue("ptc").scale_id)
+    expected = (logits[0, 0, 1] > logits[0, 0, 0]).numpy()
+    assert np.array_equal(level0_labels(result.out_dir) == ptc + 1, expected)
+    assert expected.any()
+
+
+def test_object_across_tiles_and_chunks_is_one_polygon_with_hole(tmp_path):
+    img = np.full((200, 220, 3), WHITE, dtype=np.uint8)
+    yy, xx = np.mgrid[:200, :220]
+    d = np.hypot(yy - 100, xx - 110)
+    img[(d < 80) & (d >= 40)] = (225, 110, 120)
+    path = write_tiff(tmp_path / "ring.tif", img, tissue("dt").mpp)
+    result = segment_slide(
+        path, tmp_path / "out", quiet(tasks=(tissue("dt").id,)), PointwiseModel(tiny_inference())
+    )
+    features = json.loads((result.out_dir / "objects.geojson").read_text())["features"]
+    assert len(features) == 1
+    geometry = features[0]["geometry"]
+    assert geometry["type"] == "Polygon" and len(geometry["coordinates"]) == 2  # shell + lumen
+    assert result.summary["classes"]["dt"]["count"] == 1
+
+
+def test_segment_on_a_patch_equals_evaluate_prediction(tmp_path):
+    rng = np.random.default_rng(7)
+    img = np.clip(rng.normal((200, 120, 160), 30, (64, 64, 3)), 0, 255).astype(np.uint8)
+    dt = tissue("dt")
+    path = write_tiff(tmp_path / "patch.tif", img, dt.mpp)
+    model = create_model("omniseg-tiny").eval()
+    prob = predict_probability(model, image_to_tensor(img)[None], [dt.id], [dt.scale_id], tta=False)
+    threshold = float(np.median(prob.numpy()))  # random weights: put the cut where pixels are
+    model.inference = InferenceSettings(
+        tile_size=64, tile_overlap=16, min_area_um2=NO_MIN_AREA, thresholds=(threshold,) * 6
+    )
+    result = segment_slide(path, tmp_path / "out", quiet(tasks=(dt.id,)), model)
+    expected = prob[0].numpy() > threshold
+    assert 0 < expected.sum() < expected.size  # a meaningful comparison
+    assert np.array_equal(level0_labels(result.out_dir) == dt.label_value, expected)
+
+
+class CrashingModel(PointwiseModel):
+    def __init__(self, inference, crash_after: int) -> None:
+        super().__init__(inference)
+        self.crash_after = crash_after
+
+    def predict_tasks(self, x, task_ids, scale_id):
+        if self.calls >= self.crash_after:
+            raise RuntimeError("simulated crash")
+        return super().predict_tasks(x, task_ids, scale_id)
+
+
+def test_resume_after_crash_gives_byte_identical_outputs(slide, tmp_path):
+    inference = tiny_inference(min_area=(1.0,) * 6)
+    reference = segment_slide(
+        slide, tmp_path / "ref", quiet(batch_size=2), PointwiseModel(inference)
+    )
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        segment_slide(slide, tmp_path / "run", quiet(batch_size=2), CrashingModel(inference, 5))
+    assert not (tmp_path / "run" / "slide" / "summary.json").exists()
+    with pytest.raises(OmnisegError, match="--resume"):
+        segment_slide(slide, tmp_path / "run", quiet(batch_size=2), PointwiseModel(inference))
+    model = PointwiseModel(inference)
+    resumed = segment_slide(slide, tmp_path / "run", quiet(batch_size=2, resume=True), model)
+    assert output_bytes(resumed.out_dir) == output_bytes(reference.out_dir)
+    tiles = resumed.summary["tiles"]
+    assert sum(t["resumed"] for t in tiles.values()) >= 8  # 5 batches of 2 were kept
+    assert not (resumed.out_dir / ".work").exists()
+    again = segment_slide(slide, tmp_path / "run", quiet(resume=True), CrashingModel(inference, 0))
+    assert again.skipped
+
+
+def test_existing_result_is_never_clobbered(slide, tmp_path):
+    model = PointwiseModel(tiny_inference())
+    first = segment_slide(slide, tmp_path / "out", quiet(), model)
+    before = output_bytes(first.out_dir)
+    with pytest.raises(OmnisegError, match="--overwrite"):
+        segment_slide(slide, tmp_path / "out", quiet(), model)
+    assert output_bytes(first.out_dir) == before
+    redone = segment_slide(slide, tmp_path / "out", quiet(overwrite=True), model)
+    assert output_bytes(redone.out_dir) == before
+
+
+def test_batch_goes_on_after_a_failing_slide_and_names_do_not_collide(tmp_path):
+    a = tmp_path / "a"
+    b = tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    write_tiff(a / "case.tif", synthetic_tissue(96, 96, 1), 0.5)
+    write_tiff(b / "case.tif", synthetic_tissue(96, 96, 2), 0.5)
+    broken = tmp_path / "broken.svs"
+    broken.write_bytes(b"not a slide at all" * 10)
+    tasks = (tissue("dt").id, tissue("pt").id)
+    results = segment_slides(
+        [a / "case.tif", broken, b / "case.tif"],
+        tmp_path / "out",
+        quiet(tasks=tasks),
+        PointwiseModel(tiny_inference()),
+    )
+    assert [r.ok for r in results] == [True, False, True]
+    assert "broken.svs" in results[1].error
+    assert results[0].out_dir != results[2].out_dir
+    assert results[0].out_dir.name == "case" and results[2].out_dir.name.startswith("case-")
+    assert not (tmp_path / "out" / "broken").exists()
+    for r in (results[0], results[2]):
+        assert json.loads((r.out_dir / "summary.json").read_text())["slide"] == str(
+            r.slide.resolve()
+        )
+
+
+def test_bad_inputs_give_one_clear_error_and_no_output(tmp_path, slide):
+    model = PointwiseModel(tiny_inference())
+    out = tmp_path / "out"
+    corrupt = tmp_path / "corrupt.svs"
+    corrupt.write_bytes(b"\x00" * 500)
+    with pytest.raises(OmnisegError, match="corrupt"):
+        segment_slide(corrupt, out, quiet(), model)
+    no_res = tmp_path / "nores.png"
+    Image.fromarray(synthetic_tissue(64, 64)).save(no_res)
+    with pytest.raises(OmnisegError, match="--mpp"):
+        segment_slide(no_res, out, quiet(), model)
+    bad_roi = tmp_path / "roi.geojson"
+    bad_roi.write_text(
+        json.dumps(
+            {
+                "type": "Polygon",
+                "coordinates": [[[1e6, 1e6], [1e6 + 5, 1e6], [1e6, 1e6 + 5], [1e6, 1e6]]],
+            }
+        )
+    )
+    with pytest.raises(OmnisegError, match="roi.geojson"):
+        segment_slide(slide, out, quiet(roi=bad_roi), model)
+    assert not out.exists() or not any(out.iterdir())
+    with pytest.raises(OmnisegError, match="--batch-size"):
+        SegmentSettings(batch_size=0)
+
+
+def test_roi_restricts_the_labels(slide, tmp_path):
+    roi = tmp_path / "roi.geojson"
+    roi.write_text(
+        json.dumps(
+            {"type": "Polygon", "coordinates": [[[0, 0], [100, 0], [100, 80], [0, 80], [0, 0]]]}
+        )
+    )
+    model = PointwiseModel(tiny_inference())
+    full = level0_labels(segment_slide(slide, tmp_path / "a", quiet(), model).out_dir)
+    part = level0_labels(segment_slide(slide, tmp_path / "b", quiet(roi=roi), model).out_dir)
+    assert not part[80:].any() and not part[:, 100:].any()
+    assert part[:80, :100].any()
+    # inside the ROI the labels agree except where a component was cut by the ROI border
+    assert (part[:70, :90] == full[:70, :90]).mean() > 0.95
+
+
+def test_upsampled_scale_is_warned_in_summary(tmp_path):
+    path = write_tiff(tmp_path / "coarse.tif", synthetic_tissue(64, 80), 0.5)
+    result = segment_slide(
+        path, tmp_path / "out", quiet(tasks=(tissue("ptc").id,)), PointwiseModel(tiny_inference())
+    )
+    assert any("upsampled" in w for w in result.summary["warnings"])
+    assert level0_labels(result.out_dir).shape == (64, 80)
+    summary = result.summary
+    for key in ("mpp", "mpp_source", "tissue_area_mm2", "timings_s", "omniseg_version", "model"):
+        assert key in summary
+    assert summary["model"]["tile_size"] == 64 and summary["model"]["tile_overlap"] == 16
+
+
+def test_real_model_agrees_across_batch_sizes_and_threads(tmp_path):
+    """The network sees the same tiles either way; only float summation order may differ.
+
+    Stated tolerance: at most 0.1 % of level-0 pixels change label.
+    """
+    path = write_tiff(tmp_path / "s.tif", synthetic_tissue(96, 112, seed=5), tissue("dt").mpp)
+    model = create_model("omniseg-tiny").eval()
+    model.inference = tiny_inference()
+    dt = tissue("dt")
+    probe = predict_probability(
+        model, image_to_tensor(synthetic_tissue(64, 64, 5))[None], [dt.id], [dt.scale_id], tta=False
+    )
+    model.inference = InferenceSettings(
+        tile_size=64,
+        tile_overlap=16,
+        min_area_um2=NO_MIN_AREA,
+        thresholds=(float(probe.median()),) * 6,
+    )
+    tasks = (dt.id,)
+    a = segment_slide(path, tmp_path / "a", quiet(tasks=tasks, batch_size=1, workers=0), model)
+    b = segment_slide(path, tmp_path / "b", quiet(tasks=tasks, batch_size=5, workers=3), model)
+    la, lb = level0_labels(a.out_dir), level0_labels(b.out_dir)
+    assert la.any()
+    assert (la != lb).mean() <= 1e-3
+
+
+def test_demo_slide_runs_end_to_end_and_cli_needs_weights(tmp_path, capsys):
+    from omniseg.cli.main import main
+    from omniseg.inference.demo import DEMO_NAME, DemoSlideSpec, run_demo
+    from omniseg.io import open_slide
+
+    assert main(["demo", "-o", str(tmp_path / "x")]) == 2
+    assert "--weights" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    spec = DemoSlideSpec(width=640, height=480, downsamples=(4,), thumbnail_side=128)
+    result = run_demo(
+        tmp_path / "demo",
+        quiet(tasks=(tissue("dt").id,)),
+        PointwiseModel(tiny_inference(96, 16)),
+        spec=spec,
+    )
+    slide = open_slide(tmp_path / "demo" / DEMO_NAME)
+    assert slide.info.mpp == pytest.approx(spec.mpp) and slide.info.level_count == 2
+    slide.close()
+    for name in (*OUTPUTS, "summary.json"):
+        assert (result.out_dir / name).is_file()
+    assert level0_labels(result.out_dir).shape == (480, 640)
+
+
+def test_cli_segment_with_weights(tmp_path, capsys):
+    from omniseg.cli.main import main
+    from omniseg.models import save_pretrained
+
+    model = create_model("omniseg-tiny")
+    model.inference = tiny_inference()
+    save_pretrained(model, tmp_path / "model")
+    slide = write_tiff(tmp_path / "s.tif", synthetic_tissue(96, 96), 1.0)
+    args = [
+        "segment",
+        str(slide),
+        "-o",
+        str(tmp_path / "out"),
+        "--weights",
+        str(tmp_path / "model"),
+        "--tasks",
+        "dt,pt",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "out" / "s" / "summary.json").read_text())
+    assert len(summary["model"]["weights_sha256"]) == 64
+    assert main(args) == 2  # existing result, no --resume/--overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 0
+
+
+KILL_SCRIPT = """
+import sys, time
+from omniseg.inference import SegmentSettings, segment_slide
+from omniseg.inference.standin import PointwiseModel
+from omniseg.models import InferenceSettings
+
+class Slow(PointwiseModel):
+    def predict_tasks(self, x, task_ids, scale_id):
+        time.sleep(0.2)
+        return super().predict_tasks(x, task_ids, scale_id)
+
+inference = InferenceSettings(tile_size=64, tile_overlap=16, min_area_um2=(1.0,) * 6)
+segment_slide(sys.argv[1], sys.argv[2], SegmentSettings(progress=False, merge_chunk=64,
+              batch_size=2, resume=True), Slow(inference))
+"""
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9_gives_byte_identical_outputs(slide, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    inference = tiny_inference(min_area=(1.0,) * 6)
+    reference = segment_slide(
+        slide, tmp_path / "ref", quiet(batch_size=2), PointwiseModel(inference)
+    )
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(slide), str(out)])
+    flags = out / "slide" / ".work" / "work.zarr" / "done_s3" / "c"
+    deadline = time.monotonic() + 120
+    while not flags.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "slide" / "summary.json").exists(), "the run finished before the kill"
+    resumed = segment_slide(slide, out, quiet(batch_size=2, resume=True), PointwiseModel(inference))
+    assert output_bytes(resumed.out_dir) == output_bytes(reference.out_dir)
+    assert sum(t["resumed"] for t in resumed.summary["tiles"].values()) > 0
