@@ -14,7 +14,7 @@ $(BIN)/omniseg-installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/omniseg-installed
-	$(BIN)/omniseg info
+	$(BIN)/omniseg demo -o $(DEMO_OUT) --overwrite
 
 test: $(BIN)/omniseg-installed
 	$(BIN)/python -m pytest -m "not gpu" -q

@@ -23,6 +23,7 @@ def system_info() -> dict:
     from omniseg.models import count_parameters, create_model, list_models
 
     cat = default_catalogue()
+    catalogue_rows = cat.to_dict()
     with torch.device("meta"):
         models = {name: count_parameters(create_model(name)) for name in list_models()}
     return {
@@ -33,19 +34,8 @@ def system_info() -> dict:
         "threads": torch.get_num_threads(),
         "models": models,
         "tissues": [
-            {
-                "id": t.id,
-                "name": t.name,
-                "full_name": t.full_name,
-                "scale_id": t.scale_id,
-                "magnification": t.magnification,
-                "mpp": t.mpp,
-                "color": list(t.color),
-                "label_value": t.label_value,
-            }
-            for t in cat.tissues
+            {**row, "magnification": t.magnification, "mpp": t.mpp, "label_value": t.label_value}
+            for row, t in zip(catalogue_rows["tissues"], cat.tissues, strict=True)
         ],
-        "scales": [
-            {"id": s.id, "magnification": s.magnification, "mpp": s.mpp} for s in cat.scales
-        ],
+        "scales": catalogue_rows["scales"],
     }
