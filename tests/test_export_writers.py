@@ -251,6 +251,36 @@ def test_csv_rows_match_objects(tmp_path):
         assert float(row["mean_probability"]) == pytest.approx(obj.mean_probability, abs=1e-3)
 
 
+def test_streamed_generator_gives_the_same_bytes_as_a_list(tmp_path):
+    objects = make_objects()  # a list in reverse id order: sorted by the writers
+    kwargs = {"class_names": CLASS_NAMES, "class_colors": CLASS_COLORS}
+    in_order = sorted(objects, key=lambda o: o.id)
+    assert write_geojson(tmp_path / "list.geojson", objects, **kwargs) == 3
+    assert write_geojson(tmp_path / "gen.geojson", (o for o in in_order), **kwargs) == 3
+    assert write_objects_csv(tmp_path / "list.csv", objects, CLASS_NAMES) == 3
+    assert write_objects_csv(tmp_path / "gen.csv", iter(in_order), CLASS_NAMES) == 3
+    for suffix in ("geojson", "csv"):
+        streamed = (tmp_path / f"gen.{suffix}").read_bytes()
+        assert streamed == (tmp_path / f"list.{suffix}").read_bytes()
+        assert streamed.count(b"\n") >= 4  # header/footer + 3 objects: not trivially empty
+
+
+@pytest.mark.parametrize("ids", [(2, 1, 3), (1, 3, 3)])
+@pytest.mark.parametrize("writer", ["geojson", "csv"])
+def test_out_of_order_stream_is_an_error_and_leaves_the_old_file(tmp_path, ids, writer):
+    by_id = {o.id: o for o in make_objects()}
+    stream = (by_id[i] for i in ids)
+    path = tmp_path / f"objects.{writer}"
+    path.write_text("previous result")
+    with pytest.raises(ValueError, match="increasing id order"):
+        if writer == "geojson":
+            write_geojson(path, stream, class_names=CLASS_NAMES, class_colors=CLASS_COLORS)
+        else:
+            write_objects_csv(path, stream, CLASS_NAMES)
+    assert path.read_text() == "previous result"
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp file left
+
+
 # ---- overlay ---------------------------------------------------------------------------------
 
 

@@ -1,8 +1,12 @@
 """Per-object outputs: QuPath-compatible GeoJSON and a flat CSV of measurements.
 
-Both are deterministic for the same objects (fixed key order, floats rounded, objects sorted by
-id) so a resumed run reproduces them byte for byte. Coordinates are level-0 pixels.
+Both are deterministic for the same objects (fixed key order, floats rounded, objects in id
+order) so a resumed run reproduces them byte for byte. Coordinates are level-0 pixels.
 `class_names` / `class_colors` are keyed by SlideObject.class_id (catalogue task id).
+
+Objects are streamed: a list/tuple (small, in any order) is sorted first; any other iterable
+(a generator, an on-disk spool) must already be in increasing id order and is written one object
+at a time, so a whole slide's polygons never have to be in memory together.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import csv
 import json
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from shapely.geometry import MultiPolygon, Polygon, mapping
 from shapely.geometry.base import BaseGeometry
@@ -93,45 +97,73 @@ def object_feature(
     }
 
 
+def in_id_order(objects: Iterable[SlideObject]) -> Iterator[SlideObject]:
+    """Objects by increasing id: a list/tuple is sorted; any other iterable is checked lazily.
+
+    Raises ValueError at the first id that is not larger than the one before (a wrong file would
+    otherwise be written silently); the atomic writers then leave no file behind.
+    """
+    if isinstance(objects, (list, tuple)):
+        objects = sorted(objects, key=lambda o: o.id)
+    previous = None
+    for obj in objects:
+        if previous is not None and obj.id <= previous:
+            raise ValueError(
+                f"objects must come in strictly increasing id order: id {obj.id} after "
+                f"id {previous} (pass a list to have it sorted, or fix the producer)"
+            )
+        previous = obj.id
+        yield obj
+
+
 def write_geojson(
     path: str | os.PathLike[str],
-    objects: Sequence[SlideObject],
+    objects: Iterable[SlideObject],
     *,
     object_type: str = "annotation",
     class_names: dict[int, str],
     class_colors: dict[int, Sequence[int]],
 ) -> int:
-    """Write a FeatureCollection (one Feature per object, streamed); returns the feature count."""
+    """Write a FeatureCollection (one Feature per object, streamed); returns the feature count.
+
+    ``objects``: a list/tuple in any order, or any iterable already in increasing id order.
+    """
     if object_type not in OBJECT_TYPES:
         raise ValueError(f"object_type must be one of {OBJECT_TYPES}, got {object_type!r}")
-    ordered = sorted(objects, key=lambda o: o.id)
+    count = 0
     with atomic_path(path) as temp, open(temp, "w", encoding="utf-8", newline="\n") as handle:
         handle.write('{"type": "FeatureCollection", "features": [')
-        for index, obj in enumerate(ordered):
+        for obj in in_id_order(objects):
             feature = object_feature(obj, object_type, class_names, class_colors)
-            handle.write(("," if index else "") + "\n" + json.dumps(feature, ensure_ascii=False))
+            handle.write(("," if count else "") + "\n" + json.dumps(feature, ensure_ascii=False))
+            count += 1
         handle.write("\n]}\n")
-    return len(ordered)
+    return count
+
+
+def object_row(obj: SlideObject, class_names: dict[int, str]) -> list:
+    """One CSV row (columns CSV_COLUMNS, floats to DECIMALS decimals)."""
+    return [
+        obj.id,
+        class_names[obj.class_id],
+        f"{obj.area_um2:.{DECIMALS}f}",
+        f"{obj.perimeter_um:.{DECIMALS}f}",
+        f"{obj.centroid_xy[0]:.{DECIMALS}f}",
+        f"{obj.centroid_xy[1]:.{DECIMALS}f}",
+        *(int(v) for v in obj.bbox_xyxy),
+        f"{obj.mean_probability:.{DECIMALS}f}",
+    ]
 
 
 def write_objects_csv(
-    path: str | os.PathLike[str], objects: Sequence[SlideObject], class_names: dict[int, str]
+    path: str | os.PathLike[str], objects: Iterable[SlideObject], class_names: dict[int, str]
 ) -> int:
-    """One row per object (columns CSV_COLUMNS, floats to 3 decimals, sorted by id)."""
+    """One row per object, streamed, by id (``objects`` as for write_geojson); returns the count."""
+    count = 0
     with atomic_path(path) as temp, open(temp, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(CSV_COLUMNS)
-        for obj in sorted(objects, key=lambda o: o.id):
-            writer.writerow(
-                [
-                    obj.id,
-                    class_names[obj.class_id],
-                    f"{obj.area_um2:.{DECIMALS}f}",
-                    f"{obj.perimeter_um:.{DECIMALS}f}",
-                    f"{obj.centroid_xy[0]:.{DECIMALS}f}",
-                    f"{obj.centroid_xy[1]:.{DECIMALS}f}",
-                    *(int(v) for v in obj.bbox_xyxy),
-                    f"{obj.mean_probability:.{DECIMALS}f}",
-                ]
-            )
-    return len(objects)
+        for obj in in_id_order(objects):
+            writer.writerow(object_row(obj, class_names))
+            count += 1
+    return count

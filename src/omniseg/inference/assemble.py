@@ -8,7 +8,7 @@ label chunks without them. Chunks that no processed tile touches are skipped wit
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +24,7 @@ from omniseg.inference.merge import CODE_MAX, OBJECT_GROUPS, merge_labels, thres
 from omniseg.inference.resample import resample_bilinear, source_window
 from omniseg.inference.store import release_free_memory
 from omniseg.inference.tiles import ScalePlan
-from omniseg.inference.tiling import Window, chunk_windows, core_size, tiles_touching
+from omniseg.inference.tiling import Window, core_size, iter_chunk_windows, tiles_touching
 
 
 @dataclass(frozen=True)
@@ -107,8 +107,12 @@ def assemble(
     labeller = ChunkLabeller(shape_hw[1], OBJECT_GROUPS)
     roi_prepared = prepared.prep(roi) if roi is not None else None
     nonempty = set()
-    windows = chunk_windows(shape_hw, chunk)
-    for window in tqdm(windows, desc=progress, disable=progress is None, unit="chunk", leave=False):
+    windows = iter_chunk_windows(shape_hw, chunk)
+    total = -(-shape_hw[0] // chunk) * -(-shape_hw[1] // chunk)
+    bar = tqdm(
+        windows, total=total, desc=progress, disable=progress is None, unit="chunk", leave=False
+    )
+    for window in bar:
         if window.x == 0:
             labeller.start_row(window.y)
             release_free_memory()
@@ -155,34 +159,32 @@ def _remove_small(labels, ids, components: Components, keep, nonempty, chunk: in
             labels[sl] = chunk_labels
 
 
-def extract_objects(assembly: Assembly, mpp: float) -> list[SlideObject]:
-    """One SlideObject per kept component, ids 1.. in (class, top, left) order."""
+def iter_objects(assembly: Assembly, mpp: float) -> Iterator[SlideObject]:
+    """One SlideObject per kept component, ids 1.. in (class, top, left) order, traced lazily
+    (a whole slide's polygons do not fit in memory together: callers spool or stream them)."""
     comps = assembly.components
     kept = np.flatnonzero(assembly.keep)
-    order = sorted(kept, key=lambda i: (int(comps.group[i]), *comps.bbox[i, :2], int(i)))
+    # (class, top, left, index): the index makes the key unique, so the order is total
+    order = kept[np.lexsort((kept, comps.bbox[kept, 1], comps.bbox[kept, 0], comps.group[kept]))]
     ids = assembly.ids
 
     def read_ids(y0: int, y1: int, x0: int, x1: int, step: int) -> np.ndarray:
         return np.asarray(ids[y0:y1:step, x0:x1:step])
 
-    objects = []
     for number, index in enumerate(order, start=1):
         geometry = trace_polygon(read_ids, comps.root_of, int(index), comps.bbox[index])
         y0, x0, y1, x1 = (int(v) for v in comps.bbox[index])
         centroid = geometry.centroid
-        objects.append(
-            SlideObject(
-                id=number,
-                class_id=int(comps.group[index]),
-                geometry=geometry,
-                area_um2=float(comps.area[index]) * mpp * mpp,
-                perimeter_um=float(geometry.length) * mpp,
-                centroid_xy=(float(centroid.x), float(centroid.y)),
-                bbox_xyxy=(x0, y0, x1 + 1, y1 + 1),
-                mean_probability=float(comps.code_sum[index] / comps.area[index] / CODE_MAX),
-            )
+        yield SlideObject(
+            id=number,
+            class_id=int(comps.group[index]),
+            geometry=geometry,
+            area_um2=float(comps.area[index]) * mpp * mpp,
+            perimeter_um=float(geometry.length) * mpp,
+            centroid_xy=(float(centroid.x), float(centroid.y)),
+            bbox_xyxy=(x0, y0, x1 + 1, y1 + 1),
+            mean_probability=float(comps.code_sum[index] / comps.area[index] / CODE_MAX),
         )
-    return objects
 
 
 def label_tile_reader(assembly: Assembly, chunk: int) -> Callable:

@@ -23,7 +23,7 @@ from omniseg.evaluation.predict import inference_mode_of, model_device
 from omniseg.inference.assemble import (
     ScaleSource,
     assemble,
-    extract_objects,
+    iter_objects,
     label_tile_reader,
     roi_mask,
 )
@@ -34,10 +34,11 @@ from omniseg.inference.results import (
     result_dir,
 )
 from omniseg.inference.settings import SegmentSettings
+from omniseg.inference.spool import ObjectSpool
 from omniseg.inference.store import WorkStore
 from omniseg.inference.summary import (
+    ClassTally,
     ModelSource,
-    class_tables,
     label_thumbnail,
     write_outputs,
 )
@@ -50,6 +51,7 @@ from omniseg.io.tissue import detect_tissue
 
 log = logging.getLogger(__name__)
 UM2_PER_MM2 = 1e6
+OBJECT_SPOOL_NAME = "objects.spool"  # in the work dir: objects stream through it to the writers
 
 
 @dataclass
@@ -221,52 +223,58 @@ def _run(reader: SlideReader, slide, folder, settings, model, source, roi, plans
         progress=bar("merge"),
     )
     timings["merge"] = time.perf_counter() - clock
-    clock = time.perf_counter()
-    objects = extract_objects(assembly, mpp0)
-    timings["objects"] = time.perf_counter() - clock
+    # Objects are traced one at a time into an on-disk spool and replayed to each writer, so
+    # memory holds one polygon at a time, never the whole slide's (only per-class tallies).
+    with ObjectSpool(store.work_dir / OBJECT_SPOOL_NAME) as objects:
+        clock = time.perf_counter()
+        tally = ClassTally()
+        for obj in iter_objects(assembly, mpp0):
+            objects.append(obj)
+            tally.add(obj)
+        timings["objects"] = time.perf_counter() - clock
 
-    summary = {
-        "slide": str(slide.resolve()),
-        "result_dir": str(folder.resolve()),
-        "reader": info.reader,
-        "vendor": getattr(info, "vendor", None),
-        "dimensions_wh": [width0, height0],
-        "levels": info.level_count,
-        "mpp": mpp0,
-        "mpp_source": getattr(info, "mpp_source", "unknown"),
-        "objective_power": info.objective_power,
-        "tissue_area_mm2": round(tissue_area_mm2, 6),
-        **class_tables(objects),
-        "scales": [
-            {
-                "magnification": scales()[p.scale_id].magnification,
-                "mpp": p.mpp,
-                "tasks": [tissue(t).name for t in p.tasks],
-                "shape_hw": list(p.shape_hw),
-                "upsampled": p.upsampled,
-            }
-            for p in plans
-        ],
-        "tiles": {k: vars(v) for k, v in tile_stats.items()},
-        "tiles_processed": sum(v.processed for v in tile_stats.values()),
-        "tiles_skipped": sum(v.background for v in tile_stats.values()),
-        "parameters": settings.to_dict(),
-        "warnings": warnings,
-    }
-    write_outputs(
-        folder,
-        summary,
-        objects,
-        labels_shape=(height0, width0),
-        read_tile=label_tile_reader(assembly, settings.merge_chunk),
-        thumb=thumb,
-        thumb_labels=label_thumbnail(assembly.labels, thumb.shape[:2], downsample),
-        mpp=mpp0,
-        model=model,
-        source=source,
-        settings=settings,
-        timings=timings,
-    )
+        summary = {
+            "slide": str(slide.resolve()),
+            "result_dir": str(folder.resolve()),
+            "reader": info.reader,
+            "vendor": getattr(info, "vendor", None),
+            "dimensions_wh": [width0, height0],
+            "levels": info.level_count,
+            "mpp": mpp0,
+            "mpp_source": getattr(info, "mpp_source", "unknown"),
+            "objective_power": info.objective_power,
+            "tissue_area_mm2": round(tissue_area_mm2, 6),
+            **tally.tables(),
+            "scales": [
+                {
+                    "magnification": scales()[p.scale_id].magnification,
+                    "mpp": p.mpp,
+                    "tasks": [tissue(t).name for t in p.tasks],
+                    "shape_hw": list(p.shape_hw),
+                    "upsampled": p.upsampled,
+                }
+                for p in plans
+            ],
+            "tiles": {k: vars(v) for k, v in tile_stats.items()},
+            "tiles_processed": sum(v.processed for v in tile_stats.values()),
+            "tiles_skipped": sum(v.background for v in tile_stats.values()),
+            "parameters": settings.to_dict(),
+            "warnings": warnings,
+        }
+        write_outputs(
+            folder,
+            summary,
+            objects,
+            labels_shape=(height0, width0),
+            read_tile=label_tile_reader(assembly, settings.merge_chunk),
+            thumb=thumb,
+            thumb_labels=label_thumbnail(assembly.labels, thumb.shape[:2], downsample),
+            mpp=mpp0,
+            model=model,
+            source=source,
+            settings=settings,
+            timings=timings,
+        )
     if not settings.keep_intermediate:
         store.remove()
     return json.loads((folder / SUMMARY_NAME).read_text(encoding="utf-8"))

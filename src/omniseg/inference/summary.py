@@ -8,7 +8,7 @@ byte; summary.json is written last and marks the result as finished.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,16 +60,36 @@ def object_colors() -> dict[int, tuple[int, int, int]]:
     return {group: colours[group] for group, _ in OBJECT_GROUPS}
 
 
-def class_tables(objects: Sequence[SlideObject]) -> dict:
-    """Per-class object count and area (mm²) for summary.json."""
-    table = {}
-    for group, name in object_names().items():
-        members = [o for o in objects if o.class_id == group]
-        table[name] = {
-            "count": len(members),
-            "area_mm2": round(sum(o.area_um2 for o in members) / UM2_PER_MM2, 6),
+class ClassTally:
+    """Per-class object count and summed area, gathered one object at a time (objects themselves
+    are not kept: a whole slide's worth does not fit in memory)."""
+
+    def __init__(self) -> None:
+        self.count = dict.fromkeys(object_names(), 0)
+        self.area_um2 = dict.fromkeys(object_names(), 0.0)
+
+    def add(self, obj: SlideObject) -> None:
+        self.count[obj.class_id] += 1
+        self.area_um2[obj.class_id] += obj.area_um2
+
+    def tables(self) -> dict:
+        """The ``classes`` and ``objects`` entries of summary.json."""
+        table = {
+            name: {
+                "count": self.count[group],
+                "area_mm2": round(self.area_um2[group] / UM2_PER_MM2, 6),
+            }
+            for group, name in object_names().items()
         }
-    return {"classes": table, "objects": len(objects)}
+        return {"classes": table, "objects": sum(self.count.values())}
+
+
+def class_tables(objects: Iterable[SlideObject]) -> dict:
+    """Per-class object count and area (mm²) for summary.json, in one pass over ``objects``."""
+    tally = ClassTally()
+    for obj in objects:
+        tally.add(obj)
+    return tally.tables()
 
 
 def label_thumbnail(labels, shape_hw: tuple[int, int], downsample: float) -> np.ndarray:
@@ -83,7 +103,7 @@ def label_thumbnail(labels, shape_hw: tuple[int, int], downsample: float) -> np.
 def write_outputs(
     folder: Path,
     summary: dict,
-    objects: Sequence[SlideObject],
+    objects: Iterable[SlideObject],
     *,
     labels_shape: tuple[int, int],
     read_tile: Callable,
@@ -95,7 +115,10 @@ def write_outputs(
     settings,
     timings: dict,
 ) -> None:
-    """labels.ome.tif, objects.geojson, objects.csv, overlay.png, then summary.json."""
+    """labels.ome.tif, objects.geojson, objects.csv, overlay.png, then summary.json.
+
+    ``objects`` is iterated twice (GeoJSON, then CSV): a list, or a re-iterable stream in id
+    order such as ``spool.ObjectSpool``."""
     from omniseg import __version__
 
     clock = time.perf_counter()

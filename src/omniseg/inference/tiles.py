@@ -29,12 +29,6 @@ from omniseg.models import foreground_probability
 PREFETCH_BATCHES = 2  # batches being read while the current one runs
 
 
-def batched(items: list, size: int) -> Iterator[tuple]:
-    """Consecutive groups of ``size`` (the last one shorter); itertools.batched needs 3.12."""
-    for start in range(0, len(items), size):
-        yield tuple(items[start : start + size])
-
-
 @dataclass(frozen=True)
 class ScalePlan:
     """One magnification of the run: its tasks and its native grid."""
@@ -126,24 +120,38 @@ def run_scale(
     done = np.asarray(flags_array[:])
     thresholds = [model.inference.thresholds[t] for t in plan.tasks]
     stats = TileStats()
-    needed = []
+    # Which tiles to run, as a grid-sized mask then an (n, 2) array of (row, col): a huge slide
+    # has ~10^5 tiles, too many to hold as Python tuples.
+    wanted = np.zeros(done.shape, dtype=bool)
     for t in iter_tiles(plan.shape_hw, tile, overlap):
         stats.total += 1
-        if needs_tile(plan, t):
-            needed.append((t.row, t.col))
-        else:
-            stats.background += 1
-    groups = [g for g in batched(needed, batch_size) if not all(done[r, c] for r, c in g)]
+        wanted[t.row, t.col] = needs_tile(plan, t)
+    stats.background = stats.total - int(wanted.sum())
+    needed = np.argwhere(wanted)  # row-major, like the grid
+    starts = np.array(
+        [
+            s
+            for s in range(0, len(needed), batch_size)
+            if not done[needed[s : s + batch_size, 0], needed[s : s + batch_size, 1]].all()
+        ],
+        dtype=np.int64,
+    )
     if order_seed is not None:
-        np.random.default_rng(order_seed).shuffle(groups)
-    stats.resumed = len(needed) - sum(len(g) for g in groups)
+        np.random.default_rng(order_seed).shuffle(starts)
+    stats.resumed = len(needed) - sum(len(needed[s : s + batch_size]) for s in starts)
     stats.processed = len(needed)
 
     def read(t: Tile) -> np.ndarray:
         w = t.window
         return read_at_mpp(reader, plan.mpp, w.x, w.y, w.w, w.h)
 
-    tile_groups = (tuple(tile_at(plan.shape_hw, tile, overlap, r, c) for r, c in g) for g in groups)
+    tile_groups = (
+        tuple(
+            tile_at(plan.shape_hw, tile, overlap, int(r), int(c))
+            for r, c in needed[s : s + batch_size]
+        )
+        for s in starts
+    )
     bar = tqdm(
         total=len(needed),
         initial=stats.resumed,

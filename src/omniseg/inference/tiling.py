@@ -115,11 +115,15 @@ def tiles_touching(window: Window, tile: int, overlap: int) -> tuple[range, rang
     return rows, cols
 
 
-def chunk_windows(shape_hw: tuple[int, int], chunk: int) -> list[Window]:
-    """Non-overlapping chunk x chunk windows in row-major order (the last ones cut at the edge)."""
+def iter_chunk_windows(shape_hw: tuple[int, int], chunk: int) -> Iterator[Window]:
+    """Non-overlapping chunk x chunk windows in row-major order (the last ones cut at the edge),
+    lazily: a whole slide has ~10^4 of them at the default chunk."""
     height, width = shape_hw
-    return [
-        Window(y, x, min(chunk, height - y), min(chunk, width - x))
-        for y in range(0, height, chunk)
-        for x in range(0, width, chunk)
-    ]
+    for y in range(0, height, chunk):
+        for x in range(0, width, chunk):
+            yield Window(y, x, min(chunk, height - y), min(chunk, width - x))
+
+
+def chunk_windows(shape_hw: tuple[int, int], chunk: int) -> list[Window]:
+    """All of ``iter_chunk_windows`` as a list."""
+    return list(iter_chunk_windows(shape_hw, chunk))

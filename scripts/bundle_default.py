@@ -1,0 +1,42 @@
+"""Copy a trained model folder into the package as the bundled default model (fp16 storage).
+
+    .venv/bin/python scripts/bundle_default.py runs/default/model [--tta]
+
+The weights are stored in float16 (half the size) and loaded back in float32; the config keeps
+the run's thresholds, patch size and training record, plus a SHA-256 checked on every load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from omniseg.models import load_pretrained, save_pretrained
+from omniseg.models.bundled import DEFAULT_MODEL_NAME
+
+PACKAGE_WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "omniseg" / "weights"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("model_dir", type=Path)
+    ap.add_argument("--tta", action="store_true", help="make dihedral TTA the model's default")
+    args = ap.parse_args()
+    model = load_pretrained(args.model_dir)
+    model.inference = dataclasses.replace(model.inference, tta=args.tta)
+    source = json.loads((args.model_dir / "config.json").read_text())
+    extra = {k: source[k] for k in ("training",) if k in source}
+    extra["name"] = DEFAULT_MODEL_NAME
+    out = save_pretrained(
+        model, PACKAGE_WEIGHTS / DEFAULT_MODEL_NAME, storage_dtype=torch.float16, extra=extra
+    )
+    size = (out / "model.safetensors").stat().st_size
+    print(json.dumps({"bundled": str(out), "bytes": size}))
+
+
+if __name__ == "__main__":
+    main()

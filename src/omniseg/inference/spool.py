@@ -1,0 +1,84 @@
+"""An on-disk spool of SlideObjects, so a whole slide's polygons are never in memory together.
+
+Objects are appended in id order as they are traced, one fixed-size binary header (id, class,
+measurements, box) plus the geometry as WKB per object; iterating reads them back one at a time,
+in the same order, as often as needed (once per output writer). Floats are stored as float64 and
+WKB keeps every coordinate exactly, so the outputs are byte-identical to writing the objects
+straight from memory.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import shapely
+
+from omniseg.export.objects import SlideObject
+
+# id, class_id, area_um2, perimeter_um, centroid x/y, bbox (4), mean_probability, WKB length
+RECORD = struct.Struct("<qiddddqqqqdI")
+READ_BUFFER = 1 << 20  # bytes; reading is sequential
+
+
+class ObjectSpool:
+    """Append-then-replay store of SlideObjects in one file (removed by ``remove`` / ``with``)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = open(self.path, "wb")  # noqa: SIM115 - closed in remove()
+        self.count = 0
+
+    def append(self, obj: SlideObject) -> None:
+        wkb = shapely.to_wkb(obj.geometry, byte_order=1)  # little-endian, like RECORD
+        self._handle.write(
+            RECORD.pack(
+                obj.id,
+                obj.class_id,
+                obj.area_um2,
+                obj.perimeter_um,
+                *obj.centroid_xy,
+                *obj.bbox_xyxy,
+                obj.mean_probability,
+                len(wkb),
+            )
+        )
+        self._handle.write(wkb)
+        self.count += 1
+
+    def __iter__(self) -> Iterator[SlideObject]:
+        """The appended objects, in append order, read back lazily."""
+        self._handle.flush()
+        with open(self.path, "rb", buffering=READ_BUFFER) as handle:
+            for _ in range(self.count):
+                header = handle.read(RECORD.size)
+                if len(header) != RECORD.size:
+                    raise OSError(f"{self.path}: object spool is truncated (disk full?)")
+                (oid, cid, area, perimeter, cx, cy, x0, y0, x1, y1, prob, size) = RECORD.unpack(
+                    header
+                )
+                wkb = handle.read(size)
+                if len(wkb) != size:
+                    raise OSError(f"{self.path}: object spool is truncated (disk full?)")
+                yield SlideObject(
+                    id=oid,
+                    class_id=cid,
+                    geometry=shapely.from_wkb(wkb),
+                    area_um2=area,
+                    perimeter_um=perimeter,
+                    centroid_xy=(cx, cy),
+                    bbox_xyxy=(x0, y0, x1, y1),
+                    mean_probability=prob,
+                )
+
+    def remove(self) -> None:
+        self._handle.close()
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> ObjectSpool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
