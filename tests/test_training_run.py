@@ -234,3 +234,21 @@ def test_training_runs_without_slide_io_packages(manifest, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().endswith("ok")
+
+
+def test_sigterm_saves_last_before_stopping(manifest, tmp_path):
+    import os
+    import signal
+
+    cfg = config(manifest, tmp_path / "run", **{"run.max_steps": 5, "data.val_split": "none"})
+
+    def terminate_at_two(step, metrics):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, callback=terminate_at_two)
+    assert signal.getsignal(signal.SIGTERM) == before  # handler restored
+    assert torch.load(tmp_path / "run/last/state.pt", weights_only=True)["step"] == 2
+    assert train(cfg, resume=True).steps == 5

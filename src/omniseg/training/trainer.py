@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import random
+import signal
 import statistics
+import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,9 +197,27 @@ def train(
     device = distributed.setup(info, device)
     try:
         has_state = distributed.broadcast_flag(info, has_state, device)
-        return _run(config, run_dir, info, device, has_state, records, model, callback)
+        with _terminate_as_interrupt():
+            return _run(config, run_dir, info, device, has_state, records, model, callback)
     finally:
         distributed.cleanup(info)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (cluster pre-emption, `kill`) stops like Ctrl-C: last/ is saved before exiting."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run(config, run_dir, info, device, has_state, records, model, callback) -> TrainResult:
