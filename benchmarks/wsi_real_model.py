@@ -27,9 +27,12 @@ def make_slide(path: Path, size: int) -> None:
     write_demo_slide(path, DemoSlideSpec(width=size, height=size, downsamples=(4, 16, 64)))
 
 
-def run(path: Path, out: Path, weights: str | None, precision: str, batch_size: int) -> dict:
+def run(
+    path: Path, out: Path, weights: str | None, precision: str, batch_size: int, tasks: str
+) -> dict:
     import torch
 
+    from omniseg.catalogue import parse_tasks
     from omniseg.inference import ModelSource, SegmentSettings, segment_slide
     from omniseg.inference.loading import load_segment_model
     from omniseg.models import create_model
@@ -40,13 +43,19 @@ def run(path: Path, out: Path, weights: str | None, precision: str, batch_size: 
         model, source = create_model("omniseg").eval(), ModelSource(None, None)
         if precision == "bf16":
             model = model.to(memory_format=torch.channels_last)
-    settings = SegmentSettings(precision=precision, batch_size=batch_size, progress=True)
+    settings = SegmentSettings(
+        tasks=tuple(t.id for t in parse_tasks(tasks)),
+        precision=precision,
+        batch_size=batch_size,
+        progress=True,
+    )
     started = time.perf_counter()
     result = segment_slide(path, out, settings, model, model_source=source)
     return {
         "slide_wh": result.summary["dimensions_wh"],
         "precision": precision,
         "batch_size": batch_size,
+        "tasks": tasks,
         "torch_threads": torch.get_num_threads(),
         "wall_s": round(time.perf_counter() - started, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -63,11 +72,17 @@ def main() -> None:
     parser.add_argument("--weights", default=None)
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--tasks", default="all", help="e.g. dt,pt,capsule,tuft,vessel")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         row = run(
-            Path(args.child[0]), Path(args.child[1]), args.weights, args.precision, args.batch_size
+            Path(args.child[0]),
+            Path(args.child[1]),
+            args.weights,
+            args.precision,
+            args.batch_size,
+            args.tasks,
         )
         print(json.dumps(row))
         return
@@ -88,6 +103,8 @@ def main() -> None:
             args.precision,
             "--batch-size",
             str(args.batch_size),
+            "--tasks",
+            args.tasks,
         ]
         if args.weights:
             cmd += ["--weights", args.weights]
