@@ -25,9 +25,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("model_dir", type=Path)
     ap.add_argument("--tta", action="store_true", help="make dihedral TTA the model's default")
+    ap.add_argument(
+        "--reset-thresholds",
+        action="store_true",
+        help="ship 0.5 for every task (use when the run tuned its thresholds on val)",
+    )
     args = ap.parse_args()
     model = load_pretrained(args.model_dir)
     model.inference = dataclasses.replace(model.inference, tta=args.tta)
+    if args.reset_thresholds:
+        neutral = (0.5,) * len(model.inference.thresholds)
+        model.inference = dataclasses.replace(model.inference, thresholds=neutral)
     source = json.loads((args.model_dir / "config.json").read_text())
     extra = {k: source[k] for k in ("training",) if k in source}
     extra["name"] = DEFAULT_MODEL_NAME
