@@ -279,11 +279,13 @@ def test_real_model_agrees_across_batch_sizes_and_threads(tmp_path):
     assert (la != lb).mean() <= 1e-3
 
 
-def test_demo_slide_runs_end_to_end_and_cli_needs_weights(tmp_path, capsys):
+def test_demo_slide_runs_end_to_end_and_cli_needs_weights(tmp_path, capsys, monkeypatch):
     from omniseg.cli.main import main
     from omniseg.inference.demo import DEMO_NAME, DemoSlideSpec, run_demo
     from omniseg.io import open_slide
+    from omniseg.models import bundled
 
+    monkeypatch.setattr(bundled, "default_model_dir", lambda: None)  # a build without weights
     assert main(["demo", "-o", str(tmp_path / "x")]) == 2
     assert "--weights" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
