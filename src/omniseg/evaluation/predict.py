@@ -106,7 +106,8 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
     if check_precision(precision) != "bf16":
         return contextlib.nullcontext()
     if not bf16_supported(device):
-        # Without native kernels convolutions fall back to a reference path ~40x slower than fp32.
+        # Without native kernels convolutions fall back to a slow emulated path (5x slower than
+        # fp32 for the full model at 4 x 512² on an AVX2 CPU, benchmarks/forward_speed.py).
         raise OmnisegError(
             f"--precision bf16: this {device.type} device has no native bf16 support "
             "(needs AVX512-BF16/AMX on CPU); use --precision fp32"

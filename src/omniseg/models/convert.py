@@ -7,7 +7,7 @@ import pickle
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from omniseg.errors import OmnisegError
 from omniseg.models.blocks import make_stage
@@ -139,8 +139,3 @@ def convert_checkpoint(src: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
     state = load_original_state_dict(source)
     model = convert_state_dict(state, source)
     return save_pretrained(model, out_dir, extra={"converted_from": source.name})
-
-
-def count_state(state: dict[str, Tensor] | nn.Module) -> int:
-    values = state.state_dict().values() if isinstance(state, nn.Module) else state.values()
-    return sum(v.numel() for v in values)

@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from omniseg.errors import OmnisegError
 from omniseg.models.blocks import make_stage, norm_relu_conv1x1
 from omniseg.models.config import InferenceSettings, ModelConfig
 from omniseg.models.heads import (
@@ -151,10 +150,3 @@ def foreground_probability(logits: Tensor) -> Tensor:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def check_model_input(model: OmniSeg, x: Tensor) -> None:
-    try:
-        model.check_input(x)
-    except ValueError as exc:
-        raise OmnisegError(str(exc)) from exc
