@@ -144,3 +144,34 @@ def test_dataset_items_are_deterministic_per_key(tmp_path):
     assert a["image"].shape == (3, 32, 32) and a["mask"].shape == (32, 32)
     assert (a["image"] == b["image"]).all() and not (a["image"] == c["image"]).all()
     assert a["task_id"] == 0 and a["scale_id"] == 1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_foreground_crops_always_contain_a_mask_pixel(seed):
+    mask = np.zeros((64, 64), bool)
+    mask[50:53, 3:6] = True  # one small object in a corner: random 16 px crops mostly miss it
+    image = np.zeros((64, 64, 3), np.float32)
+    image[mask] = 1.0
+    cfg = AugmentConfig(
+        flips=False, scale_prob=0.0, stain_prob=0.0, colour_prob=0.0, foreground_crop_prob=1.0
+    )
+    rng = np.random.default_rng(seed)
+    for _ in range(20):
+        out_img, out_mask = augment_pair(image, mask, 16, cfg, rng)
+        assert out_mask.any()
+        np.testing.assert_array_equal(out_img[..., 0] > 0.5, out_mask)  # still aligned
+
+
+def test_foreground_crops_vary_and_plain_crops_often_miss():
+    mask = np.zeros((64, 64), bool)
+    mask[50:53, 3:6] = True
+    image = np.zeros((64, 64, 3), np.float32)
+    plain = AugmentConfig(flips=False, scale_prob=0.0, stain_prob=0.0, colour_prob=0.0)
+    biased = dataclasses.replace(plain, foreground_crop_prob=1.0)
+    rng = np.random.default_rng(0)
+    hits = [augment_pair(image, mask, 16, plain, rng)[1].any() for _ in range(50)]
+    assert sum(hits) < 25
+    windows = {augment_pair(image, mask, 16, biased, rng)[1].tobytes() for _ in range(50)}
+    assert len(windows) > 5  # the window is drawn among those containing the pixel
+    empty = np.zeros_like(mask)  # no foreground: falls back to a plain random crop
+    assert not augment_pair(image, empty, 16, biased, rng)[1].any()

@@ -63,6 +63,28 @@ def test_max_steps_run_writes_loadable_model_and_last(manifest, tmp_path):
     assert saved["run"]["max_steps"] == 2 and saved["data"]["patch_size"] == 32
 
 
+@pytest.mark.parametrize("select_best", [True, False])
+def test_select_best_false_saves_the_final_weights_not_the_best_on_val(
+    manifest, tmp_path, monkeypatch, select_best
+):
+    import omniseg.training.trainer as trainer
+
+    scores = iter([0.9, 0.1, 0.1])  # the first validation (step 3) is the best one
+    monkeypatch.setattr(trainer, "_validate", lambda *args: (next(scores), {}))
+    extra = {"run.max_steps": 6, "run.val_every_epochs": 1, "run.tune_thresholds": False}
+    result = train(config(manifest, tmp_path / "run", **extra, **{"run.select_best": select_best}))
+    info = json.loads((result.model_dir / "config.json").read_text())["training"]
+    assert result.best_metric == 0.9 and result.best_step == 3
+    if select_best:
+        assert info["step"] == 3
+        return
+    final = torch.load(tmp_path / "run" / "last" / "state.pt", weights_only=True)["model"]
+    saved = load_pretrained(result.model_dir).state_dict()
+    for key, value in final.items():
+        assert torch.equal(saved[key].float(), value.float()), key
+    assert info["step"] == 6
+
+
 def test_existing_run_dir_is_refused_without_resume_or_overwrite(manifest, tmp_path):
     cfg = config(manifest, tmp_path / "run", **{"run.max_steps": 1, "data.val_split": "none"})
     train(cfg)

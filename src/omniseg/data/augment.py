@@ -42,6 +42,9 @@ class AugmentConfig:
     saturation: float = 0.15  # factor ~ U(1 - s, 1 + s) against the grey image
     gamma: float = 0.15  # exponent ~ exp(U(-g, g))
     pad_value: float = 1.0  # fill when zooming out (white = slide background)
+    # Chance that the crop is forced to contain a random foreground pixel (nnU-Net's foreground
+    # oversampling): sparse classes such as vessels are otherwise often cropped away.
+    foreground_crop_prob: float = 0.0
 
 
 def rgb_to_hed(rgb: np.ndarray) -> np.ndarray:
@@ -96,19 +99,28 @@ def crop_or_pad(
     size: int,
     rng: np.random.Generator | None,
     pad_value: float,
+    keep: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Cut a size x size window (random if rng, else centred); pad with pad_value when smaller."""
+    """Cut a size x size window (random if rng, else centred); pad with pad_value when smaller.
+
+    ``keep`` = (row, col) of a pixel the window must contain; the window is then drawn uniformly
+    among those that do (only along axes longer than ``size``).
+    """
     h, w = mask.shape
     out_img = np.full((size, size, 3), pad_value, dtype=np.float32)
     out_msk = np.zeros((size, size), dtype=bool)
 
-    def offsets(length: int) -> tuple[int, int]:
+    def offsets(length: int, kept: int | None) -> tuple[int, int]:
         # (source start, destination start) along one axis
         slack = abs(length - size)
-        shift = int(rng.integers(0, slack + 1)) if rng is not None else slack // 2
+        lo, hi = 0, slack
+        if kept is not None and length >= size:
+            lo, hi = max(0, kept - size + 1), min(slack, kept)
+        shift = int(rng.integers(lo, hi + 1)) if rng is not None else slack // 2
         return (shift, 0) if length >= size else (0, shift)
 
-    (sy, dy), (sx, dx) = offsets(h), offsets(w)
+    ky, kx = keep if keep is not None else (None, None)
+    (sy, dy), (sx, dx) = offsets(h, ky), offsets(w, kx)
     ch, cw = min(h, size), min(w, size)
     out_img[dy : dy + ch, dx : dx + cw] = image[sy : sy + ch, sx : sx + cw]
     out_msk[dy : dy + ch, dx : dx + cw] = mask[sy : sy + ch, sx : sx + cw]
@@ -135,7 +147,12 @@ def augment_pair(
     if c.scale_prob > 0 and rng.random() < c.scale_prob:
         factor = float(np.exp(rng.uniform(np.log(c.scale_min), np.log(c.scale_max))))
         image, mask = rescale(image, mask, factor)
-    image, mask = crop_or_pad(image, mask, size, rng, c.pad_value)
+    keep = None
+    if c.foreground_crop_prob > 0 and rng.random() < c.foreground_crop_prob and mask.any():
+        rows, cols = np.nonzero(mask)
+        pick = int(rng.integers(0, rows.size))
+        keep = (int(rows[pick]), int(cols[pick]))
+    image, mask = crop_or_pad(image, mask, size, rng, c.pad_value, keep)
     if c.stain_prob > 0 and rng.random() < c.stain_prob:
         alpha = rng.uniform(1 - c.stain_sigma, 1 + c.stain_sigma, 3)
         beta = rng.uniform(-c.stain_bias, c.stain_bias, 3)

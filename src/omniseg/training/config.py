@@ -93,6 +93,9 @@ class RunConfig:
     val_every_epochs: int = 1
     val_batch_size: int = 4
     tune_thresholds: bool = True  # pick per-task thresholds on val for the saved model
+    # True: model/ = the checkpoint with the best val Dice. False: val is only logged and model/
+    # = the latest weights, so nothing about the model is chosen on val (honest val numbers).
+    select_best: bool = True
     log_every_steps: int = 10
     progress: bool = True
 

@@ -278,8 +278,10 @@ def _run(config, run_dir, info, device, has_state, records, model, callback) -> 
             return
         dice, _ = _validate(model, val_records, config, precision)
         log.log({"step": step, "epoch": epoch, "val_dice": dice})
-        if best is None or dice > best:
+        improved = best is None or dice > best
+        if improved:
             best, best_step = dice, step
+        if improved or not config.run.select_best:
             _save_model(model, run_dir, config, {"step": step, "val_dice": dice, **thresholds})
 
     dataset = PatchDataset(train_records, config.data.patch_size, config.augment, config.run.seed)
