@@ -18,6 +18,7 @@ import time
 
 import torch
 
+from omniseg.allocator import tune_allocator
 from omniseg.models import create_model
 
 
@@ -64,7 +65,14 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (slow)")
+    ap.add_argument(
+        "--allocator",
+        choices=("tuned", "glibc"),
+        default="tuned",
+        help="tuned = omniseg.allocator.tune_allocator() as in segment/train; glibc = untouched",
+    )
     args = ap.parse_args()
+    allocator_tuned = args.allocator == "tuned" and tune_allocator()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = create_model(args.model).eval()
@@ -99,6 +107,7 @@ def main() -> None:
                 "batch": args.batch,
                 "size": args.size,
                 "threads": args.threads,
+                "allocator_tuned": allocator_tuned,
                 "torch": torch.__version__,
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                 "modes": rows,

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from omniseg.allocator import tune_allocator
 from omniseg.catalogue import scales, tissue, tissues
 from omniseg.data import PatchRecord, discover_patches, load_pair, select_split
 from omniseg.errors import OmnisegError
@@ -239,6 +240,7 @@ def evaluate_path(
     Inputs are checked (data, options, output paths) before the model is loaded so mistakes
     fail in seconds; reports are written only after every image has been scored.
     """
+    tune_allocator()
     from omniseg.evaluation.devices import resolve_device
     from omniseg.models import load_pretrained
     from omniseg.models.pretrained import WEIGHTS_NAME, sha256_of

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from omniseg.allocator import tune_allocator
 from omniseg.catalogue import scales, tissue
 from omniseg.errors import OmnisegError
 from omniseg.evaluation.predict import inference_mode_of, model_device
@@ -130,6 +131,7 @@ def segment_slide(
     """
     slide = Path(path)
     check_tiling(model.inference.tile_size, model.inference.tile_overlap)
+    tune_allocator()
     started = time.perf_counter()
     reader = open_slide(slide, mpp=settings.mpp, magnification=settings.magnification)
     try:

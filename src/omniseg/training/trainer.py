@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from omniseg.allocator import tune_allocator
 from omniseg.catalogue import scales
 from omniseg.data import PatchRecord, discover_patches, select_split
 from omniseg.data.dataset import PatchDataset, TaskBalancedBatchSampler, collate, stratified_split
@@ -179,6 +180,7 @@ def train(
     """
     from omniseg.evaluation.devices import resolve_device
 
+    tune_allocator()
     info = distributed.dist_info()
     if not config.run.out:
         raise OmnisegError("no run folder; pass --out RUN_DIR")

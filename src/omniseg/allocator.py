@@ -1,0 +1,51 @@
+"""Keep large tensor buffers inside the process instead of mmap/munmap per allocation (glibc).
+
+glibc serves every allocation above ``M_MMAP_THRESHOLD`` (dynamic, at most 32 MiB) with a fresh
+mmap and returns it on free, so each batch of 512 px activations (~134 MiB per conv output at
+batch 4) is page-faulted in again. On this project's 2-core CPU that cost 40 % of the forward time
+(9.3 s vs 5.7 s per 4 x 512 px batch, ~2 million page faults vs 41 thousand; see
+``benchmarks/forward_speed.py --allocator``). Raising the mmap and trim thresholds makes freed
+buffers reusable; peak RSS is still bounded by the largest working set. It is the same fix as
+dependencies note T5 (Dask's ``MALLOC_TRIM_THRESHOLD_`` trap) in the other direction.
+
+Called at the start of a run (never at import). A user's own ``MALLOC_*`` environment wins, and
+``OMNISEG_MALLOC_TUNING=0`` switches it off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+M_TRIM_THRESHOLD = -1  # glibc <malloc.h> parameter numbers
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 1 << 30  # serve buffers up to 1 GiB from the heap
+TRIM_THRESHOLD_BYTES = 1 << 31  # give heap top back to the OS only above 2 GiB of slack
+
+_done = False
+
+
+def tune_allocator() -> bool:
+    """Apply the thresholds once per process; True when they are in effect."""
+    global _done
+    if _done:
+        return True
+    if not sys.platform.startswith("linux") or os.environ.get("OMNISEG_MALLOC_TUNING") == "0":
+        return False
+    if any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
+        return False
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and other libcs have no mallopt
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    ok = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
+    ok = mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1 and ok
+    _done = ok
+    return ok

@@ -1,0 +1,36 @@
+"""The glibc allocator tuning used by segment/train/evaluate (see omniseg.allocator)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+CODE = "from omniseg.allocator import tune_allocator; print(tune_allocator(), tune_allocator())"
+
+
+def _run(**env) -> str:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "OMNISEG_"))}
+    proc = subprocess.run(
+        [sys.executable, "-c", CODE], env={**clean, **env}, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt is Linux-only")
+def test_tuning_applies_once_and_respects_opt_outs():
+    import ctypes.util
+
+    expected = "True True" if ctypes.util.find_library("c") else "False False"
+    assert _run() == expected
+    assert _run(OMNISEG_MALLOC_TUNING="0") == "False False"
+    assert _run(MALLOC_TRIM_THRESHOLD_="65536") == "False False"  # the user's own setting wins
+
+
+def test_importing_omniseg_does_not_tune_the_allocator():
+    code = "import omniseg, omniseg.allocator as a; print(a._done)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.strip() == "False", proc.stderr
