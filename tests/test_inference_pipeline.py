@@ -374,3 +374,36 @@ def test_resume_after_kill_9_gives_byte_identical_outputs(slide, tmp_path):
     resumed = segment_slide(slide, out, quiet(batch_size=2, resume=True), PointwiseModel(inference))
     assert output_bytes(resumed.out_dir) == output_bytes(reference.out_dir)
     assert sum(t["resumed"] for t in resumed.summary["tiles"].values()) > 0
+
+
+def test_tissue_gate_keeps_labels_off_glass(tmp_path):
+    img = np.full((128, 288, 3), WHITE, dtype=np.uint8)
+    img[:, :100] = (225, 110, 120)  # tissue on the left, glass on the right
+    path = write_tiff(tmp_path / "half.tif", img, tissue("dt").mpp)
+    everywhere = [(0.0, 0.0, 0.0, -1.0)] * 6  # every task fires on every pixel, glass too
+    model = PointwiseModel(tiny_inference(128, 16), everywhere)
+    dt = (tissue("dt").id,)
+    gated = segment_slide(path, tmp_path / "a", quiet(tasks=dt, tissue_margin_um=5.0), model)
+    open_ = segment_slide(path, tmp_path / "b", quiet(tasks=dt, tissue_margin_um=None), model)
+    with_gate, without = level0_labels(gated.out_dir), level0_labels(open_.out_dir)
+    assert (with_gate[:, :100] > 0).all()  # tissue keeps its labels
+    assert (without[:, 120:192] > 0).all()  # processed glass tile: labelled without the gate
+    assert not with_gate[:, 115:].any()  # ... and cleared beyond the margin with it
+    assert gated.summary["parameters"]["tissue_margin_um"] == 5.0
+
+
+def test_tissue_gate_maps_thumbnail_pixels_to_level0_blocks():
+    from omniseg.inference.assemble import TissueGate, grow_mask
+    from omniseg.inference.tiling import Window
+
+    mask = np.zeros((4, 5), bool)
+    mask[1, 2] = True
+    gate = TissueGate(mask, downsample=8.0)
+    got = gate.window(Window(y=0, x=0, h=32, w=40))
+    expected = np.zeros((32, 40), bool)
+    expected[8:16, 16:24] = True
+    np.testing.assert_array_equal(got, expected)
+    assert gate.window(Window(y=30, x=36, h=10, w=10)).shape == (10, 10)  # past the edge: clipped
+    grown = grow_mask(mask, 1)
+    assert grown.sum() == 5 and grown[1, 1:4].all() and grown[0:3, 2].all()
+    np.testing.assert_array_equal(grow_mask(mask, 0), mask)

@@ -82,6 +82,13 @@ def register(app: typer.Typer) -> None:
         keep_intermediate: Annotated[
             bool, typer.Option("--keep-intermediate", help="Keep OUT/<slide>/.work (zarr maps).")
         ] = False,
+        tissue_margin: Annotated[
+            float,
+            typer.Option(
+                "--tissue-margin",
+                help="Keep labels within this many µm of detected tissue (-1: no tissue gate).",
+            ),
+        ] = 25.0,
         quiet: QuietOption = False,
     ):
         """Segment whole slides: labels.ome.tif, objects.geojson/.csv, overlay.png, summary.json."""
@@ -102,6 +109,7 @@ def register(app: typer.Typer) -> None:
             resume=resume,
             overwrite=overwrite,
             keep_intermediate=keep_intermediate,
+            tissue_margin_um=None if tissue_margin < 0 else tissue_margin,
             progress=not quiet,
         )
         model, source = load_segment_model(weights, device, precision)

@@ -1,7 +1,7 @@
 """From native-scale probability stores to the final level-0 label map and its objects.
 
 Chunk by chunk on the level-0 grid: resample every task's probability codes bilinearly to level 0,
-merge them (``merge.merge_labels``), gate by the ROI, label connected components; then join
+merge them (``merge.merge_labels``), gate by the ROI and the (grown) tissue mask, label connected components; then join
 components across chunk borders, drop objects below their class's minimum area, and rewrite the
 label chunks without them. Chunks that no processed tile touches are skipped without any I/O.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import shapely
 import zarr
@@ -43,6 +44,29 @@ class Assembly:
     components: Components
     keep: np.ndarray  # per object: above its class's minimum area
     nonempty: frozenset[tuple[int, int]]  # chunk (row, col) holding any label
+
+
+@dataclass(frozen=True)
+class TissueGate:
+    """Thumbnail tissue mask (already grown by the margin) and its level-0 downsample."""
+
+    mask: np.ndarray
+    downsample: float
+
+    def window(self, window: Window) -> np.ndarray:
+        """Level-0 pixels of ``window`` whose centre falls on a tissue thumbnail pixel."""
+        h, w = self.mask.shape
+        ys = ((np.arange(window.y, window.y1) + 0.5) / self.downsample).astype(np.int64)
+        xs = ((np.arange(window.x, window.x1) + 0.5) / self.downsample).astype(np.int64)
+        return self.mask[np.clip(ys, 0, h - 1)][:, np.clip(xs, 0, w - 1)]
+
+
+def grow_mask(mask: np.ndarray, radius_px: int) -> np.ndarray:
+    """Binary dilation by a disk (pure function; radius 0 returns a copy)."""
+    if radius_px <= 0:
+        return mask.copy()
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius_px + 1, 2 * radius_px + 1))
+    return cv2.dilate(mask.astype(np.uint8), disk).astype(bool)
 
 
 def roi_mask(roi, window: Window) -> np.ndarray | None:
@@ -97,6 +121,7 @@ def assemble(
     overlap: int,
     chunk: int,
     roi=None,
+    tissue: TissueGate | None = None,
     progress: str | None = None,
 ) -> Assembly:
     """Merged, component-labelled and size-filtered level-0 label map (in the work store)."""
@@ -129,6 +154,8 @@ def assemble(
         gate = roi_mask(roi, window)
         if gate is not None:
             merged[~gate] = 0
+        if tissue is not None:
+            merged[~tissue.window(window)] = 0
         if not merged.any():
             labeller.skip_chunk(window.x, window.w)
             continue

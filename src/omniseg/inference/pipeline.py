@@ -23,7 +23,9 @@ from omniseg.errors import OmnisegError
 from omniseg.evaluation.predict import inference_mode_of, model_device
 from omniseg.inference.assemble import (
     ScaleSource,
+    TissueGate,
     assemble,
+    grow_mask,
     iter_objects,
     label_tile_reader,
     roi_mask,
@@ -181,6 +183,10 @@ def _run(reader: SlideReader, slide, folder, settings, model, source, roi, plans
     if not work.any():
         warnings.append("no tissue found on the thumbnail (inside the ROI): nothing was segmented")
         log.warning("%s: %s", slide.name, warnings[-1])
+    gate = None
+    if settings.tissue_margin_um is not None:
+        radius = math.ceil(settings.tissue_margin_um / (downsample * mpp0))
+        gate = TissueGate(grow_mask(work, radius), downsample)
     timings["tissue"] = time.perf_counter() - clock
 
     device = model_device(model)
@@ -222,6 +228,7 @@ def _run(reader: SlideReader, slide, folder, settings, model, source, roi, plans
         overlap=overlap,
         chunk=settings.merge_chunk,
         roi=roi,
+        tissue=gate,
         progress=bar("merge"),
     )
     timings["merge"] = time.perf_counter() - clock

@@ -32,6 +32,9 @@ class SegmentSettings:
     keep_intermediate: bool = False
     merge_chunk: int = 1024  # level-0 px per side of a merge / label chunk
     thumbnail_side: int = 2000  # longest side of the tissue-detection thumbnail and overlay
+    # Labels only inside the detected tissue grown by this margin (µm); None = no tissue gate.
+    # Without it a kidney model may call bright glass "tubule" inside tiles that touch tissue.
+    tissue_margin_um: float | None = 25.0
     progress: bool = True
     tile_order_seed: int | None = None  # shuffle batch order (tests of order independence)
 
@@ -55,6 +58,10 @@ class SegmentSettings:
                 raise OmnisegError(f"{name} must be a positive number, got {value}")
         if self.resume and self.overwrite:
             raise OmnisegError("give either --resume or --overwrite, not both")
+        if self.tissue_margin_um is not None and not (
+            math.isfinite(self.tissue_margin_um) and self.tissue_margin_um >= 0
+        ):
+            raise OmnisegError(f"--tissue-margin must be >= 0 µm, got {self.tissue_margin_um}")
         if self.merge_chunk < 64 or self.thumbnail_side < 64:
             raise OmnisegError("merge_chunk and thumbnail_side must be >= 64 px")
 
@@ -74,5 +81,6 @@ class SegmentSettings:
             "precision",
             "merge_chunk",
             "thumbnail_side",
+            "tissue_margin_um",
         )
         return {k: v for k, v in self.to_dict().items() if k in keep}
