@@ -5,8 +5,10 @@ mmap and returns it on free, so each batch of 512 px activations (~134 MiB per c
 batch 4) is page-faulted in again. On this project's 2-core CPU that cost 40 % of the forward time
 (9.3 s vs 5.7 s per 4 x 512 px batch, ~2 million page faults vs 41 thousand; see
 ``benchmarks/forward_speed.py --allocator``). Raising the mmap and trim thresholds makes freed
-buffers reusable; peak RSS is still bounded by the largest working set. It is the same fix as
-dependencies note T5 (Dask's ``MALLOC_TRIM_THRESHOLD_`` trap) in the other direction.
+buffers reusable. The price is a constant, not a slide-size-dependent, amount of memory: the
+same forward peaked at 1478 MB instead of 1100 MB (heap fragmentation), and a CMU-1-Small-Region
+run at 1.83 GB instead of 1.55 GB. It is the same fix as dependencies note T5 (Dask's
+``MALLOC_TRIM_THRESHOLD_`` trap) in the other direction.
 
 Called at the start of a run (never at import). A user's own ``MALLOC_*`` environment wins, and
 ``OMNISEG_MALLOC_TUNING=0`` switches it off.
