@@ -1,6 +1,6 @@
 #!/bin/sh
 # Reproduce the bundled default model from scratch on CPU, in two stages (each resumable: rerun
-# with --resume). Stage 1: 1200 steps of random 128 px crops; stage 2: 1300 steps fine-tuning
+# with --resume). Stage 1: 1200 steps of random 128 px crops; stage 2: 1000 steps fine-tuning
 # stage 1 with foreground-biased crops. Both train on the manifest's train split only.
 set -e
 cd "$(dirname "$0")/.."
