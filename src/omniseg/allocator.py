@@ -6,8 +6,9 @@ batch 4) is page-faulted in again. On this project's 2-core CPU that cost 40 % o
 (9.3 s vs 5.7 s per 4 x 512 px batch, ~2 million page faults vs 41 thousand; see
 ``benchmarks/forward_speed.py --allocator``). Raising the mmap and trim thresholds makes freed
 buffers reusable. The price is a constant, not a slide-size-dependent, amount of memory: the
-same forward peaked at 1478 MB instead of 1100 MB (heap fragmentation), and a CMU-1-Small-Region
-run at 1.83 GB instead of 1.55 GB. It is the same fix as dependencies note T5 (Dask's
+same forward peaked at 1478 MB instead of 1100 MB (heap fragmentation); ``omniseg segment
+CMU-1-Small-Region.svs --tasks dt,pt,capsule,tuft,vessel`` (1 thread) took 62.6 s and 1.99 GB
+peak RSS instead of 87.7 s and 1.44 GB. It is the same fix as dependencies note T5 (Dask's
 ``MALLOC_TRIM_THRESHOLD_`` trap) in the other direction.
 
 Called at the start of a run (never at import). A user's own ``MALLOC_*`` environment wins, and

@@ -86,7 +86,7 @@ def register(app: typer.Typer) -> None:
             float,
             typer.Option(
                 "--tissue-margin",
-                help="Keep labels within this many µm of detected tissue (-1: no tissue gate).",
+                help="Keep labels within this many µm of detected tissue (negative: no gate).",
             ),
         ] = 25.0,
         quiet: QuietOption = False,

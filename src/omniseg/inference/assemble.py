@@ -1,8 +1,8 @@
 """From native-scale probability stores to the final level-0 label map and its objects.
 
 Chunk by chunk on the level-0 grid: resample every task's probability codes bilinearly to level 0,
-merge them (``merge.merge_labels``), gate by the ROI and the (grown) tissue mask, label connected components; then join
-components across chunk borders, drop objects below their class's minimum area, and rewrite the
+merge them (``merge.merge_labels``), gate by the ROI and the (grown) tissue mask, label connected
+components; then join components across chunk borders, drop objects below their class's minimum area, and rewrite the
 label chunks without them. Chunks that no processed tile touches are skipped without any I/O.
 """
 
@@ -145,7 +145,8 @@ def assemble(
         in_roi = roi_prepared is None or roi_prepared.intersects(
             box(window.x, window.y, window.x1, window.y1)
         )
-        if in_roi:
+        on_tissue = tissue.window(window) if tissue is not None else None
+        if in_roi and (on_tissue is None or on_tissue.any()):  # no I/O for gated-out chunks
             codes = _chunk_codes(sources, window, tile, overlap)
         if not codes:
             labeller.skip_chunk(window.x, window.w)
@@ -154,8 +155,8 @@ def assemble(
         gate = roi_mask(roi, window)
         if gate is not None:
             merged[~gate] = 0
-        if tissue is not None:
-            merged[~tissue.window(window)] = 0
+        if on_tissue is not None:
+            merged[~on_tissue] = 0
         if not merged.any():
             labeller.skip_chunk(window.x, window.w)
             continue

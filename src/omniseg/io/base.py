@@ -7,6 +7,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from omniseg.errors import OmnisegError
+
 MPP_VALID_RANGE = (0.05, 20.0)  # µm/px; outside it a metadata value counts as missing
 
 
@@ -31,6 +33,11 @@ class SlideInfo:
     def level_count(self) -> int:
         return len(self.level_dimensions)
 
+    def check_level(self, level: int) -> None:
+        """ValueError unless ``level`` exists (every reader's read_region starts here)."""
+        if not 0 <= level < self.level_count:
+            raise ValueError(f"level {level} outside 0..{self.level_count - 1}")
+
 
 @runtime_checkable
 class SlideReader(Protocol):
@@ -43,3 +50,11 @@ class SlideReader(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def region_decode_error(path: str, level: int, x: int, y: int, exc: Exception) -> OmnisegError:
+    """The one message every reader gives for an undecodable region (corrupt/truncated file)."""
+    return OmnisegError(
+        f"{path}: cannot decode level {level} region at ({x}, {y}) ({exc}); "
+        "the file may be corrupt or truncated"
+    )

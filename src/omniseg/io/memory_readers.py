@@ -84,8 +84,7 @@ class ArraySlide:
 
     def read_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         """HxWx3 uint8; (x, y) in `level` pixels, white outside."""
-        if not 0 <= level < self.info.level_count:
-            raise ValueError(f"level {level} outside 0..{self.info.level_count - 1}")
+        self.info.check_level(level)
         pixels = self._levels[level]
         return read_clipped(
             pixels.shape[:2],

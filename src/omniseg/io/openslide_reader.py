@@ -8,7 +8,7 @@ import numpy as np
 import openslide
 
 from omniseg.errors import OmnisegError
-from omniseg.io.base import SlideInfo
+from omniseg.io.base import SlideInfo, region_decode_error
 from omniseg.io.pixels import to_rgb_uint8
 from omniseg.io.resolution import parse_float, resolve_mpp, valid_mpp, valid_power
 
@@ -52,8 +52,7 @@ class OpenSlideReader:
 
     def read_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         """HxWx3 uint8; (x, y) in `level` pixels (OpenSlide itself wants level-0 coordinates)."""
-        if not 0 <= level < self.info.level_count:
-            raise ValueError(f"level {level} outside 0..{self.info.level_count - 1}")
+        self.info.check_level(level)
         if width <= 0 or height <= 0:
             raise ValueError(f"region size must be positive, got {width}x{height}")
         downsample = self.info.level_downsamples[level]
@@ -61,10 +60,7 @@ class OpenSlideReader:
         try:
             region = self._slide.read_region(location, level, (int(width), int(height)))
         except OPENSLIDE_ERRORS as exc:
-            raise OmnisegError(
-                f"{self.path}: cannot decode level {level} region at ({x}, {y}) ({exc}); "
-                "the file may be corrupt or truncated"
-            ) from exc
+            raise region_decode_error(self.path, level, x, y, exc) from exc
         return to_rgb_uint8(np.asarray(region))  # RGBA, transparent outside -> white
 
     def close(self) -> None:

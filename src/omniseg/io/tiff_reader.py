@@ -14,7 +14,7 @@ import tifffile
 import zarr
 
 from omniseg.errors import OmnisegError
-from omniseg.io.base import SlideInfo
+from omniseg.io.base import SlideInfo, region_decode_error
 from omniseg.io.pixels import integer_value_max, read_clipped, slide_value_max, to_rgb_uint8
 from omniseg.io.resolution import (
     aperio_fields,
@@ -144,17 +144,13 @@ class TiffReader:
 
     def read_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         """HxWx3 uint8 RGB; (x, y) in `level` pixels."""
-        if not 0 <= level < self.info.level_count:
-            raise ValueError(f"level {level} outside 0..{self.info.level_count - 1}")
+        self.info.check_level(level)
 
         def inside(x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
             try:
                 window = self._extract(level, x0, y0, x1, y1)
             except Exception as exc:
-                raise OmnisegError(
-                    f"{self.path}: cannot decode level {level} region at ({x}, {y}) ({exc}); "
-                    "the file may be corrupt or truncated"
-                ) from exc
+                raise region_decode_error(self.path, level, x, y, exc) from exc
             return to_rgb_uint8(window, self._value_max)
 
         return read_clipped(self._shape_hw(level), inside, x, y, width, height)
