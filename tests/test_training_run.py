@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -175,6 +176,21 @@ def test_tiny_model_overfits_four_patches(tmp_path):
     with torch.no_grad():
         logits = model(x, [r.task_id for r in records], [r.scale_id for r in records])
     assert float(hard_dice(logits, y).mean()) > 0.9
+
+
+def test_init_model_thresholds_are_not_inherited(manifest, tmp_path):
+    from omniseg.models import save_pretrained
+
+    first = train(
+        config(manifest, tmp_path / "a", **{"run.max_steps": 1, "data.val_split": "none"})
+    )
+    tuned = load_pretrained(first.model_dir)
+    tuned.inference = dataclasses.replace(tuned.inference, thresholds=(0.3,) * 6)
+    save_pretrained(tuned, tmp_path / "tuned")
+    cfg = config(manifest, tmp_path / "b", **{"run.max_steps": 1, "data.val_split": "none",
+                                              "run.init": str(tmp_path / "tuned")})  # fmt: skip
+    second = load_pretrained(train(cfg).model_dir)
+    assert second.inference.thresholds == (0.5,) * 6
 
 
 def test_init_from_model_folder_and_missing_bundled_model(manifest, tmp_path, monkeypatch):

@@ -25,7 +25,13 @@ from omniseg.catalogue import scales
 from omniseg.data import PatchRecord, discover_patches, select_split
 from omniseg.data.dataset import PatchDataset, TaskBalancedBatchSampler, collate, stratified_split
 from omniseg.errors import OmnisegError
-from omniseg.models import OmniSeg, create_model, load_pretrained, save_pretrained
+from omniseg.models import (
+    InferenceSettings,
+    OmniSeg,
+    create_model,
+    load_pretrained,
+    save_pretrained,
+)
 from omniseg.training import distributed
 from omniseg.training.checkpoint import capture_rng, load_state, restore_rng, save_state
 from omniseg.training.config import TrainConfig
@@ -95,7 +101,10 @@ def build_model(config: TrainConfig) -> OmniSeg:
     if size % divisor or (config.semi.enabled and size % ratio):
         need = divisor if not config.semi.enabled else int(np.lcm(divisor, ratio))
         raise OmnisegError(f"data.patch_size={size}: must be a multiple of {need}")
-    model.inference = dataclasses.replace(model.inference, patch_size=size)
+    # Thresholds belong to the weights they were tuned for: a run starts neutral and only its own
+    # tuning (run.tune_thresholds) may change them, never an --init model's.
+    neutral = InferenceSettings().thresholds
+    model.inference = dataclasses.replace(model.inference, patch_size=size, thresholds=neutral)
     return model
 
 
