@@ -19,8 +19,10 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -33,6 +35,7 @@ GLASS = np.array([243, 241, 246], dtype=np.uint8)
 STROMA = np.array([225, 205, 222], dtype=np.uint8)  # no task fires on it with the stand-in
 TUBULE = np.array([225, 110, 120], dtype=np.uint8)
 THUMBNAIL_LEVEL_SIDE = 2000
+READ_BAND_ROWS = 64  # rows per step of the virtual slide's pixel generator
 
 
 class LazySyntheticSlide:
@@ -55,8 +58,19 @@ class LazySyntheticSlide:
         )
 
     def read_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
-        d = self.info.level_downsamples[level]
-        um = self.info.mpp * d
+        """Pixels of a region, computed in bands of rows so that, like a real tile decoder, the
+        reader's own scratch memory is small next to the region it returns."""
+        out = np.empty((height, width, 3), dtype=np.uint8)
+        for top in range(0, height, READ_BAND_ROWS):
+            rows = min(READ_BAND_ROWS, height - top)
+            out[top : top + rows] = self._band(level, x, y + top, width, rows)
+        w0, h0 = self.info.level_dimensions[level]
+        out[max(h0 - y, 0) :, :] = 255  # outside the slide: white, like real readers
+        out[:, max(w0 - x, 0) :] = 255
+        return out
+
+    def _band(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        um = self.info.mpp * self.info.level_downsamples[level]
         ys = (np.arange(y, y + height, dtype=np.float64) + 0.5) * um
         xs = (np.arange(x, x + width, dtype=np.float64) + 0.5) * um
 
@@ -68,21 +82,82 @@ class LazySyntheticSlide:
         ty, tx = lattice(ys, TUBULE_PERIOD_UM)[:, None], lattice(xs, TUBULE_PERIOD_UM)[None, :]
         r2 = ty**2 + tx**2
         ring = (r2 < TUBULE_OUTER_UM**2) & (r2 >= TUBULE_INNER_UM**2) & in_core
-        out = np.empty((height, width, 3), dtype=np.uint8)
-        out[:] = GLASS
-        out[in_core] = STROMA
-        out[ring] = TUBULE
-        w0, h0 = self.info.level_dimensions[level]
-        out[max(h0 - y, 0) :, :] = 255  # outside the slide: white, like real readers
-        out[:, max(w0 - x, 0) :] = 255
-        return out
+        band = np.empty((height, width, 3), dtype=np.uint8)
+        band[:] = GLASS
+        band[in_core] = STROMA
+        band[ring] = TUBULE
+        return band
 
     def close(self) -> None:
         pass
 
 
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as handle:  # Linux: resident pages are the 2nd field
+        return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+class StagePeaks:
+    """Peak RSS per pipeline stage, sampled by a background thread (Linux /proc)."""
+
+    STAGES: ClassVar[dict[tuple[str, str], str]] = {  # module attribute -> stage name
+        ("pipeline", "thumbnail"): "tissue",
+        ("pipeline", "run_scale"): "inference",
+        ("pipeline", "assemble"): "merge",
+        ("pipeline", "iter_objects"): "objects",
+        ("summary", "write_label_ome_tiff"): "labels.ome.tif",
+        ("summary", "write_geojson"): "objects.geojson",
+        ("summary", "write_objects_csv"): "objects.csv",
+        ("summary", "render_overlay"): "overlay.png",
+    }
+
+    def __init__(self, interval_s: float = 0.05, timeline_every_s: float = 10.0) -> None:
+        self.stage = "open"
+        self.peaks: dict[str, float] = {}
+        self.timeline: list[tuple[float, str, float]] = []  # (seconds, stage, RSS MB)
+        self._timeline_every = timeline_every_s
+        self._started = time.perf_counter()
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self._interval):
+            rss = current_rss_mb()
+            self.peaks[self.stage] = max(self.peaks.get(self.stage, 0.0), rss)
+            elapsed = time.perf_counter() - self._started
+            if not self.timeline or elapsed - self.timeline[-1][0] >= self._timeline_every:
+                self.timeline.append((round(elapsed, 1), self.stage, round(rss, 1)))
+
+    def install(self, modules: dict) -> None:
+        for (module, name), stage in self.STAGES.items():
+            setattr(modules[module], name, self._wrap(getattr(modules[module], name), stage))
+        self._thread.start()
+
+    def _wrap(self, function, stage: str):
+        def wrapped(*args, **kwargs):
+            self.stage = stage
+            result = function(*args, **kwargs)
+            if stage == "objects":  # a generator: the stage lasts while it is consumed
+                return self._tag_generator(result, stage)
+            return result
+
+        return wrapped
+
+    def _tag_generator(self, iterator, stage: str):
+        for item in iterator:
+            self.stage = stage
+            yield item
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        return {k: round(v, 1) for k, v in self.peaks.items()}
+
+
 def run_one(width: int, height: int) -> dict:
     import omniseg.inference.pipeline as pipeline
+    import omniseg.inference.summary as summary_module
     from omniseg.inference import SegmentSettings
     from omniseg.inference.standin import PointwiseModel
     from omniseg.models import InferenceSettings
@@ -90,6 +165,8 @@ def run_one(width: int, height: int) -> dict:
     slide = LazySyntheticSlide(width, height)
     pipeline.open_slide = lambda path, **_: slide  # the virtual slide instead of a file
     model = PointwiseModel(InferenceSettings())
+    peaks = StagePeaks()
+    peaks.install({"pipeline": pipeline, "summary": summary_module})
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="omniseg-wsi-mem-") as tmp:
         result = pipeline.segment_slide(
@@ -97,6 +174,7 @@ def run_one(width: int, height: int) -> dict:
         )
         sizes = {p.name: p.stat().st_size for p in result.out_dir.iterdir() if p.is_file()}
     wall = time.perf_counter() - started
+    stage_peaks = peaks.stop()
     summary = result.summary
     return {
         "slide_wh": [width, height],
@@ -107,6 +185,8 @@ def run_one(width: int, height: int) -> dict:
         "objects": summary["objects"],
         "tissue_area_mm2": summary["tissue_area_mm2"],
         "timings_s": summary["timings_s"],
+        "stage_peak_rss_mb": stage_peaks,
+        "rss_timeline": peaks.timeline,
         "output_bytes": sizes,
     }
 

@@ -198,3 +198,37 @@ def test_ring_over_many_chunks_is_one_polygon_with_its_hole():
         abs(poly.interiors[0].centroid.x - 60.5) < 1
         and abs(poly.interiors[0].centroid.y - 45.5) < 1
     )
+
+
+@pytest.mark.parametrize("chunk", [7, 16, 64])
+def test_early_erasure_of_specks_equals_filtering_whole_image_components(chunk):
+    """Chunk-interior specks erased while labelling == minimum-area filter on whole components."""
+    rng = np.random.default_rng(5)
+    labels = (ndimage.zoom(rng.random((20, 20)), 4, order=1) > 0.62).astype(np.uint8) * (DT + 1)
+    labels[rng.random(labels.shape) > 0.97] = PTC + 1  # single-pixel specks everywhere
+    minimum_px = 12
+    labeller = ChunkLabeller(
+        labels.shape[1], OBJECT_GROUPS, min_area={DT: minimum_px, PTC: minimum_px}
+    )
+    kept_labels = labels.copy()
+    ids = np.zeros(labels.shape, dtype=np.uint32)
+    codes = np.full(labels.shape, 200, dtype=np.uint8)
+    for win in chunk_windows(labels.shape, chunk):
+        if win.x == 0:
+            labeller.start_row(win.y)
+        part = kept_labels[win.y : win.y1, win.x : win.x1]  # a view: erased in place
+        ids[win.y : win.y1, win.x : win.x1] = labeller.label_chunk(
+            win.y, win.x, part, codes[win.y : win.y1, win.x : win.x1]
+        )
+    labeller.finish()
+    comps = resolve(labeller.table)
+    keep = np.concatenate([[False], comps.area >= minimum_px])
+    final = np.where(keep[comps.root_of[ids] + 1], kept_labels, 0)
+
+    expected = labels.copy()
+    for _, values in OBJECT_GROUPS:
+        whole, count = ndimage.label(np.isin(labels, values), structure=EIGHT_CONNECTED)
+        sizes = np.bincount(whole.ravel(), minlength=count + 1)
+        expected[(whole > 0) & (sizes[whole] < minimum_px)] = 0
+    assert labeller.erased > 0  # the early path ran
+    np.testing.assert_array_equal(final, expected)

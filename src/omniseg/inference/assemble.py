@@ -27,6 +27,8 @@ from omniseg.inference.store import release_free_memory
 from omniseg.inference.tiles import ScalePlan
 from omniseg.inference.tiling import Window, core_size, iter_chunk_windows, tiles_touching
 
+TRIM_EVERY_OBJECTS = 256  # hand freed heap back to the OS this often while tracing objects
+
 
 @dataclass(frozen=True)
 class ScaleSource:
@@ -129,7 +131,13 @@ def assemble(
     labels = store.fresh("labels", shape_hw, chunk, "uint8")
     ids = store.fresh("ids", shape_hw, chunk, "uint32")
     cuts = {t: threshold_code(thr) for t, thr in enumerate(thresholds)}
-    labeller = ChunkLabeller(shape_hw[1], OBJECT_GROUPS)
+    pixel_um2 = mpp * mpp
+    labeller = ChunkLabeller(
+        shape_hw[1],
+        OBJECT_GROUPS,
+        min_area={group: min_area_um2[group] for group, _ in OBJECT_GROUPS},
+        pixel_area=pixel_um2,
+    )
     roi_prepared = prepared.prep(roi) if roi is not None else None
     nonempty = set()
     windows = iter_chunk_windows(shape_hw, chunk)
@@ -160,13 +168,15 @@ def assemble(
         if not merged.any():
             labeller.skip_chunk(window.x, window.w)
             continue
-        chunk_ids = labeller.label_chunk(window.y, window.x, merged, winner)
+        chunk_ids = labeller.label_chunk(window.y, window.x, merged, winner)  # erases specks
+        if not merged.any():
+            continue
         labels[window.y : window.y1, window.x : window.x1] = merged
         ids[window.y : window.y1, window.x : window.x1] = chunk_ids
         nonempty.add((window.y // chunk, window.x // chunk))
     labeller.finish()
     components = resolve(labeller.table)
-    pixel_um2 = mpp * mpp
+    release_free_memory()
     minimum = np.array([min_area_um2[g] for g in components.group], dtype=np.float64)
     keep = components.area * pixel_um2 >= minimum
     _remove_small(labels, ids, components, keep, nonempty, chunk)
@@ -200,6 +210,8 @@ def iter_objects(assembly: Assembly, mpp: float) -> Iterator[SlideObject]:
         return np.asarray(ids[y0:y1:step, x0:x1:step])
 
     for number, index in enumerate(order, start=1):
+        if number % TRIM_EVERY_OBJECTS == 0:
+            release_free_memory()
         geometry = trace_polygon(read_ids, comps.root_of, int(index), comps.bbox[index])
         y0, x0, y1, x1 = (int(v) for v in comps.bbox[index])
         centroid = geometry.centroid

@@ -6,6 +6,11 @@ across a chunk border (including diagonally) are joined afterwards with a graph 
 so memory grows with the number of objects, never with the number of pixels. Polygons are traced
 per object from a crop around its bounding box, so an object cut by tile or chunk lines is still
 one polygon, holes included.
+
+A component that touches no chunk edge can never be joined to another one, so its area is final
+when its chunk is labelled: if it is below its class's minimum area it is erased there and then
+and never enters the table. Without this, the table (and peak memory) would grow with the number
+of sub-minimum specks, i.e. with the slide's area.
 """
 
 from __future__ import annotations
@@ -42,10 +47,24 @@ class ComponentTable:
 
 
 class ChunkLabeller:
-    """Label a label map chunk by chunk in row-major order; remembers the borders it needs."""
+    """Label a label map chunk by chunk in row-major order; remembers the borders it needs.
 
-    def __init__(self, width: int, groups: tuple[tuple[int, tuple[int, ...]], ...]) -> None:
+    ``min_area`` maps an object class (group) to its minimum area in the units of ``pixel_area``
+    (e.g. µm² and µm² per pixel); chunk-interior components below it are erased at once.
+    """
+
+    def __init__(
+        self,
+        width: int,
+        groups: tuple[tuple[int, tuple[int, ...]], ...],
+        *,
+        min_area: dict[int, float] | None = None,
+        pixel_area: float = 1.0,
+    ) -> None:
         self.groups = groups
+        self.min_area = dict(min_area or {})
+        self.pixel_area = pixel_area
+        self.erased = 0  # chunk-interior components erased below their minimum area
         self.table = ComponentTable.empty()
         self._prev_bottom = np.zeros(width, dtype=np.int64)
         self._cur_bottom = np.zeros(width, dtype=np.int64)
@@ -69,7 +88,11 @@ class ChunkLabeller:
         self._row_y = None
 
     def label_chunk(self, y: int, x: int, labels: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """Global ids (uint32) of one chunk; records statistics and border contacts."""
+        """Global ids (uint32) of one chunk; records statistics and border contacts.
+
+        ``labels`` is modified in place: chunk-interior components below their class's minimum
+        area are set to 0 (write the chunk's labels after this call).
+        """
         h, w = labels.shape
         ids = np.zeros((h, w), dtype=np.int64)
         present = np.bincount(labels.ravel(), minlength=256) > 0
@@ -79,7 +102,12 @@ class ChunkLabeller:
             local, count = ndimage.label(np.isin(labels, values), structure=EIGHT_CONNECTED)
             if count == 0:
                 continue
-            self._record(group, local, count, codes, y, x)
+            area = np.bincount(local.ravel(), minlength=count + 1)[1:].astype(np.int64)
+            boxes = _local_boxes(local, count)
+            local, count, area, boxes = self._erase_small(group, labels, local, area, boxes)
+            if count == 0:
+                continue
+            self._record(group, local, count, area, boxes, codes, y, x)
             ids[local > 0] = local[local > 0] + (self.table.next_id - 1)
             self.table.next_id += count
         if self._left_col is not None and x > 0:
@@ -95,21 +123,34 @@ class ChunkLabeller:
         self._cur_top[x : x + w] = 0
         self._cur_bottom[x : x + w] = 0
 
-    def _record(self, group, local, count, codes, y, x) -> None:
+    def _erase_small(self, group, labels, local, area, boxes):
+        """Drop components that touch no chunk edge and are below the minimum area."""
+        minimum = self.min_area.get(group)
+        if not minimum:
+            return local, len(area), area, boxes
+        h, w = local.shape
+        interior = (boxes[:, 0] > 0) & (boxes[:, 1] > 0) & (boxes[:, 2] < h - 1)
+        interior &= boxes[:, 3] < w - 1
+        drop = interior & (area * self.pixel_area < minimum)
+        if not drop.any():
+            return local, len(area), area, boxes
+        kept = np.flatnonzero(~drop)
+        renumber = np.zeros(len(area) + 1, dtype=local.dtype)
+        renumber[kept + 1] = np.arange(1, len(kept) + 1, dtype=local.dtype)
+        erased = np.concatenate([[False], drop])[local]
+        labels[erased] = 0
+        self.erased += int(drop.sum())
+        return renumber[local], len(kept), area[kept], boxes[kept]
+
+    def _record(self, group, local, count, area, boxes, codes, y, x) -> None:
         t = self.table
-        flat = local.ravel()
         t.group.append(np.full(count, group, dtype=np.int16))
-        t.area.append(np.bincount(flat, minlength=count + 1)[1:].astype(np.int64))
-        sums = np.bincount(flat, weights=codes.ravel().astype(np.float64), minlength=count + 1)
-        t.code_sum.append(sums[1:])
-        boxes = np.array(
-            [
-                (s[0].start + y, s[1].start + x, s[0].stop - 1 + y, s[1].stop - 1 + x)
-                for s in ndimage.find_objects(local, max_label=count)
-            ],
-            dtype=np.int64,
+        t.area.append(area)
+        sums = np.bincount(
+            local.ravel(), weights=codes.ravel().astype(np.float64), minlength=count + 1
         )
-        t.bbox.append(boxes)
+        t.code_sum.append(sums[1:])
+        t.bbox.append(boxes + np.array([y, x, y, x], dtype=np.int64))
 
     def _join_strips(self, before: np.ndarray, after: np.ndarray) -> None:
         """Join ids of two adjacent 1-px strips, straight and diagonal neighbours."""
@@ -123,6 +164,17 @@ class ChunkLabeller:
         if found:
             pairs = np.unique(np.concatenate(found), axis=0)
             self.table.pairs.append(pairs)
+
+
+def _local_boxes(local: np.ndarray, count: int) -> np.ndarray:
+    """(count, 4) inclusive boxes (min y, min x, max y, max x) of labels 1..count in the chunk."""
+    return np.array(
+        [
+            (s[0].start, s[1].start, s[0].stop - 1, s[1].stop - 1)
+            for s in ndimage.find_objects(local, max_label=count)
+        ],
+        dtype=np.int64,
+    ).reshape(count, 4)
 
 
 @dataclass(frozen=True)

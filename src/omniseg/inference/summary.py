@@ -19,6 +19,7 @@ from omniseg.export import render_overlay, write_geojson, write_label_ome_tiff, 
 from omniseg.export.objects import SlideObject
 from omniseg.inference.merge import GLOMERULUS, OBJECT_GROUPS
 from omniseg.inference.results import SUMMARY_NAME
+from omniseg.inference.store import release_free_memory
 from omniseg.io.atomic import atomic_write_json
 
 UM2_PER_MM2 = 1e6
@@ -122,9 +123,11 @@ def write_outputs(
     from omniseg import __version__
 
     clock = time.perf_counter()
+    release_free_memory()  # each writer starts from a trimmed heap (bounded peak RSS)
     write_label_ome_tiff(
         folder / LABELS_NAME, labels_shape, read_tile, mpp=mpp, class_names=label_names()
     )
+    release_free_memory()
     write_geojson(
         folder / GEOJSON_NAME,
         objects,
@@ -133,6 +136,7 @@ def write_outputs(
         class_colors=object_colors(),
     )
     write_objects_csv(folder / CSV_NAME, objects, object_names())
+    release_free_memory()
     render_overlay(
         folder / OVERLAY_NAME,
         thumb,
