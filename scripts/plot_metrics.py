@@ -1,6 +1,6 @@
 """Draw a run's loss curve and validation Dice (RUN_DIR/metrics.csv) as a PNG, without matplotlib.
 
-.venv/bin/python scripts/plot_metrics.py runs/default/metrics.csv docs/default-model-curve.png
+.venv/bin/python scripts/plot_metrics.py runs/all-ft/metrics.csv docs/default-model-curve.png
 """
 
 from __future__ import annotations
