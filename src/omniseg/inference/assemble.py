@@ -2,8 +2,10 @@
 
 Chunk by chunk on the level-0 grid: resample every task's probability codes bilinearly to level 0,
 merge them (``merge.merge_labels``), gate by the ROI and the (grown) tissue mask, label connected
-components; then join components across chunk borders, drop objects below their class's minimum area, and rewrite the
-label chunks without them. Chunks that no processed tile touches are skipped without any I/O.
+components (erasing chunk-interior ones below their class's minimum area at once); then join
+components across chunk borders, drop the remaining objects below their class's minimum area, and
+rewrite the label chunks without them. Chunks that no processed tile touches are skipped without
+any I/O.
 """
 
 from __future__ import annotations
@@ -131,12 +133,11 @@ def assemble(
     labels = store.fresh("labels", shape_hw, chunk, "uint8")
     ids = store.fresh("ids", shape_hw, chunk, "uint32")
     cuts = {t: threshold_code(thr) for t, thr in enumerate(thresholds)}
-    pixel_um2 = mpp * mpp
     labeller = ChunkLabeller(
         shape_hw[1],
         OBJECT_GROUPS,
         min_area={group: min_area_um2[group] for group, _ in OBJECT_GROUPS},
-        pixel_area=pixel_um2,
+        pixel_area=mpp * mpp,
     )
     roi_prepared = prepared.prep(roi) if roi is not None else None
     nonempty = set()
@@ -177,8 +178,7 @@ def assemble(
     labeller.finish()
     components = resolve(labeller.table)
     release_free_memory()
-    minimum = np.array([min_area_um2[g] for g in components.group], dtype=np.float64)
-    keep = components.area * pixel_um2 >= minimum
+    keep = labeller.kept(components)
     _remove_small(labels, ids, components, keep, nonempty, chunk)
     return Assembly(labels, ids, components, keep, frozenset(nonempty))
 

@@ -104,7 +104,8 @@ class ChunkLabeller:
                 continue
             area = np.bincount(local.ravel(), minlength=count + 1)[1:].astype(np.int64)
             boxes = _local_boxes(local, count)
-            local, count, area, boxes = self._erase_small(group, labels, local, area, boxes)
+            local, area, boxes = self._erase_small(group, labels, local, area, boxes)
+            count = len(area)
             if count == 0:
                 continue
             self._record(group, local, count, area, boxes, codes, y, x)
@@ -123,24 +124,33 @@ class ChunkLabeller:
         self._cur_top[x : x + w] = 0
         self._cur_bottom[x : x + w] = 0
 
+    def meets_minimum(self, area: np.ndarray, minimum) -> np.ndarray:
+        """The one minimum-area rule, applied early (per chunk) and late (per merged object)."""
+        return area * self.pixel_area >= minimum
+
+    def kept(self, components: Components) -> np.ndarray:
+        """Per merged object: at or above its class's minimum area."""
+        minimum = np.array([self.min_area.get(int(g), 0.0) for g in components.group], np.float64)
+        return self.meets_minimum(components.area, minimum)
+
     def _erase_small(self, group, labels, local, area, boxes):
         """Drop components that touch no chunk edge and are below the minimum area."""
         minimum = self.min_area.get(group)
         if not minimum:
-            return local, len(area), area, boxes
+            return local, area, boxes
         h, w = local.shape
         interior = (boxes[:, 0] > 0) & (boxes[:, 1] > 0) & (boxes[:, 2] < h - 1)
         interior &= boxes[:, 3] < w - 1
-        drop = interior & (area * self.pixel_area < minimum)
+        drop = interior & ~self.meets_minimum(area, minimum)
         if not drop.any():
-            return local, len(area), area, boxes
+            return local, area, boxes
         kept = np.flatnonzero(~drop)
         renumber = np.zeros(len(area) + 1, dtype=local.dtype)
         renumber[kept + 1] = np.arange(1, len(kept) + 1, dtype=local.dtype)
         erased = np.concatenate([[False], drop])[local]
         labels[erased] = 0
         self.erased += int(drop.sum())
-        return renumber[local], len(kept), area[kept], boxes[kept]
+        return renumber[local], area[kept], boxes[kept]
 
     def _record(self, group, local, count, area, boxes, codes, y, x) -> None:
         t = self.table
