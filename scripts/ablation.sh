@@ -2,29 +2,47 @@
 # The issue-5 ablation: omniseg (scale-aware) vs omniseg-task vs multihead, each without and with
 # the cross-scale semi-supervised terms; same data (train split), same settings
 # (configs/train_default.yaml), same budget in optimiser steps (STEPS, default 600), scored once on
-# val at threshold 0.5. Resumable across sessions: rerun the script and finished arms are skipped,
-# interrupted ones continue from their last checkpoint (every 5 min).
+# val at threshold 0.5. Resumable across sessions: rerun the script and scored arms are skipped,
+# interrupted ones continue from their last checkpoint (every 5 min, and on SIGTERM).
 #
 #   OMP_NUM_THREADS=2 scripts/ablation.sh            # results: docs/results/ablation/<arm>.json
+#
+# Several copies may run at once (on a machine with cores to spare): each arm is held under an
+# flock(1) lock, so a copy skips the arm another copy is training and takes the next one;
+# REVERSE=1 walks the arms in reverse order, so a second copy starts at the other end. On this
+# project's 2-core CPU one OMP_NUM_THREADS=2 copy is faster: two 1-thread copies measured 3.6 s
+# per supervised step and 15 s per semi step each, against 1.9 s and ~5 s for one 2-thread copy.
 cd "$(dirname "$0")/.."
 STEPS=${STEPS:-600}
 ROOT=${ROOT:-runs/ablation}
 mkdir -p docs/results/ablation
-for semi in no-semi semi; do
-  for model in omniseg omniseg-task multihead; do
-    arm="$model-$semi"
-    out="$ROOT/$arm"
-    if [ ! -f "$out/model/model.safetensors" ]; then
-      resume=""
-      [ -f "$out/config.yaml" ] && resume="--resume"
-      .venv/bin/omniseg train --config configs/train_default.yaml --model "$model" "--$semi" \
-        --val-split val --max-steps "$STEPS" --out "$out" --no-progress $resume \
-        || { echo "arm $arm failed" >&2; continue; }
-    fi
-    if [ ! -f "docs/results/ablation/$arm.json" ]; then
-      .venv/bin/omniseg evaluate ../shared/data/kidney-patches --split val --weights "$out/model" \
-        --json "docs/results/ablation/$arm.json" --csv "docs/results/ablation/$arm-per-image.csv" \
-        || echo "evaluation of $arm failed" >&2
-    fi
-  done
+mkdir -p "$ROOT"
+ARMS="omniseg-no-semi omniseg-task-no-semi multihead-no-semi omniseg-semi omniseg-task-semi multihead-semi"
+[ "${REVERSE:-0}" = 1 ] && ARMS=$(printf '%s\n' $ARMS | tac | tr '\n' ' ')
+
+run_arm() {  # $1 = arm; trains (or resumes) it, then scores it on val once
+  arm=$1
+  case $arm in
+    *-no-semi) model=${arm%-no-semi}; semi=no-semi ;;
+    *) model=${arm%-semi}; semi=semi ;;
+  esac
+  out="$ROOT/$arm"
+  # model/ is rewritten at every validation, so its presence does not mean the arm is finished:
+  # always (re)run train; --resume on a finished run only re-saves its final model.
+  resume=""
+  [ -f "$out/config.yaml" ] && resume="--resume"
+  .venv/bin/omniseg train --config configs/train_default.yaml --model "$model" "--$semi" \
+    --val-split val --max-steps "$STEPS" --out "$out" --no-progress $resume \
+    || { echo "arm $arm failed" >&2; return 1; }
+  .venv/bin/omniseg evaluate ../shared/data/kidney-patches --split val --weights "$out/model" \
+    --json "docs/results/ablation/$arm.json" --csv "docs/results/ablation/$arm-per-image.csv" \
+    || echo "evaluation of $arm failed" >&2
+}
+
+for arm in $ARMS; do
+  [ -f "docs/results/ablation/$arm.json" ] && continue
+  (
+    flock -n 9 || { echo "arm $arm is held by another copy; skipping it" >&2; exit 0; }
+    run_arm "$arm"
+  ) 9>"$ROOT/$arm.lock"
 done
