@@ -1,0 +1,93 @@
+"""Bootstrap intervals over images, for reports made from few labelled patches.
+
+A val split of 20 patches (one PTC patch) makes every score uncertain; these intervals say by
+how much. Images are resampled with replacement *within each task*, so every resample keeps each
+task's image count and the mean over tasks stays the unweighted one ``evaluate`` reports.
+A task with a single image contributes no spread (report that, do not hide it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+DEFAULT_RESAMPLES = 10_000
+DEFAULT_LEVEL = 0.95
+
+ScoresByTask = Mapping[str, Mapping[str, float]]  # task -> image -> score
+
+
+def _percentiles(values: np.ndarray, level: float) -> list[float]:
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level={level}: must be in (0, 1)")
+    tail = (1.0 - level) / 2.0 * 100.0
+    lo, hi = np.percentile(values, [tail, 100.0 - tail])
+    return [float(lo), float(hi)]
+
+
+def _resampled_task_means(
+    scores: np.ndarray, resamples: int, rng: np.random.Generator
+) -> np.ndarray:
+    index = rng.integers(0, scores.shape[-1], size=(resamples, scores.shape[-1]))
+    return scores[..., index].mean(axis=-1)  # (..., resamples)
+
+
+def task_mean_intervals(
+    scores: ScoresByTask,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    level: float = DEFAULT_LEVEL,
+) -> dict:
+    """Per-task mean and interval, and the same for the unweighted mean over tasks."""
+    rng = np.random.default_rng(seed)
+    tasks, total = {}, np.zeros(resamples)
+    for task, by_image in scores.items():
+        values = np.asarray(list(by_image.values()), dtype=np.float64)
+        if values.size == 0:
+            raise ValueError(f"task {task!r} has no images")
+        means = _resampled_task_means(values, resamples, rng)
+        total += means / len(scores)
+        tasks[task] = {"n": int(values.size), "mean": float(values.mean()),
+                       "ci": _percentiles(means, level)}  # fmt: skip
+    overall = float(np.mean([t["mean"] for t in tasks.values()]))
+    return {"level": level, "resamples": resamples, "tasks": tasks,
+            "mean": {"mean": overall, "ci": _percentiles(total, level)}}  # fmt: skip
+
+
+def paired_mean_difference(
+    a: ScoresByTask,
+    b: ScoresByTask,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    level: float = DEFAULT_LEVEL,
+) -> dict:
+    """Interval of (mean over tasks of a) - (same of b), scored on the SAME images.
+
+    Each resample draws one set of images per task and scores both models on it (a paired
+    bootstrap), so image difficulty, shared by both, cancels. ``fraction_b_better`` is the share
+    of resamples where b's mean is higher: a quick sense of how often the ranking flips.
+    """
+    if set(a) != set(b):
+        raise ValueError(f"different tasks: {sorted(set(a) ^ set(b))}")
+    rng = np.random.default_rng(seed)
+    total, observed = np.zeros(resamples), 0.0
+    for task in a:
+        if set(a[task]) != set(b[task]):
+            odd = sorted(set(a[task]) ^ set(b[task]))
+            raise ValueError(f"task {task!r}: images scored by only one model: {odd[:3]}")
+        images = sorted(a[task])
+        pair = np.asarray([[a[task][i] for i in images], [b[task][i] for i in images]])
+        means = _resampled_task_means(pair, resamples, rng)
+        total += (means[0] - means[1]) / len(a)
+        observed += float(pair[0].mean() - pair[1].mean()) / len(a)
+    return {"difference": observed, "ci": _percentiles(total, level), "level": level,
+            "fraction_b_better": float(np.mean(total < 0.0)), "resamples": resamples}  # fmt: skip
+
+
+def scores_from_rows(rows: list[Mapping[str, str]], metric: str = "dice") -> dict:
+    """task -> image -> score, from the rows of an ``omniseg evaluate --csv`` file."""
+    out: dict[str, dict[str, float]] = {}
+    for row in rows:
+        out.setdefault(row["task"], {})[row["image"]] = float(row[metric])
+    return out

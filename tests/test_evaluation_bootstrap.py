@@ -1,0 +1,86 @@
+"""Bootstrap intervals: exact limits, pairing, brute-force agreement and clear errors."""
+
+import numpy as np
+import pytest
+
+from omniseg.evaluation.bootstrap import (
+    paired_mean_difference,
+    scores_from_rows,
+    task_mean_intervals,
+)
+
+
+def _scores(seed, tasks=(("dt", 4), ("pt", 4), ("ptc", 1))):
+    rng = np.random.default_rng(seed)
+    return {t: {f"{t}/im{i}.png": float(rng.random()) for i in range(n)} for t, n in tasks}
+
+
+def test_task_intervals_hold_the_mean_and_a_single_image_has_no_spread():
+    scores = _scores(1)
+    out = task_mean_intervals(scores, resamples=2000, seed=3)
+    for task, by_image in scores.items():
+        values = list(by_image.values())
+        row = out["tasks"][task]
+        assert row["n"] == len(values) and row["mean"] == pytest.approx(np.mean(values))
+        assert min(values) <= row["ci"][0] <= row["mean"] <= row["ci"][1] <= max(values)
+    assert out["tasks"]["ptc"]["ci"][0] == out["tasks"]["ptc"]["ci"][1]
+    task_means = [r["mean"] for r in out["tasks"].values()]
+    assert out["mean"]["mean"] == pytest.approx(np.mean(task_means))
+    assert out["mean"]["ci"][0] < out["mean"]["mean"] < out["mean"]["ci"][1]
+
+
+def test_task_interval_matches_a_brute_force_bootstrap():
+    values = np.array([0.1, 0.9, 0.4, 0.6])
+    scores = {"dt": {f"im{i}": float(v) for i, v in enumerate(values)}}
+    out = task_mean_intervals(scores, resamples=40000, seed=0)
+    # the exact bootstrap distribution: all 4**4 equally likely resamples, enumerated
+    grid = np.array(np.meshgrid(*[values] * 4)).reshape(4, -1).mean(axis=0)
+    expected = np.percentile(grid, [2.5, 97.5], method="inverted_cdf")
+    assert out["tasks"]["dt"]["ci"] == pytest.approx(expected, abs=0.013)
+
+
+def test_paired_difference_of_identical_and_shifted_models_is_exact():
+    a = _scores(2)
+    same = paired_mean_difference(a, a, resamples=500)
+    assert same["difference"] == 0.0 and same["ci"] == [0.0, 0.0]
+    assert same["fraction_b_better"] == 0.0
+    lower = {t: {i: v - 0.1 for i, v in by.items()} for t, by in a.items()}
+    shifted = paired_mean_difference(a, lower, resamples=500)
+    assert shifted["difference"] == pytest.approx(0.1)
+    assert shifted["ci"] == pytest.approx([0.1, 0.1])
+    assert paired_mean_difference(lower, a, resamples=500)["fraction_b_better"] == 1.0
+
+
+def test_pairing_removes_shared_image_difficulty():
+    """Two models that differ by a constant on images of very different difficulty: paired
+    intervals are tight, while independent per-model intervals overlap widely."""
+    base = {"dt": {f"im{i}": d for i, d in enumerate([0.05, 0.95, 0.1, 0.9, 0.5])}}
+    better = {"dt": {i: v + 0.03 for i, v in base["dt"].items()}}
+    paired = paired_mean_difference(better, base, resamples=4000, seed=1)
+    assert paired["ci"][0] > 0.0
+    wide_a = task_mean_intervals(better, resamples=4000, seed=1)["mean"]["ci"]
+    wide_b = task_mean_intervals(base, resamples=4000, seed=1)["mean"]["ci"]
+    assert wide_a[0] < wide_b[1]  # unpaired intervals overlap
+
+
+def test_same_seed_same_interval_and_bad_inputs_are_named():
+    a, b = _scores(4), _scores(5)
+    assert paired_mean_difference(a, b, seed=7) == paired_mean_difference(a, b, seed=7)
+    b_missing = {t: dict(list(by.items())[1:]) if t == "dt" else by for t, by in b.items()}
+    with pytest.raises(ValueError, match="dt/im0.png"):
+        paired_mean_difference(a, b_missing)
+    with pytest.raises(ValueError, match="ptc"):
+        paired_mean_difference(a, {t: v for t, v in b.items() if t != "ptc"})
+    with pytest.raises(ValueError, match="level"):
+        task_mean_intervals(a, level=1.5)
+    with pytest.raises(ValueError, match="no images"):
+        task_mean_intervals({"dt": {}})
+
+
+def test_scores_from_evaluate_csv_rows():
+    rows = [
+        {"task": "dt", "image": "x.png", "dice": "0.5"},
+        {"task": "dt", "image": "y.png", "dice": "0.25"},
+        {"task": "pt", "image": "z.png", "dice": "1.0"},
+    ]
+    assert scores_from_rows(rows) == {"dt": {"x.png": 0.5, "y.png": 0.25}, "pt": {"z.png": 1.0}}
