@@ -1,9 +1,10 @@
 #!/bin/sh
 # The issue-5 ablation: omniseg (scale-aware) vs omniseg-task vs multihead, each without and with
-# the cross-scale semi-supervised terms; same data (train split), same settings
-# (configs/train_default.yaml), same budget in optimiser steps (STEPS, default 600), scored once on
-# val at threshold 0.5. Resumable across sessions: rerun the script and scored arms are skipped,
-# interrupted ones continue from their last checkpoint (every 5 min, and on SIGTERM).
+# the cross-scale semi-supervised terms, and the dead-head fix (head_init) on or off; same data
+# (train split), same settings (configs/train_default.yaml), same budget in optimiser steps
+# (STEPS, default 600), scored once on val at threshold 0.5. Resumable across sessions: rerun
+# the script and scored arms are skipped, interrupted ones continue from their last checkpoint
+# (every 5 min, and on SIGTERM).
 #
 #   OMP_NUM_THREADS=2 scripts/ablation.sh            # results: docs/results/ablation/<arm>.json
 #
@@ -17,14 +18,22 @@ STEPS=${STEPS:-600}
 ROOT=${ROOT:-runs/ablation}
 mkdir -p docs/results/ablation
 mkdir -p "$ROOT"
-ARMS="omniseg-no-semi omniseg-task-no-semi multihead-no-semi omniseg-semi omniseg-task-semi multihead-semi"
+# The six arms of the paper's claims, plus the dead-head fix: omniseg without semi terms whose
+# generated heads start as PyTorch's default init, as the original's did (suffix -original-head).
+ARMS="omniseg-no-semi omniseg-task-no-semi multihead-no-semi omniseg-no-semi-original-head \
+omniseg-semi omniseg-task-semi multihead-semi"
 [ "${REVERSE:-0}" = 1 ] && ARMS=$(printf '%s\n' $ARMS | tac | tr '\n' ' ')
 
 run_arm() {  # $1 = arm; trains (or resumes) it, then scores it on val once
   arm=$1
+  base=$arm
+  head_init=head
   case $arm in
-    *-no-semi) model=${arm%-no-semi}; semi=no-semi ;;
-    *) model=${arm%-semi}; semi=semi ;;
+    *-original-head) base=${arm%-original-head}; head_init=default ;;
+  esac
+  case $base in
+    *-no-semi) model=${base%-no-semi}; semi=no-semi ;;
+    *) model=${base%-semi}; semi=semi ;;
   esac
   out="$ROOT/$arm"
   # model/ is rewritten at every validation, so its presence does not mean the arm is finished:
@@ -32,7 +41,7 @@ run_arm() {  # $1 = arm; trains (or resumes) it, then scores it on val once
   resume=""
   [ -f "$out/config.yaml" ] && resume="--resume"
   .venv/bin/omniseg train --config configs/train_default.yaml --model "$model" "--$semi" \
-    --val-split val --max-steps "$STEPS" --out "$out" --no-progress $resume \
+    --head-init "$head_init" --val-split val --max-steps "$STEPS" --out "$out" --no-progress $resume \
     || { echo "arm $arm failed" >&2; return 1; }
   .venv/bin/omniseg evaluate ../shared/data/kidney-patches --split val --weights "$out/model" \
     --json "docs/results/ablation/$arm.json" --csv "docs/results/ablation/$arm-per-image.csv" \

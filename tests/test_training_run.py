@@ -15,7 +15,7 @@ import yaml
 from omniseg.cli.main import main as cli_main
 from omniseg.data import discover_patches, load_pair
 from omniseg.errors import OmnisegError
-from omniseg.models import load_pretrained
+from omniseg.models import create_model, load_pretrained
 from omniseg.training import load_train_config, train
 from omniseg.training.losses import hard_dice
 from tests._training_synth import make_patch_set, one_thread  # noqa: F401 - fixture
@@ -234,6 +234,22 @@ def test_cli_train_runs_and_resumes(manifest, tmp_path, capsys):
     # --resume needs only --out (settings come from RUN_DIR/config.yaml); extend the run
     assert cli_main(["train", "--out", str(out), "--resume", "--max-steps", "2"]) == 0
     assert torch.load(out / "last" / "state.pt", weights_only=True)["step"] == 2
+
+
+def test_head_init_setting_reaches_the_freshly_built_model(manifest, tmp_path):
+    """run.head_init picks the start of the generated heads (the ablation of the dead-head fix)."""
+    from omniseg.training.trainer import build_model
+
+    for init in ("default", "head"):
+        torch.manual_seed(0)
+        built = build_model(config(manifest, tmp_path / init, **{"run.head_init": init}))
+        assert built.config.head_init == init
+        torch.manual_seed(0)
+        expected = create_model("omniseg-tiny", head_init=init)
+        bias = built.head_generator.linear.bias
+        assert torch.equal(bias, expected.head_generator.linear.bias)
+    with pytest.raises(OmnisegError, match="run.head_init"):
+        config(manifest, tmp_path, **{"run.head_init": "zeros"})
 
 
 def test_bad_config_values_are_clear_errors(manifest, tmp_path):

@@ -21,6 +21,9 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option(help="YAML training config; flags override it.")
         ] = None,
         model: Annotated[str | None, typer.Option(help="Architecture, e.g. omniseg.")] = None,
+        head_init: Annotated[
+            str | None, typer.Option(help="head (live heads) | default (as the original).")
+        ] = None,
         epochs: Annotated[int | None, typer.Option(help="Number of epochs.")] = None,
         max_steps: Annotated[
             int | None, typer.Option(help="Stop after N optimiser steps (sets the schedule).")
@@ -66,6 +69,7 @@ def register(app: typer.Typer) -> None:
             "data.path": data,
             "run.out": str(out),
             "run.model": model,
+            "run.head_init": head_init,
             "run.epochs": epochs,
             "run.max_steps": max_steps,
             "data.batch_size": batch_size,

@@ -24,6 +24,19 @@ def split_head_params(params: Tensor, spec: HeadSpec) -> list[tuple[Tensor, Tens
     return layers
 
 
+def _first_head_layer(features: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """(N, C, H, W) features, (N, T, out, C) weights -> (N*T, out, H*W) pre-activations."""
+    n, c, h, w = features.shape
+    x = torch.einsum("ntoc,ncp->ntop", weight, features.reshape(n, c, h * w)) + bias[..., None]
+    return x.reshape(n * weight.shape[1], -1, h * w)
+
+
+def _next_head_layer(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """ReLU of the previous pre-activations, then this layer's per-(sample, task) 1x1 conv."""
+    nt = x.shape[0]
+    return torch.baddbmm(bias.reshape(nt, -1, 1), weight.reshape(nt, *weight.shape[2:]), F.relu(x))
+
+
 def apply_dynamic_head(features: Tensor, params: Tensor, spec: HeadSpec) -> Tensor:
     """Run per-sample, per-task 1x1 heads on shared features.
 
@@ -31,16 +44,24 @@ def apply_dynamic_head(features: Tensor, params: Tensor, spec: HeadSpec) -> Tens
     replace the original grouped convolution (same maths, no per-sample loop, exportable).
     """
     n, _, h, w = features.shape
-    t = params.shape[1]
     layers = split_head_params(params, spec)
-    x = features.reshape(n, features.shape[1], h * w)
-    w0, b0 = layers[0]
-    x = torch.einsum("ntoc,ncp->ntop", w0, x) + b0[..., None]
-    x = x.reshape(n * t, -1, h * w)
+    x = _first_head_layer(features, *layers[0])
     for weight, bias in layers[1:]:
-        x = F.relu(x)
-        x = torch.baddbmm(bias.reshape(n * t, -1, 1), weight.reshape(n * t, *weight.shape[2:]), x)
-    return x.reshape(n, t, spec.out_channels, h, w)
+        x = _next_head_layer(x, weight, bias)
+    return x.reshape(n, params.shape[1], spec.out_channels, h, w)
+
+
+def hidden_preactivations(features: Tensor, params: Tensor, spec: HeadSpec) -> list[Tensor]:
+    """Pre-ReLU values of each hidden layer, (N, T, units, H*W) each: for diagnosing dead heads.
+
+    Keeps every layer in memory, so it is for small inputs, not the inference path.
+    """
+    n, t = params.shape[:2]
+    layers = split_head_params(params, spec)
+    hidden = [_first_head_layer(features, *layers[0])]
+    for weight, bias in layers[1:-1]:
+        hidden.append(_next_head_layer(hidden[-1], weight, bias))
+    return [x.reshape(n, t, x.shape[1], x.shape[2]) for x in hidden]
 
 
 def head_init_vector(spec: HeadSpec, hidden_bias: float, generator=None) -> Tensor:

@@ -19,6 +19,7 @@ import yaml
 
 from omniseg.data.augment import AugmentConfig
 from omniseg.errors import OmnisegError
+from omniseg.models.config import HEAD_INITS
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,9 @@ class RunConfig:
 
     out: str = ""
     model: str = "omniseg"
+    # Start of a freshly built model's generated heads: "head" (live ReLUs, our fix for dead
+    # heads) or "default" (PyTorch's, as the original). Ignored with ``init`` (weights loaded).
+    head_init: str = "head"
     init: str = ""  # "" = random init, "default" = bundled model, or a model folder
     epochs: int = 100
     max_steps: int = 0  # 0 = epochs decide; otherwise stop after this many optimiser steps
@@ -120,6 +124,7 @@ CHOICES = {
     "optim.schedule": ("cosine", "poly", "constant"),
     "run.device": ("auto", "cpu", "cuda"),
     "run.precision": ("fp32", "bf16", "auto"),
+    "run.head_init": HEAD_INITS,
 }
 
 

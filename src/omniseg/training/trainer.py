@@ -81,7 +81,7 @@ def split_records(config: TrainConfig) -> tuple[list[PatchRecord], list[PatchRec
 def build_model(config: TrainConfig) -> OmniSeg:
     init = config.run.init
     if not init:
-        model = create_model(config.run.model)
+        model = create_model(config.run.model, head_init=config.run.head_init)
     else:
         if init == "default":
             from omniseg.models.bundled import default_model_dir

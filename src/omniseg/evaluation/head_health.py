@@ -1,0 +1,85 @@
+"""Are a model's generated heads alive? Hidden-unit activity of each task's dynamic head.
+
+Omni-Seg's heads are tiny generated MLPs (8-8-2 by default). On small data a whole head can
+die: its hidden ReLUs never fire, so the task predicts nothing whatever the image (seen for DT in
+a calibration run of the faithful network). This measures, per task on that task's own labelled
+patches at their own scale, how many hidden units never fire and how often units fire at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+
+from omniseg.catalogue import tissues
+from omniseg.data import PatchRecord, read_image
+from omniseg.evaluation.predict import image_to_tensor, inference_mode_of, model_device, reflect_pad
+from omniseg.models import OmniSeg, foreground_probability
+from omniseg.models.heads import apply_dynamic_head, hidden_preactivations
+
+FOREGROUND_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class HeadHealth:
+    """Activity of one task's head over that task's patches (per hidden layer where a tuple)."""
+
+    task: str
+    images: int
+    pixels: int
+    units: tuple[int, ...]  # hidden units per layer
+    dead: tuple[int, ...]  # units > 0 on no pixel of any image (a dead unit)
+    active_fraction: tuple[float, ...]  # share of (unit, pixel) pairs > 0
+    predicted_foreground: float  # share of pixels with foreground probability > 0.5
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@torch.no_grad()
+def _image_activity(model: OmniSeg, record: PatchRecord) -> tuple[list, list, float, int]:
+    """Per hidden layer: (units,) ever-active flags and (units,) active pixel counts."""
+    device = model_device(model)
+    x = image_to_tensor(read_image(record.image))[None].to(device)
+    h, w = x.shape[-2:]
+    divisor = model.config.size_divisor
+    x = reflect_pad(x, -h % divisor, -w % divisor)
+    tasks = torch.tensor([[record.task_id]], device=device)
+    scales = torch.tensor([[record.scale_id]], device=device)
+    features, gap = model.encode(x)
+    params = model.head_params(gap, tasks, scales).to(features.dtype)
+    hidden = hidden_preactivations(features, params, model.config.head)
+    logits = apply_dynamic_head(features, params, model.config.head)[:, 0]
+    # only the image's own pixels count, not the reflect padding
+    crop = [z[0, 0].reshape(z.shape[2], *x.shape[-2:])[:, :h, :w].reshape(z.shape[2], -1)
+            for z in hidden]  # fmt: skip
+    fired = [(z > 0).any(dim=1).cpu() for z in crop]
+    counts = [(z > 0).sum(dim=1).cpu() for z in crop]
+    fg = float((foreground_probability(logits)[0, :h, :w] > FOREGROUND_THRESHOLD).float().mean())
+    return fired, counts, fg, h * w
+
+
+def head_health(model: OmniSeg, records: Sequence[PatchRecord]) -> list[HeadHealth]:
+    """One row per task present in ``records``, in catalogue order."""
+    names = {t.id: t.name for t in tissues()}
+    rows = []
+    with inference_mode_of(model):
+        for task_id in sorted({r.task_id for r in records}):
+            mine = [r for r in records if r.task_id == task_id]
+            fired = counts = None
+            pixels, fg_pixels = 0, 0.0
+            for record in mine:
+                f, c, fg, n = _image_activity(model, record)
+                fired = f if fired is None else [a | b for a, b in zip(fired, f, strict=True)]
+                counts = c if counts is None else [a + b for a, b in zip(counts, c, strict=True)]
+                pixels, fg_pixels = pixels + n, fg_pixels + fg * n
+            rows.append(HeadHealth(
+                task=names[task_id], images=len(mine), pixels=pixels,
+                units=tuple(int(f.numel()) for f in fired),
+                dead=tuple(int((~f).sum()) for f in fired),
+                active_fraction=tuple(float(c.sum()) / (c.numel() * pixels) for c in counts),
+                predicted_foreground=fg_pixels / pixels,
+            ))  # fmt: skip
+    return rows
