@@ -6,8 +6,8 @@
 MODEL_DIR is a model folder (e.g. runs/ablation/omniseg-no-semi/model or src/omniseg/weights/...);
 ``--fresh NAME`` adds untrained NAME models with both head initialisations (``default`` =
 PyTorch's, as the original; ``head`` = ours) for comparison. Prints a markdown table: per task,
-dead hidden units per layer / units, the share of active (unit, pixel) pairs, and the share of
-pixels predicted foreground (0 for a dead head).
+dead hidden units per layer / units, the share of active (unit, pixel) pairs, and the shares of
+pixels predicted foreground (0 for a dead head) and labelled foreground.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ def main() -> None:
         for init in ("default", "head"):
             torch.manual_seed(args.seed)
             models[f"{name} untrained, head_init={init}"] = create_model(name, head_init=init)
-    print("| model | task | dead units / layer | active (unit, pixel) | predicted fg |")
-    print("|---|---|---|---|---|")
+    print("| model | task | dead units / layer | active (unit, pixel) | predicted fg | true fg |")
+    print("|---|---|---|---|---|---|")
     report = {}
     for label, model in models.items():
         rows = head_health(model.eval(), records)
@@ -47,7 +47,8 @@ def main() -> None:
         for r in rows:
             dead = " + ".join(f"{d}/{u}" for d, u in zip(r.dead, r.units, strict=True))
             active = " / ".join(f"{a:.2f}" for a in r.active_fraction)
-            print(f"| {label} | {r.task} | {dead} | {active} | {r.predicted_foreground:.3f} |")
+            fg = f"{r.predicted_foreground:.3f} | {r.true_foreground:.3f}"
+            print(f"| {label} | {r.task} | {dead} | {active} | {fg} |")
     if args.json:
         args.json.write_text(json.dumps({"split": args.split, "models": report}, indent=2) + "\n")
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from omniseg.data import discover_patches
+from omniseg.data import discover_patches, read_mask
 from omniseg.evaluation.head_health import head_health
 from omniseg.models import create_model
 from omniseg.models.heads import apply_dynamic_head, hidden_preactivations, split_head_params
@@ -40,6 +40,9 @@ def test_dead_heads_are_reported_dead(records):
         assert row.dead == row.units == tuple(model.config.head.hidden)
         assert row.active_fraction == (0.0,) * len(row.units)
         assert row.predicted_foreground == 0.0
+    masks = [read_mask(r.mask) for r in records if r.task_id == 0]
+    assert rows[0].true_foreground == pytest.approx(sum(m.sum() for m in masks) / (2 * 30 * 30))
+    assert 0.0 < rows[0].true_foreground < 1.0
 
 
 def test_live_heads_are_reported_live(records):

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from omniseg.catalogue import tissues
-from omniseg.data import PatchRecord, read_image
+from omniseg.data import PatchRecord, read_image, read_mask
 from omniseg.evaluation.predict import image_to_tensor, inference_mode_of, model_device, reflect_pad
 from omniseg.models import OmniSeg, foreground_probability
 from omniseg.models.heads import apply_dynamic_head, hidden_preactivations
@@ -33,6 +33,7 @@ class HeadHealth:
     dead: tuple[int, ...]  # units > 0 on no pixel of any image (a dead unit)
     active_fraction: tuple[float, ...]  # share of (unit, pixel) pairs > 0
     predicted_foreground: float  # share of pixels with foreground probability > 0.5
+    true_foreground: float  # share of pixels labelled foreground (what a healthy head nears)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,9 +70,10 @@ def head_health(model: OmniSeg, records: Sequence[PatchRecord]) -> list[HeadHeal
         for task_id in sorted({r.task_id for r in records}):
             mine = [r for r in records if r.task_id == task_id]
             fired = counts = None
-            pixels, fg_pixels = 0, 0.0
+            pixels, fg_pixels, true_pixels = 0, 0.0, 0
             for record in mine:
                 f, c, fg, n = _image_activity(model, record)
+                true_pixels += int(read_mask(record.mask).sum())
                 fired = f if fired is None else [a | b for a, b in zip(fired, f, strict=True)]
                 counts = c if counts is None else [a + b for a, b in zip(counts, c, strict=True)]
                 pixels, fg_pixels = pixels + n, fg_pixels + fg * n
@@ -80,6 +82,6 @@ def head_health(model: OmniSeg, records: Sequence[PatchRecord]) -> list[HeadHeal
                 units=tuple(int(f.numel()) for f in fired),
                 dead=tuple(int((~f).sum()) for f in fired),
                 active_fraction=tuple(float(c.sum()) / (c.numel() * pixels) for c in counts),
-                predicted_foreground=fg_pixels / pixels,
+                predicted_foreground=fg_pixels / pixels, true_foreground=true_pixels / pixels,
             ))  # fmt: skip
     return rows
