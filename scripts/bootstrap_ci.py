@@ -23,7 +23,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     with open(args.csv, newline="") as fh:
-        scores = scores_from_rows(list(csv.DictReader(fh)), args.metric)
+        scores = scores_from_rows(list(csv.DictReader(fh)), args.metric, args.csv)
     out = task_mean_intervals(scores, args.resamples, args.seed)
     print(json.dumps({"metric": args.metric, **out}, indent=2))
 

@@ -43,7 +43,7 @@ def test_paired_difference_of_identical_and_shifted_models_is_exact():
     a = _scores(2)
     same = paired_mean_difference(a, a, resamples=500)
     assert same["difference"] == 0.0 and same["ci"] == [0.0, 0.0]
-    assert same["fraction_b_better"] == 0.0
+    assert same["fraction_b_better"] == 0.0 and same["fraction_tied"] == 1.0
     lower = {t: {i: v - 0.1 for i, v in by.items()} for t, by in a.items()}
     shifted = paired_mean_difference(a, lower, resamples=500)
     assert shifted["difference"] == pytest.approx(0.1)
@@ -75,6 +75,14 @@ def test_same_seed_same_interval_and_bad_inputs_are_named():
         task_mean_intervals(a, level=1.5)
     with pytest.raises(ValueError, match="no images"):
         task_mean_intervals({"dt": {}})
+    with pytest.raises(ValueError, match="resamples"):
+        paired_mean_difference(a, b, resamples=0)
+
+
+def test_input_order_does_not_change_the_interval():
+    a = _scores(6)
+    reordered = {t: dict(reversed(list(a[t].items()))) for t in reversed(list(a))}
+    assert task_mean_intervals(a, resamples=300) == task_mean_intervals(reordered, resamples=300)
 
 
 def test_scores_from_evaluate_csv_rows():
@@ -84,3 +92,9 @@ def test_scores_from_evaluate_csv_rows():
         {"task": "pt", "image": "z.png", "dice": "1.0"},
     ]
     assert scores_from_rows(rows) == {"dt": {"x.png": 0.5, "y.png": 0.25}, "pt": {"z.png": 1.0}}
+    with pytest.raises(ValueError, match="f.csv line 3: image y.png appears twice"):
+        scores_from_rows([rows[1], rows[1]], source="f.csv")
+    with pytest.raises(ValueError, match="f.csv line 2: hd95='' is not a number"):
+        scores_from_rows([{"task": "dt", "image": "x.png", "hd95": ""}], "hd95", "f.csv")
+    with pytest.raises(ValueError, match="no column 'iou'"):
+        scores_from_rows(rows, "iou")

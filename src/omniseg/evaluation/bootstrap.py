@@ -3,7 +3,8 @@
 A val split of 20 patches (one PTC patch) makes every score uncertain; these intervals say by
 how much. Images are resampled with replacement *within each task*, so every resample keeps each
 task's image count and the mean over tasks stays the unweighted one ``evaluate`` reports.
-A task with a single image contributes no spread (report that, do not hide it).
+A task with a single image contributes no spread (report that, do not hide it). Scores are
+"higher is better" (Dice, IoU); memory is resamples x images of the largest task, in float64.
 """
 
 from __future__ import annotations
@@ -18,9 +19,14 @@ DEFAULT_LEVEL = 0.95
 ScoresByTask = Mapping[str, Mapping[str, float]]  # task -> image -> score
 
 
-def _percentiles(values: np.ndarray, level: float) -> list[float]:
+def _check(resamples: int, level: float) -> None:
+    if resamples < 1:
+        raise ValueError(f"resamples={resamples}: must be >= 1")
     if not 0.0 < level < 1.0:
         raise ValueError(f"level={level}: must be in (0, 1)")
+
+
+def _percentiles(values: np.ndarray, level: float) -> list[float]:
     tail = (1.0 - level) / 2.0 * 100.0
     lo, hi = np.percentile(values, [tail, 100.0 - tail])
     return [float(lo), float(hi)]
@@ -39,11 +45,16 @@ def task_mean_intervals(
     seed: int = 0,
     level: float = DEFAULT_LEVEL,
 ) -> dict:
-    """Per-task mean and interval, and the same for the unweighted mean over tasks."""
+    """Per-task mean and interval, and the same for the unweighted mean over tasks.
+
+    Tasks and images are taken in sorted order, so the result does not depend on input order.
+    """
+    _check(resamples, level)
     rng = np.random.default_rng(seed)
     tasks, total = {}, np.zeros(resamples)
-    for task, by_image in scores.items():
-        values = np.asarray(list(by_image.values()), dtype=np.float64)
+    for task in sorted(scores):
+        by_image = scores[task]
+        values = np.asarray([by_image[i] for i in sorted(by_image)], dtype=np.float64)
         if values.size == 0:
             raise ValueError(f"task {task!r} has no images")
         means = _resampled_task_means(values, resamples, rng)
@@ -66,13 +77,15 @@ def paired_mean_difference(
 
     Each resample draws one set of images per task and scores both models on it (a paired
     bootstrap), so image difficulty, shared by both, cancels. ``fraction_b_better`` is the share
-    of resamples where b's mean is higher: a quick sense of how often the ranking flips.
+    of resamples where b's mean is higher (scores: higher is better), ``fraction_tied`` where the
+    two are equal: a quick sense of how often the ranking flips.
     """
+    _check(resamples, level)
     if set(a) != set(b):
         raise ValueError(f"different tasks: {sorted(set(a) ^ set(b))}")
     rng = np.random.default_rng(seed)
     total, observed = np.zeros(resamples), 0.0
-    for task in a:
+    for task in sorted(a):
         if set(a[task]) != set(b[task]):
             odd = sorted(set(a[task]) ^ set(b[task]))
             raise ValueError(f"task {task!r}: images scored by only one model: {odd[:3]}")
@@ -82,12 +95,25 @@ def paired_mean_difference(
         total += (means[0] - means[1]) / len(a)
         observed += float(pair[0].mean() - pair[1].mean()) / len(a)
     return {"difference": observed, "ci": _percentiles(total, level), "level": level,
-            "fraction_b_better": float(np.mean(total < 0.0)), "resamples": resamples}  # fmt: skip
+            "fraction_b_better": float(np.mean(total < 0.0)),
+            "fraction_tied": float(np.mean(total == 0.0)), "resamples": resamples}  # fmt: skip
 
 
-def scores_from_rows(rows: list[Mapping[str, str]], metric: str = "dice") -> dict:
-    """task -> image -> score, from the rows of an ``omniseg evaluate --csv`` file."""
+def scores_from_rows(rows: list[Mapping[str, str]], metric: str = "dice", source: str = "") -> dict:
+    """task -> image -> score, from the rows of an ``omniseg evaluate --csv`` file (``source``,
+    named in errors). An empty cell (a distance on an empty mask) or a repeated image is an error.
+    """
     out: dict[str, dict[str, float]] = {}
-    for row in rows:
-        out.setdefault(row["task"], {})[row["image"]] = float(row[metric])
+    for number, row in enumerate(rows, start=2):  # line 1 is the header
+        where = f"{source or 'rows'} line {number}"
+        try:
+            value = float(row[metric])
+        except KeyError:
+            raise ValueError(f"{where}: no column {metric!r}") from None
+        except ValueError:
+            raise ValueError(f"{where}: {metric}={row[metric]!r} is not a number") from None
+        by_image = out.setdefault(row["task"], {})
+        if row["image"] in by_image:
+            raise ValueError(f"{where}: image {row['image']} appears twice for {row['task']}")
+        by_image[row["image"]] = value
     return out

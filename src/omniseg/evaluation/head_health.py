@@ -12,14 +12,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
+from torch import Tensor
 
 from omniseg.catalogue import tissues
-from omniseg.data import PatchRecord, read_image, read_mask
+from omniseg.data import PatchRecord, load_pair
 from omniseg.evaluation.predict import image_to_tensor, inference_mode_of, model_device, reflect_pad
 from omniseg.models import OmniSeg, foreground_probability
-from omniseg.models.heads import apply_dynamic_head, hidden_preactivations
-
-FOREGROUND_THRESHOLD = 0.5
+from omniseg.models.heads import head_preactivations
 
 
 @dataclass(frozen=True)
@@ -32,7 +31,7 @@ class HeadHealth:
     units: tuple[int, ...]  # hidden units per layer
     dead: tuple[int, ...]  # units > 0 on no pixel of any image (a dead unit)
     active_fraction: tuple[float, ...]  # share of (unit, pixel) pairs > 0
-    predicted_foreground: float  # share of pixels with foreground probability > 0.5
+    predicted_foreground: float  # share of pixels predicted foreground at the model's threshold
     true_foreground: float  # share of pixels labelled foreground (what a healthy head nears)
 
     def to_dict(self) -> dict:
@@ -40,10 +39,12 @@ class HeadHealth:
 
 
 @torch.no_grad()
-def _image_activity(model: OmniSeg, record: PatchRecord) -> tuple[list, list, float, int]:
-    """Per hidden layer: (units,) ever-active flags and (units,) active pixel counts."""
+def _image_activity(model: OmniSeg, record: PatchRecord) -> tuple[list, list, int, int, int]:
+    """Per hidden layer: (units,) ever-active flags and (units,) active pixel counts; then the
+    image's predicted and labelled foreground pixel counts and its pixel count."""
+    image, mask = load_pair(record)  # checks the mask's size against the image
     device = model_device(model)
-    x = image_to_tensor(read_image(record.image))[None].to(device)
+    x = image_to_tensor(image)[None].to(device)
     h, w = x.shape[-2:]
     divisor = model.config.size_divisor
     x = reflect_pad(x, -h % divisor, -w % divisor)
@@ -51,15 +52,17 @@ def _image_activity(model: OmniSeg, record: PatchRecord) -> tuple[list, list, fl
     scales = torch.tensor([[record.scale_id]], device=device)
     features, gap = model.encode(x)
     params = model.head_params(gap, tasks, scales).to(features.dtype)
-    hidden = hidden_preactivations(features, params, model.config.head)
-    logits = apply_dynamic_head(features, params, model.config.head)[:, 0]
-    # only the image's own pixels count, not the reflect padding
-    crop = [z[0, 0].reshape(z.shape[2], *x.shape[-2:])[:, :h, :w].reshape(z.shape[2], -1)
-            for z in hidden]  # fmt: skip
-    fired = [(z > 0).any(dim=1).cpu() for z in crop]
-    counts = [(z > 0).sum(dim=1).cpu() for z in crop]
-    fg = float((foreground_probability(logits)[0, :h, :w] > FOREGROUND_THRESHOLD).float().mean())
-    return fired, counts, fg, h * w
+    *hidden, logits = head_preactivations(features, params, model.config.head)
+    size = x.shape[-2:]
+
+    def crop(z: Tensor) -> Tensor:  # (1, 1, C, H'*W') -> (C, h*w): drop the reflect padding
+        return z[0, 0].reshape(z.shape[2], *size)[:, :h, :w].reshape(z.shape[2], h * w)
+
+    fired = [(crop(z) > 0).any(dim=1).cpu() for z in hidden]
+    counts = [(crop(z) > 0).sum(dim=1).cpu() for z in hidden]
+    prob = foreground_probability(crop(logits).reshape(-1, h, w))  # (h, w)
+    predicted = int((prob > model.inference.thresholds[record.task_id]).sum())
+    return fired, counts, predicted, int(mask.sum()), h * w
 
 
 def head_health(model: OmniSeg, records: Sequence[PatchRecord]) -> list[HeadHealth]:
@@ -70,13 +73,12 @@ def head_health(model: OmniSeg, records: Sequence[PatchRecord]) -> list[HeadHeal
         for task_id in sorted({r.task_id for r in records}):
             mine = [r for r in records if r.task_id == task_id]
             fired = counts = None
-            pixels, fg_pixels, true_pixels = 0, 0.0, 0
+            pixels, fg_pixels, true_pixels = 0, 0, 0
             for record in mine:
-                f, c, fg, n = _image_activity(model, record)
-                true_pixels += int(read_mask(record.mask).sum())
+                f, c, fg, true, n = _image_activity(model, record)
                 fired = f if fired is None else [a | b for a, b in zip(fired, f, strict=True)]
                 counts = c if counts is None else [a + b for a, b in zip(counts, c, strict=True)]
-                pixels, fg_pixels = pixels + n, fg_pixels + fg * n
+                pixels, fg_pixels, true_pixels = pixels + n, fg_pixels + fg, true_pixels + true
             rows.append(HeadHealth(
                 task=names[task_id], images=len(mine), pixels=pixels,
                 units=tuple(int(f.numel()) for f in fired),

@@ -32,9 +32,9 @@ def _first_head_layer(features: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
 
 
 def _next_head_layer(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """ReLU of the previous pre-activations, then this layer's per-(sample, task) 1x1 conv."""
+    """This layer's per-(sample, task) 1x1 conv of the previous layer's ReLU'd (N*T, in, P)."""
     nt = x.shape[0]
-    return torch.baddbmm(bias.reshape(nt, -1, 1), weight.reshape(nt, *weight.shape[2:]), F.relu(x))
+    return torch.baddbmm(bias.reshape(nt, -1, 1), weight.reshape(nt, *weight.shape[2:]), x)
 
 
 def apply_dynamic_head(features: Tensor, params: Tensor, spec: HeadSpec) -> Tensor:
@@ -47,21 +47,25 @@ def apply_dynamic_head(features: Tensor, params: Tensor, spec: HeadSpec) -> Tens
     layers = split_head_params(params, spec)
     x = _first_head_layer(features, *layers[0])
     for weight, bias in layers[1:]:
+        x = F.relu(x)  # rebinding frees the pre-activation: at most two head tensors live
         x = _next_head_layer(x, weight, bias)
     return x.reshape(n, params.shape[1], spec.out_channels, h, w)
 
 
-def hidden_preactivations(features: Tensor, params: Tensor, spec: HeadSpec) -> list[Tensor]:
-    """Pre-ReLU values of each hidden layer, (N, T, units, H*W) each: for diagnosing dead heads.
+def head_preactivations(features: Tensor, params: Tensor, spec: HeadSpec) -> list[Tensor]:
+    """Pre-ReLU values of every head layer, (N, T, units, H*W) each, the output logits last.
 
-    Keeps every layer in memory, so it is for small inputs, not the inference path.
+    For diagnosing dead heads (``evaluation.head_health``). Keeps every layer in memory, so it is
+    for small inputs, not the inference path (``apply_dynamic_head``).
     """
     n, t = params.shape[:2]
-    layers = split_head_params(params, spec)
-    hidden = [_first_head_layer(features, *layers[0])]
-    for weight, bias in layers[1:-1]:
-        hidden.append(_next_head_layer(hidden[-1], weight, bias))
-    return [x.reshape(n, t, x.shape[1], x.shape[2]) for x in hidden]
+    layers: list[Tensor] = []
+    for weight, bias in split_head_params(params, spec):
+        if not layers:
+            layers.append(_first_head_layer(features, weight, bias))
+        else:
+            layers.append(_next_head_layer(F.relu(layers[-1]), weight, bias))
+    return [x.reshape(n, t, x.shape[1], x.shape[2]) for x in layers]
 
 
 def head_init_vector(spec: HeadSpec, hidden_bias: float, generator=None) -> Tensor:
