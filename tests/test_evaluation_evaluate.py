@@ -202,6 +202,38 @@ def test_cli_writes_json_and_csv(patch_folder, tiny_model_dir, tmp_path, capsys)
     assert json.loads(out_json.read_text())["tta"] is True  # the model folder's default
 
 
+def test_bootstrap_adds_intervals_that_match_the_bootstrap_module(patch_folder):
+    from omniseg.evaluation.bootstrap import task_mean_intervals
+
+    records = discover_patches(patch_folder)
+    plain = evaluate_records(RedChannelModel(), records)
+    assert "bootstrap" not in plain.summary and "dice_ci" not in plain.summary["mean"]
+    result = evaluate_records(RedChannelModel(), records, bootstrap=400)
+    s = result.summary
+    assert s["bootstrap"]["resamples"] == 400
+    for metric in ("dice", "dice_bg_inclusive"):
+        scores = {}
+        for row in result.per_image:
+            scores.setdefault(row["task"], {})[str(row["image"])] = row[metric]
+        expected = task_mean_intervals(scores, 400, 0)
+        for task, row in s["tasks"].items():
+            assert row[f"{metric}_ci"] == expected["tasks"][task]["ci"]
+            assert row[f"{metric}_ci"][0] <= row[metric] <= row[f"{metric}_ci"][1]
+        assert s["mean"][f"{metric}_ci"] == expected["mean"]["ci"]
+        assert s["tasks"]["dt"][metric] == plain.summary["tasks"]["dt"][metric]  # scores unchanged
+    with pytest.raises(OmnisegError, match="--bootstrap -1"):
+        evaluate_records(RedChannelModel(), records, bootstrap=-1)
+
+
+def test_cli_bootstrap_writes_and_prints_intervals(patch_folder, tiny_model_dir, tmp_path, capsys):
+    out_json = tmp_path / "eval.json"
+    args = ["evaluate", str(patch_folder), "--weights", str(tiny_model_dir), "--no-tta"]
+    assert main([*args, "--json", str(out_json), "--bootstrap", "200"]) == 0
+    report = json.loads(out_json.read_text())
+    assert report["bootstrap"]["resamples"] == 200 and len(report["mean"]["dice_ci"]) == 2
+    assert "95% CI" in capsys.readouterr().out
+
+
 def test_cli_bad_data_path_exit_2(tmp_path, tiny_model_dir, capsys):
     missing = tmp_path / "no-such-folder"
     out_json = tmp_path / "eval.json"

@@ -39,12 +39,17 @@ def print_summary(summary: dict, weights: str | None) -> None:
     for _, label, _ in TABLE_METRICS:
         table.add_column(label, justify="right", no_wrap=True)
     table.add_column("noHD", justify="right")
+    intervals = "bootstrap" in summary
+    if intervals:
+        table.add_column("Dice 95% CI", justify="right", no_wrap=True)
 
     def add(name: str, row: dict, style: str | None = None, end: bool = False) -> None:
         cells = [_cell(row[key], digits) for key, _, digits in TABLE_METRICS]
-        table.add_row(
-            name, str(row["n"]), *cells, str(row["hd_null"]), style=style, end_section=end
-        )
+        cells.append(str(row["hd_null"]))
+        if intervals:
+            ci = row.get("dice_ci")
+            cells.append("—" if ci is None else f"{ci[0]:.3f}–{ci[1]:.3f}")
+        table.add_row(name, str(row["n"]), *cells, style=style, end_section=end)
 
     for task, row in summary["tasks"].items():
         stains = {k: v for k, v in summary["stains"].items() if k.split("/", 1)[0] == task}
@@ -87,6 +92,12 @@ def register(app: typer.Typer) -> None:
         precision: Annotated[
             str, typer.Option("--precision", help="fp32 (reference) or bf16 autocast.")
         ] = "fp32",
+        bootstrap: Annotated[
+            int,
+            typer.Option(
+                "--bootstrap", help="Add 95% intervals over images from N resamples (0 = off)."
+            ),
+        ] = 0,
     ):
         """Score a model on labelled patches: Dice, IoU, HD95, ASSD per task and per stain."""
         from omniseg.evaluation.evaluate import evaluate_path
@@ -102,6 +113,7 @@ def register(app: typer.Typer) -> None:
             json_path=json_out,
             csv_path=csv_out,
             progress=True,
+            bootstrap=bootstrap,
         )
         print_summary(result.summary, result.weights)
         for path in (json_out, csv_out):

@@ -117,3 +117,25 @@ def scores_from_rows(rows: list[Mapping[str, str]], metric: str = "dice", source
             raise ValueError(f"{where}: image {row['image']} appears twice for {row['task']}")
         by_image[row["image"]] = value
     return out
+
+
+BOOTSTRAPPED_METRICS = ("dice", "dice_bg_inclusive")
+
+
+def with_intervals(summary: dict, per_image: list[Mapping], resamples: int, seed: int = 0) -> dict:
+    """``summary`` of ``evaluate`` plus a ``<metric>_ci`` [lo, hi] for each task and for the mean
+    over tasks (Dice and bg-inclusive Dice), and a ``bootstrap`` entry saying how they were made.
+    """
+    out = {**summary, "tasks": {t: dict(r) for t, r in summary["tasks"].items()}}
+    out["mean"] = dict(summary["mean"])
+    for metric in BOOTSTRAPPED_METRICS:
+        scores: dict[str, dict[str, float]] = {}
+        for row in per_image:
+            scores.setdefault(row["task"], {})[str(row["image"])] = float(row[metric])
+        intervals = task_mean_intervals(scores, resamples, seed)
+        for task, row in intervals["tasks"].items():
+            out["tasks"][task][f"{metric}_ci"] = row["ci"]
+        out["mean"][f"{metric}_ci"] = intervals["mean"]["ci"]
+    out["bootstrap"] = {"resamples": resamples, "seed": seed, "level": DEFAULT_LEVEL,
+                        "over": "images, within each task"}  # fmt: skip
+    return out

@@ -163,14 +163,17 @@ def evaluate_records(
     precision: str = "fp32",
     progress: bool = False,
     split: str | None = None,
+    bootstrap: int = 0,
 ) -> EvaluationResult:
     """Predict and score every record (``split`` selects and labels a subset; None = all).
 
-    ``tta=None`` and ``thresholds=None`` use the model folder's settings. Raises OmnisegError
-    on an unreadable image rather than skipping it.
+    ``tta=None`` and ``thresholds=None`` use the model folder's settings. ``bootstrap`` > 0 adds
+    95% intervals over images from that many resamples. Raises OmnisegError on an unreadable
+    image rather than skipping it.
     """
     if batch_size < 1:
         raise OmnisegError(f"--batch-size {batch_size}: must be at least 1")
+    _check_bootstrap(bootstrap)
     check_precision(precision)
     chosen = select_split(list(records), split)
     if not chosen:
@@ -200,7 +203,16 @@ def evaluate_records(
         "thresholds": {t.name: v for t, v in zip(tissues(), cutoffs, strict=True)},
         "precision": precision,
     }
+    if bootstrap:
+        from omniseg.evaluation.bootstrap import with_intervals
+
+        summary = with_intervals(summary, per_image, bootstrap)
     return EvaluationResult(per_image=per_image, summary=summary)
+
+
+def _check_bootstrap(resamples: int) -> None:
+    if resamples < 0:
+        raise OmnisegError(f"--bootstrap {resamples}: must be 0 (off) or a number of resamples")
 
 
 def _model_source(weights: str | os.PathLike | None) -> tuple[Path, str]:
@@ -234,6 +246,7 @@ def evaluate_path(
     json_path: str | os.PathLike | None = None,
     csv_path: str | os.PathLike | None = None,
     progress: bool = False,
+    bootstrap: int = 0,
 ) -> EvaluationResult:
     """Evaluate a model folder on DATA (manifest CSV or patch folder); optionally write reports.
 
@@ -253,6 +266,7 @@ def evaluate_path(
     check_precision(precision)
     if batch_size < 1:
         raise OmnisegError(f"--batch-size {batch_size}: must be at least 1")
+    _check_bootstrap(bootstrap)
     for out, option in ((json_path, "--json"), (csv_path, "--csv")):
         if out is not None and Path(out).is_dir():
             raise OmnisegError(f"{option} {out}: is a folder; pass a file path")
@@ -272,6 +286,7 @@ def evaluate_path(
         precision=precision,
         progress=progress,
         split=split,
+        bootstrap=bootstrap,
     )
     result = replace(
         result,
