@@ -12,7 +12,7 @@
 # flock(1) lock, so a copy skips the arm another copy is training and takes the next one;
 # REVERSE=1 walks the arms in reverse order, so a second copy starts at the other end. On this
 # project's 2-core CPU one OMP_NUM_THREADS=2 copy is faster: two 1-thread copies measured 3.6 s
-# per supervised step and 15 s per semi step each, against 1.9 s and ~5 s for one 2-thread copy.
+# per supervised step and 15 s per semi step each, against 1.9 s and 5.5 s for one 2-thread copy.
 cd "$(dirname "$0")/.." || exit 1
 STEPS=${STEPS:-600}
 ROOT=${ROOT:-runs/ablation}
