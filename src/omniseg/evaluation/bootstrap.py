@@ -129,10 +129,7 @@ def with_intervals(summary: dict, per_image: list[Mapping], resamples: int, seed
     out = {**summary, "tasks": {t: dict(r) for t, r in summary["tasks"].items()}}
     out["mean"] = dict(summary["mean"])
     for metric in BOOTSTRAPPED_METRICS:
-        scores: dict[str, dict[str, float]] = {}
-        for row in per_image:
-            scores.setdefault(row["task"], {})[str(row["image"])] = float(row[metric])
-        intervals = task_mean_intervals(scores, resamples, seed)
+        intervals = task_mean_intervals(scores_from_rows(per_image, metric), resamples, seed)
         for task, row in intervals["tasks"].items():
             out["tasks"][task][f"{metric}_ci"] = row["ci"]
         out["mean"][f"{metric}_ci"] = intervals["mean"]["ci"]
