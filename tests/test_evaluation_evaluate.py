@@ -267,3 +267,33 @@ def test_manifest_and_folder_readers_agree_on_real_patches(kidney_patches):
     assert a.summary["n_images"] == b.summary["n_images"] == len(from_manifest)
     assert a.summary["tasks"] == b.summary["tasks"]
     assert a.summary["stains"] == b.summary["stains"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0.5", [0.5] * 6),
+        ("0.3,0.4,0.5,0.6,0.7,0.8", [0.3, 0.4, 0.5, 0.6, 0.7, 0.8]),
+        ("vessel=0.3, dt=0.45", {"vessel": 0.3, "dt": 0.45}),
+        (None, None),
+    ],
+)
+def test_thresholds_option_forms(text, expected):
+    from omniseg.cli.evaluate_cmd import parse_thresholds
+
+    assert parse_thresholds(text) == expected
+
+
+def test_cli_thresholds_override_the_model_folder(patch_folder, tiny_model_dir, tmp_path, capsys):
+    out_json = tmp_path / "eval.json"
+    base = ["evaluate", str(patch_folder), "--weights", str(tiny_model_dir), "--no-tta"]
+    assert main([*base, "--json", str(out_json), "--thresholds", "0.5"]) == 0
+    assert set(json.loads(out_json.read_text())["thresholds"].values()) == {0.5}
+    assert main([*base, "--json", str(out_json), "--thresholds", "tuft=1.0"]) == 0
+    report = json.loads(out_json.read_text())
+    assert report["thresholds"]["tuft"] == 1.0 and report["thresholds"]["dt"] == 0.4
+    assert report["tasks"]["tuft"]["dice"] == 0.0  # p > 1.0 never holds: nothing predicted
+    for bad, message in (("0.5,0.5", "expected 6 values"), ("nerve=0.3", "unknown tissue"),
+                         ("high", "--thresholds 'high'"), ("dt=2", "must lie in")):  # fmt: skip
+        assert main([*base, "--thresholds", bad]) == 2
+        assert message in capsys.readouterr().err

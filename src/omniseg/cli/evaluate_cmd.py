@@ -17,6 +17,32 @@ TABLE_METRICS = (
 )
 
 
+def parse_thresholds(text: str | None) -> list[float] | dict[str, float] | None:
+    """--thresholds: one value for every task, one per task (comma-separated, in task order),
+    or some tasks by name ("vessel=0.3,dt=0.4"); values are checked by the evaluation API."""
+    from omniseg.errors import OmnisegError
+
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        if parts and all("=" in p for p in parts):
+            return {k.strip(): float(v) for k, v in (p.split("=", 1) for p in parts)}
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        from omniseg.catalogue import tissues
+
+        return values * len(tissues())
+    if not values:
+        raise OmnisegError(
+            f"--thresholds {text!r}: use one number (all tasks), one per task in task order "
+            "(0.5,0.5,...), or task=value pairs (vessel=0.3,dt=0.4)"
+        )
+    return values
+
+
 def _cell(value: float | None, digits: int) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
@@ -87,6 +113,13 @@ def register(app: typer.Typer) -> None:
         split: Annotated[
             str | None, typer.Option("--split", help="Only this split of the manifest.")
         ] = None,
+        thresholds: Annotated[
+            str | None,
+            typer.Option(
+                "--thresholds",
+                help="Override the model's: 0.5 (all tasks), six values, or vessel=0.3,dt=0.4.",
+            ),
+        ] = None,
         device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
         batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 4,
         precision: Annotated[
@@ -107,6 +140,7 @@ def register(app: typer.Typer) -> None:
             weights,
             split=split,
             tta=tta,
+            thresholds=parse_thresholds(thresholds),
             device=device,
             batch_size=batch_size,
             precision=precision,

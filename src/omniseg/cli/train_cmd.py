@@ -44,6 +44,13 @@ def register(app: typer.Typer) -> None:
         val_fraction: Annotated[
             float | None, typer.Option(help="Val share when the data have no split column.")
         ] = None,
+        threshold_holdout: Annotated[
+            float | None,
+            typer.Option(
+                help="Hold back this share of the train rows to choose per-task thresholds on "
+                "(never val); > 0 turns threshold tuning on."
+            ),
+        ] = None,
         val_every: Annotated[
             int | None, typer.Option(help="Validate every N epochs (and at the end).")
         ] = None,
@@ -82,6 +89,8 @@ def register(app: typer.Typer) -> None:
             "data.train_split": train_split,
             "data.val_split": val_split,
             "data.val_fraction": val_fraction,
+            "data.threshold_holdout": threshold_holdout,
+            "run.tune_thresholds": True if threshold_holdout else None,
             "run.val_every_epochs": val_every,
             "semi.enabled": semi,
             "data.num_workers": workers,

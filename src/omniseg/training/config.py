@@ -30,6 +30,9 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"  # "none": train on every row, keep the last checkpoint
     val_fraction: float = 0.2  # seeded stratified split when the data have no split column
+    # Share of the train rows held back (stratified by task and stain, seeded) to choose the
+    # per-task thresholds on, so they are never chosen on val; 0 = tune on val (optimistic).
+    threshold_holdout: float = 0.0
     patch_size: int = 256  # training patch size (px); also saved as model.inference.patch_size
     batch_size: int = 8
     num_workers: int = -1  # loader processes; -1 = auto (0 on CPU, up to 8 with a GPU)
@@ -96,7 +99,9 @@ class RunConfig:
     checkpoint_minutes: float = 10.0
     val_every_epochs: int = 1
     val_batch_size: int = 4
-    tune_thresholds: bool = True  # pick per-task thresholds on val for the saved model
+    # Pick per-task thresholds for the saved model: on the rows data.threshold_holdout holds
+    # back from training when > 0, else on val (optimistic: val then also chose them).
+    tune_thresholds: bool = True
     # True: model/ = the checkpoint with the best val Dice. False: val is only logged and model/
     # = the latest weights, so nothing about the model is chosen on val (honest val numbers).
     select_best: bool = True
@@ -220,6 +225,13 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise OmnisegError(f"data.batch_size={d.batch_size}: must be >= 1")
     if not 0.0 < d.val_fraction < 1.0:
         raise OmnisegError(f"data.val_fraction={d.val_fraction}: must lie in (0, 1)")
+    if not 0.0 <= d.threshold_holdout < 1.0:
+        raise OmnisegError(f"data.threshold_holdout={d.threshold_holdout}: must lie in [0, 1)")
+    if d.threshold_holdout > 0 and not r.tune_thresholds:
+        raise OmnisegError(
+            f"data.threshold_holdout={d.threshold_holdout} holds patches back only to tune "
+            "thresholds on: set run.tune_thresholds: true, or data.threshold_holdout: 0"
+        )
     if not 0.0 <= s.tau_lo < 0.5 < s.tau_hi <= 1.0:
         raise OmnisegError(
             f"semi.tau_lo/tau_hi={s.tau_lo}/{s.tau_hi}: need 0 <= lo < 0.5 < hi <= 1"

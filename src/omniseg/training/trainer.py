@@ -78,6 +78,22 @@ def split_records(config: TrainConfig) -> tuple[list[PatchRecord], list[PatchRec
     return select_split(records, d.train_split), select_split(records, d.val_split)
 
 
+def hold_back(
+    records: list[PatchRecord], fraction: float, seed: int
+) -> tuple[list[PatchRecord], list[PatchRecord]]:
+    """(rows to learn on, rows held back to choose thresholds on), stratified by task and stain.
+
+    Every (task, stain) group of two or more rows gives round(n * fraction) rows, at least one,
+    and keeps at least one, so each task is tuned on every stain it has. ``fraction`` 0 = none.
+    """
+    if fraction <= 0:
+        return list(records), []
+    marked = stratified_split(records, fraction, seed)
+    fit = [r for r, m in zip(records, marked, strict=True) if m.split == "train"]
+    held = [r for r, m in zip(records, marked, strict=True) if m.split != "train"]
+    return fit, held
+
+
 def build_model(config: TrainConfig) -> OmniSeg:
     init = config.run.init
     if not init:
@@ -160,8 +176,10 @@ def _save_model(model: OmniSeg, run_dir: Path, config: TrainConfig, info: dict) 
     return save_pretrained(model, run_dir / MODEL_NAME, extra=extra)
 
 
-def _tune_saved_model(run_dir: Path, config: TrainConfig, records, device, precision) -> None:
-    """Choose per-task thresholds on val for the saved best model and store them in it."""
+def _tune_saved_model(
+    run_dir: Path, config: TrainConfig, records, source: str, device, precision
+) -> None:
+    """Choose per-task thresholds on ``records`` (held-back rows or val) for the saved model."""
     from omniseg.models.pretrained import read_model_config
     from omniseg.training.thresholds import tune_thresholds
 
@@ -171,7 +189,7 @@ def _tune_saved_model(run_dir: Path, config: TrainConfig, records, device, preci
     values, report = tune_thresholds(best_model, records, precision=precision)
     best_model.inference = dataclasses.replace(best_model.inference, thresholds=values)
     info = {k: v for k, v in info.items() if k != "config"}
-    info.update(thresholds=list(values), threshold_search=report)
+    info.update(thresholds=list(values), threshold_search=report, threshold_source=source)
     _save_model(best_model, run_dir, config, info)
 
 
@@ -196,7 +214,11 @@ def train(
     run_dir = Path(config.run.out)
     _seed_everything(config.run.seed)
     # Everything that can be wrong with the inputs fails here, before RUN_DIR is touched.
-    records = split_records(config)
+    train_records, val_records = split_records(config)
+    fit_records, held_records = hold_back(
+        train_records, config.data.threshold_holdout, config.run.seed
+    )
+    records = (fit_records, val_records, held_records)
     model = build_model(config)
     device = resolve_device(config.run.device)
     has_state = False
@@ -232,7 +254,7 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 
 def _run(config, run_dir, info, device, has_state, records, model, callback) -> TrainResult:
-    train_records, val_records = records
+    train_records, val_records, held_records = records
     precision = _precision(config.run.precision, device)
     model = model.to(device)
     if config.run.channels_last:
@@ -333,10 +355,13 @@ def _run(config, run_dir, info, device, has_state, records, model, callback) -> 
             validate_and_select()
         if info.is_main:
             save_state(run_dir / LAST_NAME, snapshot())
-            if val_records and config.run.tune_thresholds:
-                _tune_saved_model(run_dir, config, val_records, device, precision)
             if not val_records:
                 _save_model(model, run_dir, config, {"step": step, "val_dice": None, **thresholds})
+            tune_records, source = (
+                (held_records, "holdout") if held_records else (val_records, "val")
+            )
+            if tune_records and config.run.tune_thresholds:
+                _tune_saved_model(run_dir, config, tune_records, source, device, precision)
         distributed.barrier(info)
     except KeyboardInterrupt:
         if info.is_main:
