@@ -19,7 +19,11 @@ import csv
 import json
 from pathlib import Path
 
-from omniseg.evaluation.bootstrap import paired_mean_difference, scores_from_rows
+from omniseg.evaluation.bootstrap import (
+    paired_mean_difference,
+    scores_from_rows,
+    tasks_with_several_images,
+)
 
 MODELS = ("omniseg", "omniseg-task", "multihead")
 SEMI = ("no-semi", "semi")
@@ -55,12 +59,6 @@ def _verdict(ci: list[float]) -> str:
     return "supported" if ci[0] > 0 else ("contradicted" if ci[1] < 0 else "not resolved")
 
 
-def _several(scores: dict) -> dict:
-    """Only the tasks with more than one image: a one-image task (val PTC) adds its whole
-    difference with no spread, which makes an interval over all tasks look surer than it is."""
-    return {task: by_image for task, by_image in scores.items() if len(by_image) > 1}
-
-
 def _comparisons(arms: dict[str, tuple[dict, dict]]) -> list[dict]:
     pairs = [(f"omniseg-{s}", f"{other}-{s}") for s in SEMI for other in MODELS[1:]]
     pairs += [(f"{m}-semi", f"{m}-no-semi") for m in MODELS]
@@ -69,7 +67,9 @@ def _comparisons(arms: dict[str, tuple[dict, dict]]) -> list[dict]:
     for a, b in pairs:
         if a in arms and b in arms:
             diff = paired_mean_difference(arms[a][1], arms[b][1])
-            several = paired_mean_difference(_several(arms[a][1]), _several(arms[b][1]))
+            several = paired_mean_difference(
+                tasks_with_several_images(arms[a][1]), tasks_with_several_images(arms[b][1])
+            )
             verdict = _verdict(diff["ci"]) if _verdict(diff["ci"]) == _verdict(several["ci"]) else (
                 "not resolved")  # fmt: skip
             out.append({"claim": f"{a} > {b}", "verdict": verdict, **diff,

@@ -98,3 +98,10 @@ def test_scores_from_evaluate_csv_rows():
         scores_from_rows([{"task": "dt", "image": "x.png", "hd95": ""}], "hd95", "f.csv")
     with pytest.raises(ValueError, match="no column 'iou'"):
         scores_from_rows(rows, "iou")
+
+
+def test_tasks_with_several_images_drops_one_image_tasks():
+    from omniseg.evaluation.bootstrap import tasks_with_several_images
+
+    scores = {"dt": {"a": 0.1, "b": 0.2}, "ptc": {"c": 0.9}, "pt": {"d": 0.5, "e": 0.4}}
+    assert tasks_with_several_images(scores) == {"dt": scores["dt"], "pt": scores["pt"]}

@@ -99,6 +99,12 @@ def paired_mean_difference(
             "fraction_tied": float(np.mean(total == 0.0)), "resamples": resamples}  # fmt: skip
 
 
+def tasks_with_several_images(scores: ScoresByTask) -> ScoresByTask:
+    """Only the tasks scored on more than one image: a one-image task (val PTC) adds its whole
+    difference with no spread, which makes an interval over all tasks look surer than it is."""
+    return {task: by_image for task, by_image in scores.items() if len(by_image) > 1}
+
+
 def scores_from_rows(rows: list[Mapping[str, str]], metric: str = "dice", source: str = "") -> dict:
     """task -> image -> score, from the rows of an ``omniseg evaluate --csv`` file (``source``,
     named in errors). An empty cell (a distance on an empty mask) or a repeated image is an error.
