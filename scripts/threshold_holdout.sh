@@ -1,9 +1,10 @@
 #!/bin/sh
 # Issue 5: are per-task thresholds chosen WITHOUT val worth shipping? Trains stage 1 of the
 # recipe (configs/train_default.yaml, the ablation's 600-step budget) on the train split minus
-# a held-back quarter (stratified by task and stain, --threshold-holdout 0.25), tunes the
-# thresholds on that held-back part, then scores val once at the tuned thresholds and once at
-# 0.5, and compares the two on the same images (paired bootstrap). Resumable.
+# the rows --threshold-holdout 0.25 holds back (stratified by task and stain, at least one per
+# group: 22 of the 68 train rows), tunes the thresholds on those rows, then scores val once at
+# the tuned thresholds and once at 0.5, and compares the two on the same images (paired
+# bootstrap). select_best is false in that config, so val chooses nothing. Resumable.
 #
 #   OMP_NUM_THREADS=2 scripts/threshold_holdout.sh   # results: docs/results/threshold-holdout/
 cd "$(dirname "$0")/.." || exit 1

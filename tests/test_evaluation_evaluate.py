@@ -275,6 +275,7 @@ def test_manifest_and_folder_readers_agree_on_real_patches(kidney_patches):
         ("0.5", [0.5] * 6),
         ("0.3,0.4,0.5,0.6,0.7,0.8", [0.3, 0.4, 0.5, 0.6, 0.7, 0.8]),
         ("vessel=0.3, dt=0.45", {"vessel": 0.3, "dt": 0.45}),
+        ("0=0.3,ptc=0.6", {0: 0.3, "ptc": 0.6}),
         (None, None),
     ],
 )
@@ -294,6 +295,7 @@ def test_cli_thresholds_override_the_model_folder(patch_folder, tiny_model_dir, 
     assert report["thresholds"]["tuft"] == 1.0 and report["thresholds"]["dt"] == 0.4
     assert report["tasks"]["tuft"]["dice"] == 0.0  # p > 1.0 never holds: nothing predicted
     for bad, message in (("0.5,0.5", "expected 6 values"), ("nerve=0.3", "unknown tissue"),
-                         ("high", "--thresholds 'high'"), ("dt=2", "must lie in")):  # fmt: skip
+                         ("high", "--thresholds 'high'"), ("dt=2", "must lie in"),
+                         ("dt=0.3,dt=0.9", "given twice")):  # fmt: skip
         assert main([*base, "--thresholds", bad]) == 2
         assert message in capsys.readouterr().err

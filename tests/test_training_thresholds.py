@@ -12,7 +12,7 @@ from omniseg.cli.main import main as cli_main
 from omniseg.data import discover_patches, select_split
 from omniseg.errors import OmnisegError
 from omniseg.training import load_train_config, train
-from omniseg.training.trainer import hold_back
+from omniseg.training.holdout import hold_back
 from tests._training_synth import make_patch_set, one_thread  # noqa: F401 - fixture
 
 FAST = {
@@ -94,6 +94,53 @@ def test_thresholds_are_tuned_on_held_back_rows_never_on_val(manifest, tmp_path,
     info = json.loads((result.model_dir / "config.json").read_text())["training"]
     assert info["threshold_source"] == "holdout"
     assert sum(t["n"] for t in info["threshold_search"].values()) == len(expected_held)
+    assert info["threshold_rows"] == len(expected_held) == len(info["threshold_images"])
+    assert all(name.count("/") == 2 for name in info["threshold_images"])
+
+
+def test_rerunning_a_finished_run_tunes_from_neutral_again(manifest, tmp_path, monkeypatch):
+    seen = []
+    real = thresholds_module.tune_thresholds
+
+    def tune(model, records, **kwargs):
+        seen.append(model.inference.thresholds)
+        return (0.3,) * 6, real(model, records, **kwargs)[1]
+
+    monkeypatch.setattr(thresholds_module, "tune_thresholds", tune)
+    cfg = config(manifest, tmp_path / "run", **{"data.threshold_holdout": 0.25})
+    train(cfg)
+    result = train(cfg, resume=True)  # a finished run: re-saves and re-tunes its final model
+    assert seen == [(0.5,) * 6, (0.5,) * 6]
+    assert (
+        json.loads((result.model_dir / "config.json").read_text())["inference"]["thresholds"]
+        == [0.3] * 6
+    )
+
+
+def test_resume_refuses_a_changed_holdout(manifest, tmp_path):
+    train(config(manifest, tmp_path / "run", **{"data.threshold_holdout": 0.25}))
+    changed = config(manifest, tmp_path / "run", **{"data.threshold_holdout": 0.5})
+    with pytest.raises(OmnisegError, match="data.threshold_holdout"):
+        train(changed, resume=True)
+
+
+def test_nothing_to_hold_back_is_an_error_not_a_silent_fallback_to_val(tmp_path):
+    one_per_group = make_patch_set(tmp_path / "p", per_task=2)  # 1 train row per task and stain
+    with pytest.raises(OmnisegError, match="no row could be held back"):
+        train(config(one_per_group, tmp_path / "run", **{"data.threshold_holdout": 0.25}))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_task_without_held_back_rows_is_named_in_a_warning(tmp_path):
+    # task 0 keeps 2 train rows per stain (one can be held back); task 2 one (none can)
+    manifest = make_patch_set(tmp_path / "p", per_task=5)
+    lines = manifest.read_text().splitlines()
+    dropped = ("2_0_t/he/im_2.png", "2_0_t/pas/im_3.png")
+    manifest.write_text("\n".join(x for x in lines if not x.startswith(dropped)) + "\n")
+    with pytest.warns(UserWarning, match="no held-back rows for capsule"):
+        result = train(config(manifest, tmp_path / "run", **{"data.threshold_holdout": 0.25}))
+    info = json.loads((result.model_dir / "config.json").read_text())["training"]
+    assert set(info["threshold_search"]) == {"dt"}
 
 
 def test_without_holdout_thresholds_are_tuned_on_val_as_before(manifest, tmp_path, monkeypatch):
@@ -115,10 +162,14 @@ def test_bad_holdout_settings_are_clear_errors(manifest, tmp_path):
 
 
 def test_cli_threshold_holdout_turns_tuning_on(manifest, tmp_path):
-    out = tmp_path / "run"
-    args = ["train", "--data", str(manifest), "--out", str(out), "--model", "omniseg-tiny",
-            "--max-steps", "1", "--batch-size", "2", "--patch-size", "32", "--no-progress",
-            "--precision", "fp32", "--threshold-holdout", "0.25"]  # fmt: skip
+    out, no_tuning = tmp_path / "run", tmp_path / "no-tuning.yaml"
+    no_tuning.write_text("run:\n  tune_thresholds: false\n")
+    args = ["train", "--config", str(no_tuning), "--data", str(manifest), "--out", str(out),
+            "--model", "omniseg-tiny", "--max-steps", "1", "--batch-size", "2", "--patch-size",
+            "32", "--no-progress", "--precision", "fp32"]  # fmt: skip
     assert cli_main(args) == 0
+    info = json.loads((out / "model" / "config.json").read_text())["training"]
+    assert "threshold_source" not in info  # the config file turned tuning off
+    assert cli_main([*args, "--overwrite", "--threshold-holdout", "0.25"]) == 0
     info = json.loads((out / "model" / "config.json").read_text())["training"]
     assert info["threshold_source"] == "holdout"

@@ -27,7 +27,11 @@ def parse_thresholds(text: str | None) -> list[float] | dict[str, float] | None:
     parts = [p.strip() for p in text.split(",") if p.strip()]
     try:
         if parts and all("=" in p for p in parts):
-            return {k.strip(): float(v) for k, v in (p.split("=", 1) for p in parts)}
+            pairs = [(k.strip(), float(v)) for k, v in (p.split("=", 1) for p in parts)]
+            keys = [k for k, _ in pairs]
+            if len(set(keys)) != len(keys):
+                raise OmnisegError(f"--thresholds {text!r}: a task is given twice")
+            return {int(k) if k.isdigit() else k: v for k, v in pairs}
         values = [float(p) for p in parts]
     except ValueError:
         values = []

@@ -1,6 +1,7 @@
-"""Per-task foreground thresholds chosen on the validation split (saved in the model folder).
+"""Per-task foreground thresholds chosen on labelled patches (saved in the model folder): the
+train rows held back by ``data.threshold_holdout``, or else the val split.
 
-Dice per image is accumulated for a small grid of thresholds around 0.5, one pass over the val
+Dice per image is accumulated for a small grid of thresholds around 0.5, one pass over the
 images, no probability maps kept. A task moves off its current threshold only when that gains at
 least ``min_gain`` mean Dice, so a tiny val set cannot push thresholds around on noise.
 """

@@ -35,6 +35,7 @@ from omniseg.models import (
 from omniseg.training import distributed
 from omniseg.training.checkpoint import capture_rng, load_state, restore_rng, save_state
 from omniseg.training.config import TrainConfig
+from omniseg.training.holdout import check_held_back, held_back_info, hold_back
 from omniseg.training.optim import build_optimizer, build_scheduler
 from omniseg.training.rundir import (
     LAST_NAME,
@@ -76,22 +77,6 @@ def split_records(config: TrainConfig) -> tuple[list[PatchRecord], list[PatchRec
     if all(r.split is None for r in records):
         records = stratified_split(records, d.val_fraction, config.run.seed)
     return select_split(records, d.train_split), select_split(records, d.val_split)
-
-
-def hold_back(
-    records: list[PatchRecord], fraction: float, seed: int
-) -> tuple[list[PatchRecord], list[PatchRecord]]:
-    """(rows to learn on, rows held back to choose thresholds on), stratified by task and stain.
-
-    Every (task, stain) group of two or more rows gives round(n * fraction) rows, at least one,
-    and keeps at least one, so each task is tuned on every stain it has. ``fraction`` 0 = none.
-    """
-    if fraction <= 0:
-        return list(records), []
-    marked = stratified_split(records, fraction, seed)
-    fit = [r for r, m in zip(records, marked, strict=True) if m.split == "train"]
-    held = [r for r, m in zip(records, marked, strict=True) if m.split != "train"]
-    return fit, held
 
 
 def build_model(config: TrainConfig) -> OmniSeg:
@@ -186,10 +171,15 @@ def _tune_saved_model(
     folder = run_dir / MODEL_NAME
     info = read_model_config(folder).get("training", {})
     best_model = load_pretrained(folder, device=device)
+    # Tune from neutral, so rerunning a finished run does not tune on top of its own tuning.
+    neutral = InferenceSettings().thresholds
+    best_model.inference = dataclasses.replace(best_model.inference, thresholds=neutral)
     values, report = tune_thresholds(best_model, records, precision=precision)
     best_model.inference = dataclasses.replace(best_model.inference, thresholds=values)
     info = {k: v for k, v in info.items() if k != "config"}
     info.update(thresholds=list(values), threshold_search=report, threshold_source=source)
+    if source == "holdout":
+        info.update(held_back_info(records))
     _save_model(best_model, run_dir, config, info)
 
 
@@ -218,6 +208,7 @@ def train(
     fit_records, held_records = hold_back(
         train_records, config.data.threshold_holdout, config.run.seed
     )
+    check_held_back(train_records, held_records, config.data.threshold_holdout)
     records = (fit_records, val_records, held_records)
     model = build_model(config)
     device = resolve_device(config.run.device)
@@ -357,9 +348,8 @@ def _run(config, run_dir, info, device, has_state, records, model, callback) -> 
             save_state(run_dir / LAST_NAME, snapshot())
             if not val_records:
                 _save_model(model, run_dir, config, {"step": step, "val_dice": None, **thresholds})
-            tune_records, source = (
-                (held_records, "holdout") if held_records else (val_records, "val")
-            )
+            holdout = config.data.threshold_holdout > 0  # then never val, even if none held
+            tune_records, source = (held_records, "holdout") if holdout else (val_records, "val")
             if tune_records and config.run.tune_thresholds:
                 _tune_saved_model(run_dir, config, tune_records, source, device, precision)
         distributed.barrier(info)
