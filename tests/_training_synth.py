@@ -10,6 +10,17 @@ import pytest
 import torch
 from PIL import Image
 
+# Settings that make a training run take seconds: tiny model, 32 px patches, fp32, no augmentation.
+FAST = {
+    "run.model": "omniseg-tiny",
+    "data.patch_size": 32,
+    "data.batch_size": 2,
+    "run.progress": False,
+    "run.precision": "fp32",
+    "run.channels_last": False,
+    "augment.enabled": False,
+}
+
 
 @pytest.fixture
 def one_thread():

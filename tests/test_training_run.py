@@ -18,18 +18,7 @@ from omniseg.errors import OmnisegError
 from omniseg.models import create_model, load_pretrained
 from omniseg.training import load_train_config, train
 from omniseg.training.losses import hard_dice
-from tests._training_synth import make_patch_set, one_thread  # noqa: F401 - fixture
-
-FAST = {
-    "run.model": "omniseg-tiny",
-    "data.patch_size": 32,
-    "data.batch_size": 2,
-    "run.progress": False,
-    "run.precision": "fp32",
-    "run.channels_last": False,
-    "augment.enabled": False,
-}
-
+from tests._training_synth import FAST, make_patch_set, one_thread  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

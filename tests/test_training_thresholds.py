@@ -13,18 +13,10 @@ from omniseg.data import discover_patches, select_split
 from omniseg.errors import OmnisegError
 from omniseg.training import load_train_config, train
 from omniseg.training.holdout import hold_back
+from tests._training_synth import FAST as SYNTH_FAST
 from tests._training_synth import make_patch_set, one_thread  # noqa: F401 - fixture
 
-FAST = {
-    "run.model": "omniseg-tiny",
-    "data.patch_size": 32,
-    "data.batch_size": 2,
-    "run.progress": False,
-    "run.precision": "fp32",
-    "run.channels_last": False,
-    "augment.enabled": False,
-    "run.max_steps": 2,
-}
+FAST = {**SYNTH_FAST, "run.max_steps": 2}
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
