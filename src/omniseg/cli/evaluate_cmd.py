@@ -17,34 +17,31 @@ TABLE_METRICS = (
 )
 
 
-def parse_thresholds(text: str | None) -> list[float] | dict[str, float] | None:
+def parse_thresholds(text: str | None) -> list[float] | dict[str | int, float] | None:
     """--thresholds: one value for every task, one per task (comma-separated, in task order),
-    or some tasks by name ("vessel=0.3,dt=0.4"); values are checked by the evaluation API."""
+    or some tasks by name or id ("vessel=0.3,dt=0.4"); values are checked by the evaluation API."""
+    from omniseg.catalogue import tissues
     from omniseg.errors import OmnisegError
 
     if text is None:
         return None
+    usage = OmnisegError(
+        f"--thresholds {text!r}: use one number (all tasks), one per task in task order "
+        "(0.5,0.5,...), or task=value pairs (vessel=0.3,dt=0.4)"
+    )
     parts = [p.strip() for p in text.split(",") if p.strip()]
     try:
         if parts and all("=" in p for p in parts):
             pairs = [(k.strip(), float(v)) for k, v in (p.split("=", 1) for p in parts)]
-            keys = [k for k, _ in pairs]
-            if len(set(keys)) != len(keys):
+            if len({k for k, _ in pairs}) != len(pairs):
                 raise OmnisegError(f"--thresholds {text!r}: a task is given twice")
             return {int(k) if k.isdigit() else k: v for k, v in pairs}
         values = [float(p) for p in parts]
     except ValueError:
-        values = []
-    if len(values) == 1:
-        from omniseg.catalogue import tissues
-
-        return values * len(tissues())
+        raise usage from None
     if not values:
-        raise OmnisegError(
-            f"--thresholds {text!r}: use one number (all tasks), one per task in task order "
-            "(0.5,0.5,...), or task=value pairs (vessel=0.3,dt=0.4)"
-        )
-    return values
+        raise usage
+    return values * len(tissues()) if len(values) == 1 else values
 
 
 def _cell(value: float | None, digits: int) -> str:
