@@ -1,6 +1,6 @@
 """Copy a trained model folder into the package as the bundled default model (fp16 storage).
 
-    .venv/bin/python scripts/bundle_default.py runs/default/model [--tta]
+    .venv/bin/python scripts/bundle_default.py runs/default/model [--tta] [--out DIR]
 
 The weights are stored in float16 (half the size) and loaded back in float32; the config keeps
 the run's thresholds, patch size and training record, plus a SHA-256 checked on every load.
@@ -30,6 +30,13 @@ def main() -> None:
         action="store_true",
         help="ship 0.5 for every task (use when the run tuned its thresholds on val)",
     )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=PACKAGE_WEIGHTS / DEFAULT_MODEL_NAME,
+        help="where to write (default: the package's bundled model; another folder is useful to "
+        "compare a rerun with the shipped model in the same fp16 storage)",
+    )
     args = ap.parse_args()
     model = load_pretrained(args.model_dir)
     model.inference = dataclasses.replace(model.inference, tta=args.tta)
@@ -39,9 +46,7 @@ def main() -> None:
     source = json.loads((args.model_dir / "config.json").read_text())
     extra = {k: source[k] for k in ("training",) if k in source}
     extra["name"] = DEFAULT_MODEL_NAME
-    out = save_pretrained(
-        model, PACKAGE_WEIGHTS / DEFAULT_MODEL_NAME, storage_dtype=torch.float16, extra=extra
-    )
+    out = save_pretrained(model, args.out, storage_dtype=torch.float16, extra=extra)
     size = (out / "model.safetensors").stat().st_size
     print(json.dumps({"bundled": str(out), "bytes": size}))
 

@@ -1,12 +1,13 @@
 """Paired bootstrap of mean-over-tasks Dice between two scorings of the SAME images (JSON out).
 
     .venv/bin/python scripts/paired_difference.py A-per-image.csv B-per-image.csv \
-        [--metric dice] [--resamples 10000] [--seed 0]
+        [--metric dice] [--resamples 10000] [--seed 0] [--tolerance 0.01]
 
 A and B are `omniseg evaluate --csv` files: two models, or one model at two settings (e.g. its
 tuned thresholds vs `--thresholds 0.5`). Prints the observed difference A - B, its 95% interval,
 the same over the tasks with more than one image, and a verdict ("A better" only when both
-intervals lie above zero, "B better" when both lie below).
+intervals lie above zero, "B better" when both lie below). With --tolerance T it also gives the
+per-task means and says whether |A - B| of the mean over tasks is <= T (a reproduction check).
 """
 
 from __future__ import annotations
@@ -28,7 +29,20 @@ def _scores(path: Path, metric: str) -> dict:
         return scores_from_rows(list(csv.DictReader(fh)), metric=metric, source=str(path))
 
 
-def compare(a: Path, b: Path, metric: str, resamples: int, seed: int) -> dict:
+def _per_task(sa: dict, sb: dict) -> dict:
+    """task -> mean of A, mean of B, A - B (over the images the two share, as the bootstrap)."""
+    out = {}
+    for task in sorted(sa):
+        shared = sorted(set(sa[task]) & set(sb.get(task, {})))
+        mean_a = sum(sa[task][i] for i in shared) / len(shared)
+        mean_b = sum(sb[task][i] for i in shared) / len(shared)
+        out[task] = {"n": len(shared), "a": mean_a, "b": mean_b, "difference": mean_a - mean_b}
+    return out
+
+
+def compare(
+    a: Path, b: Path, metric: str, resamples: int, seed: int, tolerance: float | None = None
+) -> dict:
     sa, sb = _scores(a, metric), _scores(b, metric)
     every = paired_mean_difference(sa, sb, resamples, seed)
     several = paired_mean_difference(
@@ -36,8 +50,13 @@ def compare(a: Path, b: Path, metric: str, resamples: int, seed: int) -> dict:
     )
     lows, highs = (every["ci"][0], several["ci"][0]), (every["ci"][1], several["ci"][1])
     verdict = "A better" if min(lows) > 0 else ("B better" if max(highs) < 0 else "not resolved")
-    return {"a": str(a), "b": str(b), "metric": metric, "verdict": verdict, **every,
-            "without_one_image_tasks": several}  # fmt: skip
+    result = {"a": str(a), "b": str(b), "metric": metric, "verdict": verdict, **every,
+              "without_one_image_tasks": several}  # fmt: skip
+    if tolerance is not None:
+        result["tasks"] = _per_task(sa, sb)
+        result["tolerance"] = tolerance
+        result["within_tolerance"] = abs(every["difference"]) <= tolerance
+    return result
 
 
 def main() -> None:
@@ -47,8 +66,12 @@ def main() -> None:
     ap.add_argument("--metric", default="dice", help="dice or dice_bg_inclusive (CSV column)")
     ap.add_argument("--resamples", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--tolerance", type=float, default=None, help="report |A - B| <= T and per-task means"
+    )
     args = ap.parse_args()
-    print(json.dumps(compare(args.a, args.b, args.metric, args.resamples, args.seed), indent=2))
+    result = compare(args.a, args.b, args.metric, args.resamples, args.seed, args.tolerance)
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,10 @@
 """Bootstrap intervals: exact limits, pairing, brute-force agreement and clear errors."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -105,3 +110,31 @@ def test_tasks_with_several_images_drops_one_image_tasks():
 
     scores = {"dt": {"a": 0.1, "b": 0.2}, "ptc": {"c": 0.9}, "pt": {"d": 0.5, "e": 0.4}}
     assert tasks_with_several_images(scores) == {"dt": scores["dt"], "pt": scores["pt"]}
+
+
+def _write_csv(path, scores):
+    lines = ["task,image,dice"] + [
+        f"{task},{image},{value}" for task, by in scores.items() for image, value in by.items()
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(("shift", "within"), [(0.004, True), (0.03, False)])
+def test_reproduction_check_script_reports_per_task_means_and_tolerance(tmp_path, shift, within):
+    """scripts/paired_difference.py --tolerance: the ±0.01 check of a rerun against a model."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "paired_difference.py"
+    base = _scores(8)
+    moved = {t: {i: v + shift for i, v in by.items()} for t, by in base.items()}
+    _write_csv(tmp_path / "a.csv", moved)
+    _write_csv(tmp_path / "b.csv", base)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "a.csv"), str(tmp_path / "b.csv"),
+         "--tolerance", "0.01", "--resamples", "200"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    out = json.loads(done.stdout)
+    assert out["within_tolerance"] is within and out["difference"] == pytest.approx(shift)
+    assert set(out["tasks"]) == set(base)
+    for task, row in out["tasks"].items():
+        assert row["b"] == pytest.approx(np.mean(list(base[task].values())))
+        assert row["difference"] == pytest.approx(shift) and row["n"] == len(base[task])
