@@ -79,7 +79,7 @@ def test_thresholds_are_tuned_on_held_back_rows_never_on_val(manifest, tmp_path,
     result = train(cfg)
     records = discover_patches(manifest)
     pool = select_split(records, "train") if val_split == "val" else records
-    _, expected_held = hold_back(pool, 0.25, cfg.run.seed)
+    _, expected_held = hold_back(pool, 0.25, cfg.data.split_seed)
     assert _names(spy.tuned) == _names(expected_held) and spy.tuned
     assert not set(_names(spy.trained)) & set(_names(spy.tuned))
     assert sorted(_names(spy.trained) + _names(spy.tuned)) == _names(pool)
@@ -165,3 +165,30 @@ def test_cli_threshold_holdout_turns_tuning_on(manifest, tmp_path):
     assert cli_main([*args, "--overwrite", "--threshold-holdout", "0.25"]) == 0
     info = json.loads((out / "model" / "config.json").read_text())["training"]
     assert info["threshold_source"] == "holdout"
+
+
+def test_a_fine_tuning_stage_with_another_seed_tunes_on_rows_no_stage_saw(manifest, tmp_path,
+                                                                          monkeypatch):  # fmt: skip
+    """The two-stage recipe: stage 2 (--init stage 1, fresh run.seed) must hold back the rows
+    stage 1 held back, or its thresholds are chosen on rows stage 1 learned from."""
+    spy = Spy(monkeypatch)
+    holdout = {"data.threshold_holdout": 0.25}
+    first = train(config(manifest, tmp_path / "stage1", **holdout, **{"run.seed": 11}))
+    stage1_trained, stage1_held = _names(spy.trained), _names(spy.tuned)
+    train(config(manifest, tmp_path / "stage2", **holdout,
+                 **{"run.seed": 4321, "run.init": str(first.model_dir)}))  # fmt: skip
+    assert _names(spy.tuned) == stage1_held and not set(stage1_held) & set(stage1_trained)
+    assert _names(spy.trained) == stage1_trained
+    # The split has its own seed: another data.split_seed holds back other rows.
+    pool = select_split(discover_patches(manifest), "train")
+    assert _names(hold_back(pool, 0.25, 99)[1]) != stage1_held
+
+
+def test_split_seed_flag_is_recorded_apart_from_the_run_seed(manifest, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--data", str(manifest), "--out", str(out), "--model", "omniseg-tiny",
+            "--max-steps", "1", "--batch-size", "2", "--patch-size", "32", "--no-progress",
+            "--precision", "fp32", "--split-seed", "7", "--seed", "8"]  # fmt: skip
+    assert cli_main(args) == 0
+    saved = load_train_config(out / "config.yaml")
+    assert saved.data.split_seed == 7 and saved.run.seed == 8

@@ -33,7 +33,13 @@ def register(app: typer.Typer) -> None:
         lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
         device: Annotated[str | None, typer.Option(help="auto | cpu | cuda.")] = None,
         precision: Annotated[str | None, typer.Option(help="fp32 | bf16 | auto.")] = None,
-        seed: Annotated[int | None, typer.Option(help="Seed for split, sampling, init.")] = None,
+        seed: Annotated[
+            int | None, typer.Option(help="Seed for sampling, augmentation, init.")
+        ] = None,
+        split_seed: Annotated[
+            int | None,
+            typer.Option(help="Seed for the val split and --threshold-holdout rows."),
+        ] = None,
         init: Annotated[
             str | None, typer.Option(help="'default' (bundled model) or a model folder.")
         ] = None,
@@ -85,6 +91,7 @@ def register(app: typer.Typer) -> None:
             "run.device": device,
             "run.precision": precision,
             "run.seed": seed,
+            "data.split_seed": split_seed,
             "run.init": init,
             "data.train_split": train_split,
             "data.val_split": val_split,

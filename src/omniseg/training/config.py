@@ -21,6 +21,9 @@ from omniseg.data.augment import AugmentConfig
 from omniseg.errors import OmnisegError
 from omniseg.models.config import HEAD_INITS
 
+# Default of both seeds below; one value, so a run that sets neither splits as it always did.
+DEFAULT_SEED = 1234
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -33,6 +36,9 @@ class DataConfig:
     # Share of the train rows held back (stratified by task and stain, seeded) to choose the
     # per-task thresholds on, so they are never chosen on val; 0 = tune on val (optimistic).
     threshold_holdout: float = 0.0
+    # Seeds both splits above; apart from run.seed so that a fine-tuning stage with fresh
+    # augmentation draws (another run.seed) keeps out the rows its first stage never saw.
+    split_seed: int = DEFAULT_SEED
     patch_size: int = 256  # training patch size (px); also saved as model.inference.patch_size
     batch_size: int = 8
     num_workers: int = -1  # loader processes; -1 = auto (0 on CPU, up to 8 with a GPU)
@@ -92,7 +98,7 @@ class RunConfig:
     init: str = ""  # "" = random init, "default" = bundled model, or a model folder
     epochs: int = 100
     max_steps: int = 0  # 0 = epochs decide; otherwise stop after this many optimiser steps
-    seed: int = 1234
+    seed: int = DEFAULT_SEED  # sampling, augmentation, init (the splits: data.split_seed)
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # fp32 | bf16 | auto (bf16 on CUDA with bf16 support, else fp32)
     channels_last: bool = True

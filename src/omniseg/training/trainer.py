@@ -75,7 +75,7 @@ def split_records(config: TrainConfig) -> tuple[list[PatchRecord], list[PatchRec
     if d.val_split == NO_VAL:
         return records, []
     if all(r.split is None for r in records):
-        records = stratified_split(records, d.val_fraction, config.run.seed)
+        records = stratified_split(records, d.val_fraction, d.split_seed)
     return select_split(records, d.train_split), select_split(records, d.val_split)
 
 
@@ -206,7 +206,7 @@ def train(
     # Everything that can be wrong with the inputs fails here, before RUN_DIR is touched.
     train_records, val_records = split_records(config)
     fit_records, held_records = hold_back(
-        train_records, config.data.threshold_holdout, config.run.seed
+        train_records, config.data.threshold_holdout, config.data.split_seed
     )
     check_held_back(train_records, held_records, config.data.threshold_holdout)
     records = (fit_records, val_records, held_records)
