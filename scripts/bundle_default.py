@@ -38,6 +38,9 @@ def main() -> None:
         "compare a rerun with the shipped model in the same fp16 storage)",
     )
     args = ap.parse_args()
+    side_folder = args.out.resolve() != (PACKAGE_WEIGHTS / DEFAULT_MODEL_NAME).resolve()
+    if side_folder and args.out.exists() and not (args.out / "config.json").is_file():
+        ap.error(f"{args.out}: exists and is not a model folder; choose another --out")
     model = load_pretrained(args.model_dir)
     model.inference = dataclasses.replace(model.inference, tta=args.tta)
     if args.reset_thresholds:
@@ -45,7 +48,11 @@ def main() -> None:
         model.inference = dataclasses.replace(model.inference, thresholds=neutral)
     source = json.loads((args.model_dir / "config.json").read_text())
     extra = {k: source[k] for k in ("training",) if k in source}
-    extra["name"] = DEFAULT_MODEL_NAME
+    extra["name"] = (
+        f"{args.out.name} (bundled like {DEFAULT_MODEL_NAME})"
+        if side_folder
+        else DEFAULT_MODEL_NAME
+    )
     out = save_pretrained(model, args.out, storage_dtype=torch.float16, extra=extra)
     size = (out / "model.safetensors").stat().st_size
     print(json.dumps({"bundled": str(out), "bytes": size}))

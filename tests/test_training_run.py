@@ -209,6 +209,12 @@ def test_split_is_made_when_data_have_none(tmp_path):
     assert len(train_records) + len(val_records) == 10
     assert {r.task_id for r in val_records} == {0, 2}
     assert not {r.image for r in train_records} & {r.image for r in val_records}
+    # The split follows data.split_seed, not run.seed (a fine-tuning stage's fresh seed).
+    reseeded = config(manifest, tmp_path / "run", **{"data.val_fraction": 0.4, "run.seed": 5})
+    assert split_records(reseeded) == (train_records, val_records)
+    moved = [config(manifest, tmp_path / "run", **{"data.val_fraction": 0.4,
+                                                   "data.split_seed": seed}) for seed in range(5)]  # fmt: skip
+    assert any(split_records(c)[1] != val_records for c in moved)
 
 
 def test_cli_train_runs_and_resumes(manifest, tmp_path, capsys):

@@ -175,8 +175,11 @@ def test_a_fine_tuning_stage_with_another_seed_tunes_on_rows_no_stage_saw(manife
     holdout = {"data.threshold_holdout": 0.25}
     first = train(config(manifest, tmp_path / "stage1", **holdout, **{"run.seed": 11}))
     stage1_trained, stage1_held = _names(spy.trained), _names(spy.tuned)
-    train(config(manifest, tmp_path / "stage2", **holdout,
-                 **{"run.seed": 4321, "run.init": str(first.model_dir)}))  # fmt: skip
+    spy.trained, spy.tuned = [], []
+    second = train(config(manifest, tmp_path / "stage2", **holdout,
+                          **{"run.seed": 4321, "run.init": str(first.model_dir)}))  # fmt: skip
+    info = json.loads((second.model_dir / "config.json").read_text())["training"]
+    assert info["threshold_source"] == "holdout"
     assert _names(spy.tuned) == stage1_held and not set(stage1_held) & set(stage1_trained)
     assert _names(spy.trained) == stage1_trained
     # The split has its own seed: another data.split_seed holds back other rows.
@@ -192,3 +195,23 @@ def test_split_seed_flag_is_recorded_apart_from_the_run_seed(manifest, tmp_path)
     assert cli_main(args) == 0
     saved = load_train_config(out / "config.yaml")
     assert saved.data.split_seed == 7 and saved.run.seed == 8
+
+
+def test_a_run_saved_before_split_seed_resumes_with_its_own_seed(manifest, tmp_path, capsys):
+    """Its config.yaml has no data.split_seed: its rows were held back by run.seed."""
+    out, saved, empty = tmp_path / "old", tmp_path / "old" / "config.yaml", tmp_path / "e.yaml"
+    settings = ["--data", str(manifest), "--model", "omniseg-tiny", "--batch-size", "2",
+                "--patch-size", "32", "--no-progress", "--precision", "fp32",
+                "--threshold-holdout", "0.25", "--seed", "4321"]  # fmt: skip
+    first = ["train", "--out", str(out), "--max-steps", "1", *settings, "--split-seed", "4321"]
+    assert cli_main(first) == 0
+    legacy = saved.read_text().replace("  split_seed: 4321\n", "")
+    assert "split_seed" not in legacy
+    saved.write_text(legacy)
+    assert cli_main(["train", "--out", str(out), "--resume", "--max-steps", "2"]) == 0
+    assert load_train_config(saved).data.split_seed == 4321  # rewritten with the seed it used
+    saved.write_text(legacy)
+    empty.write_text("{}\n")  # a config file without split_seed: the new default, 1234
+    resumed = ["train", "--config", str(empty), "--out", str(out), "--resume", "--max-steps", "2"]
+    assert cli_main([*resumed, *settings]) == 2
+    assert "data.split_seed: 4321 -> 1234" in capsys.readouterr().err

@@ -104,10 +104,10 @@ def register(app: typer.Typer) -> None:
             "run.checkpoint_minutes": checkpoint_minutes,
             "run.progress": progress,
         }
-        base = config
+        base, saved_run = config, False
         if base is None and resume and (out / CONFIG_NAME).is_file():
-            base = out / CONFIG_NAME  # resume needs only --out: settings come from the run
-        resolved = load_train_config(base, overrides)
+            base, saved_run = out / CONFIG_NAME, True  # resume needs only --out
+        resolved = load_train_config(base, overrides, saved_run=saved_run)
         result = run_training(resolved, resume=resume, overwrite=overwrite)
         best = "n/a" if result.best_metric is None else f"{result.best_metric:.4f}"
         typer.echo(

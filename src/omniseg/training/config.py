@@ -259,10 +259,26 @@ def config_from_dict(raw: dict, source: str = "config") -> TrainConfig:
     return validate(_build(TrainConfig, raw or {}, "", source))
 
 
+def with_legacy_split_seed(raw: dict) -> dict:
+    """A run's saved config from before ``data.split_seed`` existed: its splits were seeded by
+    ``run.seed``, so resuming it must keep that seed, not take the new default."""
+    data = raw.get("data")
+    if not isinstance(data, dict) or "split_seed" in data:
+        return raw
+    run = raw.get("run") if isinstance(raw.get("run"), dict) else {}
+    return {**raw, "data": {**data, "split_seed": run.get("seed", DEFAULT_SEED)}}
+
+
 def load_train_config(
-    path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None
+    path: str | os.PathLike | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    saved_run: bool = False,
 ) -> TrainConfig:
-    """Read a YAML config (optional) and apply dotted overrides such as ``{"run.epochs": 5}``."""
+    """Read a YAML config (optional) and apply dotted overrides such as ``{"run.epochs": 5}``.
+
+    ``saved_run``: the file is a run's own ``config.yaml`` (resume), read as that run was made.
+    """
     raw: dict = {}
     source = "defaults"
     if path is not None:
@@ -278,6 +294,8 @@ def load_train_config(
             raise OmnisegError(f"{p}: unreadable YAML config ({exc})") from exc
         if not isinstance(raw, dict):
             raise OmnisegError(f"{p}: top level must be a mapping of sections (data, optim, ...)")
+    if saved_run:
+        raw = with_legacy_split_seed(raw)
     merged = _merge(raw, {k: v for k, v in (overrides or {}).items() if v is not None})
     return config_from_dict(merged, source)
 

@@ -11,7 +11,12 @@ from pathlib import Path
 import yaml
 
 from omniseg.errors import OmnisegError
-from omniseg.training.config import TrainConfig, config_from_dict, dump_train_config
+from omniseg.training.config import (
+    TrainConfig,
+    config_from_dict,
+    dump_train_config,
+    with_legacy_split_seed,
+)
 
 CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.csv"
@@ -52,7 +57,7 @@ def saved_config(run_dir: Path) -> TrainConfig | None:
     if not path.is_file():
         return None
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    return config_from_dict(raw, str(path))
+    return config_from_dict(with_legacy_split_seed(raw), str(path))
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
