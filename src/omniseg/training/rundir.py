@@ -8,15 +8,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import yaml
-
 from omniseg.errors import OmnisegError
-from omniseg.training.config import (
-    TrainConfig,
-    config_from_dict,
-    dump_train_config,
-    with_legacy_split_seed,
-)
+from omniseg.training.config import TrainConfig, dump_train_config, load_train_config
 
 CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.csv"
@@ -56,8 +49,7 @@ def saved_config(run_dir: Path) -> TrainConfig | None:
     path = run_dir / CONFIG_NAME
     if not path.is_file():
         return None
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    return config_from_dict(with_legacy_split_seed(raw), str(path))
+    return load_train_config(path, saved_run=True)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
