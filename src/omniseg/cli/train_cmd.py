@@ -24,6 +24,30 @@ def register(app: typer.Typer) -> None:
         head_init: Annotated[
             str | None, typer.Option(help="head (live heads) | default (as the original).")
         ] = None,
+        pretrained_encoder: Annotated[
+            bool | None,
+            typer.Option(
+                "--pretrained-encoder/--random-encoder",
+                help="Start the encoder from its bundled ImageNet weights (lite0) or at random.",
+            ),
+        ] = None,
+        encoder_lr_scale: Annotated[
+            float | None, typer.Option(help="Encoder lr = --lr x this (pretrained encoders).")
+        ] = None,
+        freeze_encoder_steps: Annotated[
+            int | None, typer.Option(help="Leave the encoder untouched for the first N steps.")
+        ] = None,
+        freeze_norm_stats: Annotated[
+            bool | None,
+            typer.Option(
+                "--freeze-norm-stats/--train-norm-stats",
+                help="Keep BatchNorm running statistics as loaded (default) or re-estimate them.",
+            ),
+        ] = None,
+        negatives: Annotated[
+            float | None,
+            typer.Option(help="Share of each task's samples that are known negatives (0-1)."),
+        ] = None,
         epochs: Annotated[int | None, typer.Option(help="Number of epochs.")] = None,
         max_steps: Annotated[
             int | None, typer.Option(help="Stop after N optimiser steps (sets the schedule).")
@@ -83,6 +107,11 @@ def register(app: typer.Typer) -> None:
             "run.out": str(out),
             "run.model": model,
             "run.head_init": head_init,
+            "run.pretrained_encoder": pretrained_encoder,
+            "data.negatives": negatives,
+            "finetune.encoder_lr_scale": encoder_lr_scale,
+            "finetune.freeze_encoder_steps": freeze_encoder_steps,
+            "finetune.freeze_norm_stats": freeze_norm_stats,
             "run.epochs": epochs,
             "run.max_steps": max_steps,
             "data.batch_size": batch_size,

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from omniseg.data.augment import AugmentConfig, augment_pair
+from omniseg.data.negatives import negative_sources, negative_target, to_negative
 from omniseg.data.patches import PatchRecord, load_pair
 
 SampleKey = tuple[int, int, int]  # (record index, epoch, global position in the epoch)
@@ -46,7 +47,12 @@ def stratified_split(
 
 
 class PatchDataset(Dataset):
-    """Augmented training patches as dicts of tensors (image CHW float [0, 1], mask HW float)."""
+    """Augmented training patches as dicts of tensors (image CHW float [0, 1], mask HW float).
+
+    ``negative_rate``: share of the samples of a task that are replaced by a known-negative sample
+    (``data/negatives.py``) drawn from another task's patch; its mask holds ``IGNORE``. Drawn from
+    a generator of its own, so 0 reproduces the samples of runs made before it existed.
+    """
 
     def __init__(
         self,
@@ -54,11 +60,31 @@ class PatchDataset(Dataset):
         patch_size: int,
         augment: AugmentConfig,
         seed: int,
+        negative_rate: float = 0.0,
     ) -> None:
         self.records = list(records)
         self.patch_size = patch_size
         self.augment = augment
         self.seed = seed
+        self.negative_rate = negative_rate
+        # A negative crop always holds some of its known-negative pixels (else it teaches nothing).
+        self.negative_augment = dataclasses.replace(augment, foreground_crop_prob=1.0)
+        self.by_task: dict[int, list[int]] = defaultdict(list)
+        for i, r in enumerate(self.records):
+            self.by_task[r.task_id].append(i)
+
+    def _negative_source(self, record: PatchRecord, epoch: int, position: int) -> int | None:
+        """Index of the record to show ``record``'s task as a negative, or None (a positive)."""
+        if self.negative_rate <= 0:
+            return None
+        rng = np.random.default_rng([self.seed, epoch, position, 0x4E6])
+        if rng.random() >= self.negative_rate:
+            return None
+        sources = negative_sources(record.task_id, set(self.by_task))
+        if not sources:
+            return None
+        members = self.by_task[sources[int(rng.integers(len(sources)))]]
+        return members[int(rng.integers(len(members)))]
 
     def __len__(self) -> int:
         return len(self.records)
@@ -66,14 +92,18 @@ class PatchDataset(Dataset):
     def __getitem__(self, key: SampleKey | int) -> dict:
         index, epoch, position = key if isinstance(key, tuple) else (key, 0, key)
         record = self.records[index]
-        image, mask = load_pair(record)
+        source = self._negative_source(record, epoch, position)
+        pair = load_pair(record if source is None else self.records[source])
+        image, mask = pair[0].astype(np.float32) / 255.0, pair[1]
+        if source is not None:
+            image, mask = to_negative(image, mask, self.records[source].scale_id, record.scale_id)
         rng = np.random.default_rng([self.seed, epoch, position])
-        img, msk = augment_pair(
-            image.astype(np.float32) / 255.0, mask, self.patch_size, self.augment, rng
-        )
+        augment = self.augment if source is None else self.negative_augment
+        img, msk = augment_pair(image, mask, self.patch_size, augment, rng)
+        target = msk.astype(np.float32) if source is None else negative_target(msk)
         return {
             "image": torch.from_numpy(img).permute(2, 0, 1).contiguous(),
-            "mask": torch.from_numpy(msk.astype(np.float32)),
+            "mask": torch.from_numpy(target),
             "task_id": record.task_id,
             "scale_id": record.scale_id,
         }

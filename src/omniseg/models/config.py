@@ -8,6 +8,10 @@ from omniseg.errors import OmnisegError
 
 CONTROLLER_KINDS = ("scale", "task", "static")
 HEAD_INITS = ("default", "head")
+# "resunet": the original residual U-Net (stem/widths/blocks below). The others are EfficientNet-Lite
+# stage tables (models/efficientnet_lite.py) under a U-Net decoder of ``decoder_channels``.
+ENCODERS = ("resunet", "efficientnet-lite0", "efficientnet-lite-tiny")
+ENCODER_WEIGHTS = ("", "imagenet")
 
 
 @dataclass(frozen=True)
@@ -60,8 +64,20 @@ class ModelConfig:
     # fix for dead dynamic heads; "default": PyTorch's init, as the original. Only affects a
     # freshly built model, never loaded or converted weights.
     head_init: str = "head"
+    encoder: str = "resunet"
+    # U-Net decoder widths, deepest first, one per encoder feature (non-resunet encoders only).
+    decoder_channels: tuple[int, ...] = ()
+    # Start of a freshly built encoder: "" random, "imagenet" the bundled ImageNet weights
+    # (models/encoders.py). Like head_init, never affects loaded weights.
+    encoder_weights: str = ""
 
     def __post_init__(self) -> None:
+        if self.encoder not in ENCODERS:
+            raise OmnisegError(f"unknown encoder {self.encoder!r}; valid: {', '.join(ENCODERS)}")
+        if self.encoder_weights not in ENCODER_WEIGHTS:
+            raise OmnisegError(
+                f"unknown encoder_weights {self.encoder_weights!r}; valid: '' (random), 'imagenet'"
+            )
         if self.head_init not in HEAD_INITS:
             raise OmnisegError(
                 f"unknown head_init {self.head_init!r}; valid: {', '.join(HEAD_INITS)}"
@@ -70,6 +86,9 @@ class ModelConfig:
             raise OmnisegError(
                 f"unknown controller {self.controller!r}; valid: {', '.join(CONTROLLER_KINDS)}"
             )
+        if self.encoder != "resunet":
+            self._check_decoder()
+            return
         if len(self.widths) != len(self.blocks) or len(self.widths) < 2:
             raise OmnisegError("widths and blocks must have the same length (>= 2)")
         if self.widths[-1] != self.widths[-2]:
@@ -80,15 +99,29 @@ class ModelConfig:
             if ch % self.groups:
                 raise OmnisegError(f"channel count {ch} is not divisible by groups={self.groups}")
 
+    def _check_decoder(self) -> None:
+        if len(self.decoder_channels) != len(self.widths):
+            raise OmnisegError(
+                f"encoder {self.encoder}: decoder_channels needs one width per encoder feature "
+                f"({len(self.widths)}), got {list(self.decoder_channels)}"
+            )
+        for ch in self.decoder_channels:
+            if ch % self.groups:
+                raise OmnisegError(f"decoder width {ch} is not divisible by groups={self.groups}")
+
     @property
     def size_divisor(self) -> int:
-        """Input H and W must be multiples of this (one halving per encoder stage after the first)."""
-        return 2 ** (len(self.widths) - 1)
+        """Input H and W must be multiples of this: the encoder's total stride (one halving per
+        stage after the first for the resunet; per feature map for the EfficientNet-Lite ones)."""
+        if self.encoder == "resunet":
+            return 2 ** (len(self.widths) - 1)
+        return 2 ** len(self.widths)
 
     def to_dict(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["widths"] = list(self.widths)
         out["blocks"] = list(self.blocks)
+        out["decoder_channels"] = list(self.decoder_channels)
         out["head"] = {
             "in_channels": self.head.in_channels,
             "hidden": list(self.head.hidden),
@@ -105,8 +138,9 @@ class ModelConfig:
         kw = dict(raw)
         if "widths" in kw:
             kw["widths"] = tuple(kw["widths"])
-        if "blocks" in kw:
-            kw["blocks"] = tuple(kw["blocks"])
+        for key in ("blocks", "decoder_channels"):
+            if key in kw:
+                kw[key] = tuple(kw[key])
         if isinstance(kw.get("head"), dict):
             h = kw["head"]
             kw["head"] = HeadSpec(h["in_channels"], tuple(h["hidden"]), h["out_channels"])

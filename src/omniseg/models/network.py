@@ -16,6 +16,7 @@ from omniseg.models.heads import (
     TaskController,
     apply_dynamic_head,
 )
+from omniseg.models.lite_unet import LiteUNet
 
 IdsLike = Tensor | Sequence[int] | int
 
@@ -33,6 +34,24 @@ class OmniSeg(nn.Module):
         self.config = config
         self.inference = inference or InferenceSettings()
         c = config
+        if c.encoder == "resunet":
+            bottleneck = self._build_resunet(c)
+        else:
+            self.backbone = LiteUNet(c)
+            bottleneck = self.backbone.feature_width
+        if c.controller == "scale":
+            self.controller_trilinear = ScaleTaskController(
+                bottleneck, c.num_tasks, c.num_scales, c.head, c.head_init
+            )
+        elif c.controller == "task":
+            self.controller = TaskController(bottleneck, c.num_tasks, c.head, c.head_init)
+        else:
+            self.heads = StaticHeads(c.head, c.num_tasks, c.head_init)
+        # Training sets this to keep (pretrained) BatchNorm statistics fixed in train() mode.
+        self.frozen_norm_stats = False
+
+    def _build_resunet(self, c: ModelConfig) -> int:
+        """The original backbone, attribute names as in its checkpoints; returns its width."""
         self.conv1 = nn.Conv2d(c.in_channels, c.stem_channels, 3, padding=1, bias=False)
         in_ch = c.stem_channels
         for i, (width, n_blocks) in enumerate(zip(c.widths, c.blocks, strict=True)):
@@ -53,14 +72,17 @@ class OmniSeg(nn.Module):
         self.GAP = nn.Sequential(
             nn.GroupNorm(c.groups, bottleneck), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1)
         )
-        if c.controller == "scale":
-            self.controller_trilinear = ScaleTaskController(
-                bottleneck, c.num_tasks, c.num_scales, c.head, c.head_init
-            )
-        elif c.controller == "task":
-            self.controller = TaskController(bottleneck, c.num_tasks, c.head, c.head_init)
-        else:
-            self.heads = StaticHeads(c.head, c.num_tasks, c.head_init)
+        return bottleneck
+
+    def train(self, mode: bool = True) -> OmniSeg:
+        """As nn.Module.train, but BatchNorm layers stay in eval mode when
+        ``frozen_norm_stats`` is set: batches of 8 would overwrite the pretrained statistics."""
+        super().train(mode)
+        if mode and self.frozen_norm_stats:
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
 
     # ----------------------------------------------------------------------------- helpers
     @property
@@ -99,6 +121,8 @@ class OmniSeg(nn.Module):
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Backbone + decoder: (N, head_in, H, W) head features and (N, C) global image feature."""
         self.check_input(x)
+        if self.config.encoder != "resunet":
+            return self.backbone(x)
         out = self.conv1(x)
         skips = []
         for i in range(len(self.config.widths)):

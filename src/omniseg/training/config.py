@@ -40,6 +40,9 @@ class DataConfig:
     # augmentation draws (another run.seed) keeps out the rows its first stage never saw.
     split_seed: int = DEFAULT_SEED
     patch_size: int = 256  # training patch size (px); also saved as model.inference.patch_size
+    # Share of each task's samples replaced by a known negative: another task's labelled pixels
+    # where anatomy excludes this task (data/negatives.py); 0 = off, as before.
+    negatives: float = 0.0
     batch_size: int = 8
     num_workers: int = -1  # loader processes; -1 = auto (0 on CPU, up to 8 with a GPU)
     tasks: tuple[int, ...] = ()  # restrict to these task ids (empty = all present)
@@ -59,6 +62,20 @@ class OptimConfig:
     warmup_fraction: float = 0.02  # of all optimiser steps
     min_lr_ratio: float = 0.01  # final lr = lr * min_lr_ratio (cosine)
     grad_clip: float = 0.0  # max global grad norm, 0 = off
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """How a pretrained encoder is fine-tuned (models with one: ``omniseg-lite0*``).
+
+    Batches of 8 are too small to re-estimate BatchNorm statistics, and a high learning rate
+    wipes out what ImageNet taught the encoder, so by default the statistics stay frozen and the
+    encoder learns at a tenth of the rate. No effect on models without an encoder or BatchNorm.
+    """
+
+    encoder_lr_scale: float = 0.1  # encoder lr = optim.lr x this
+    freeze_encoder_steps: int = 0  # encoder gets no update for the first N steps (decoder warms up)
+    freeze_norm_stats: bool = True  # BatchNorm running statistics stay as loaded
 
 
 @dataclass(frozen=True)
@@ -95,6 +112,9 @@ class RunConfig:
     # Start of a freshly built model's generated heads: "head" (live ReLUs, our fix for dead
     # heads) or "default" (PyTorch's, as the original). Ignored with ``init`` (weights loaded).
     head_init: str = "head"
+    # Start the encoder from the bundled ImageNet weights where the model has them (lite0);
+    # False = random init (the ablation's control). Ignored with ``init`` (weights loaded).
+    pretrained_encoder: bool = True
     init: str = ""  # "" = random init, "default" = bundled model, or a model folder
     epochs: int = 100
     max_steps: int = 0  # 0 = epochs decide; otherwise stop after this many optimiser steps
@@ -123,6 +143,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     semi: SemiConfig = field(default_factory=SemiConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -231,6 +252,8 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise OmnisegError(f"data.batch_size={d.batch_size}: must be >= 1")
     if not 0.0 < d.val_fraction < 1.0:
         raise OmnisegError(f"data.val_fraction={d.val_fraction}: must lie in (0, 1)")
+    if not 0.0 <= d.negatives < 1.0:
+        raise OmnisegError(f"data.negatives={d.negatives}: must lie in [0, 1)")
     if not 0.0 <= d.threshold_holdout < 1.0:
         raise OmnisegError(f"data.threshold_holdout={d.threshold_holdout}: must lie in [0, 1)")
     if d.threshold_holdout > 0 and not r.tune_thresholds:
@@ -246,6 +269,11 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise OmnisegError(f"semi.ema_decay={s.ema_decay}: must lie in [0, 1)")
     if r.epochs < 1 and r.max_steps < 1:
         raise OmnisegError("run.epochs and run.max_steps are both < 1; set --epochs or --max-steps")
+    f = config.finetune
+    if f.encoder_lr_scale < 0:
+        raise OmnisegError(f"finetune.encoder_lr_scale={f.encoder_lr_scale}: must be >= 0")
+    if f.freeze_encoder_steps < 0:
+        raise OmnisegError(f"finetune.freeze_encoder_steps={f.freeze_encoder_steps}: must be >= 0")
     if r.val_every_epochs < 1:
         raise OmnisegError(f"run.val_every_epochs={r.val_every_epochs}: must be >= 1")
     if r.log_every_steps < 1:

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from omniseg.data.negatives import IGNORE
+
 
 def margin(logits: Tensor) -> Tensor:
     """(..., 2, H, W) logits -> (..., H, W) foreground margin l1 - l0 (float32)."""
@@ -44,10 +46,13 @@ def soft_dice_loss(prob: Tensor, target: Tensor, weight: Tensor, smooth: float) 
 
 
 def weighted_bce(d: Tensor, target: Tensor, weight: Tensor) -> Tensor:
-    """Per-sample weighted mean BCE-with-logits on the margin: (N, H, W) -> (N,)."""
+    """Per-sample weighted mean BCE-with-logits on the margin: (N, H, W) -> (N,).
+
+    A sample whose weights are all zero (every pixel ignored) contributes 0.
+    """
     bce = F.binary_cross_entropy_with_logits(d, target, reduction="none")
     dims = tuple(range(1, d.ndim))
-    return (weight * bce).sum(dims) / weight.sum(dims)
+    return (weight * bce).sum(dims) / weight.sum(dims).clamp_min(1e-6)
 
 
 def supervised_loss(
@@ -64,9 +69,11 @@ def supervised_loss(
 
     logits: (N, 2, H, W) from ``model(x, task_ids, scale_ids)``, i.e. already the head of each
     sample's own task, so tasks a sample is not labelled for get no gradient from this term.
+    Pixels whose mask is ``IGNORE`` (known-negative samples: unknown there) add nothing.
     """
-    target = mask.float()
-    weight = edge_weight_map(target, edge_weight, edge_width)
+    valid = mask != IGNORE
+    target = (mask == 1).float()
+    weight = edge_weight_map(target, edge_weight, edge_width) * valid
     d = margin(logits)
     dice = soft_dice_loss(torch.sigmoid(d), target, weight, smooth)
     bce = weighted_bce(d, target, weight)

@@ -9,17 +9,31 @@ from torch import nn
 
 from omniseg.training.config import OptimConfig
 
+ENCODER_PREFIX = "backbone.encoder."  # parameters of a pretrained encoder (lite0 models)
 
-def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
-    """AdamW or SGD; no weight decay on norms and biases (1-D tensors), as is usual for U-Nets."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+
+def encoder_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return [p for name, p in model.named_parameters() if name.startswith(ENCODER_PREFIX)]
+
+
+def build_optimizer(
+    model: nn.Module, config: OptimConfig, encoder_lr_scale: float = 1.0
+) -> torch.optim.Optimizer:
+    """AdamW or SGD; no weight decay on norms and biases (1-D tensors), as is usual for U-Nets.
+
+    Encoder parameters (if any) learn at ``lr * encoder_lr_scale``; the schedule scales every
+    group by the same factor, so the ratio holds throughout.
+    """
+    groups = []
+    for is_encoder in (False, True):
+        decay, no_decay = [], []
+        for name, p in model.named_parameters():
+            if p.requires_grad and name.startswith(ENCODER_PREFIX) == is_encoder:
+                (no_decay if p.ndim <= 1 else decay).append(p)
+        lr = config.lr * (encoder_lr_scale if is_encoder else 1.0)
+        for params, wd in ((decay, config.weight_decay), (no_decay, 0.0)):
+            if params or not is_encoder:  # models without an encoder keep their two groups
+                groups.append({"params": params, "weight_decay": wd, "lr": lr})
     if config.name == "sgd":
         return torch.optim.SGD(
             groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from omniseg.models import OmniSeg
 from omniseg.training.config import TrainConfig
 from omniseg.training.losses import supervised_loss
+from omniseg.training.optim import encoder_parameters
 from omniseg.training.semi import (
     build_views,
     ema_update,
@@ -108,6 +109,9 @@ def train_step(ctx: StepContext, batch: dict, step: int) -> dict[str, float]:
     if not torch.isfinite(losses["loss"]):
         raise FloatingPointError(f"non-finite loss at step {step}: {losses['loss'].item()}")
     losses["loss"].backward()
+    if step < ctx.config.finetune.freeze_encoder_steps:
+        for p in encoder_parameters(ctx.model):
+            p.grad = None  # the optimiser skips parameters without a gradient
     if ctx.config.optim.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(ctx.model.parameters(), ctx.config.optim.grad_clip)
     lr = ctx.optimizer.param_groups[0]["lr"]

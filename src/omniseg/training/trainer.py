@@ -82,7 +82,11 @@ def split_records(config: TrainConfig) -> tuple[list[PatchRecord], list[PatchRec
 def build_model(config: TrainConfig) -> OmniSeg:
     init = config.run.init
     if not init:
-        model = create_model(config.run.model, head_init=config.run.head_init)
+        model = create_model(
+            config.run.model,
+            head_init=config.run.head_init,
+            pretrained_encoder=config.run.pretrained_encoder,
+        )
     else:
         if init == "default":
             from omniseg.models.bundled import default_model_dir
@@ -248,6 +252,7 @@ def _run(config, run_dir, info, device, has_state, records, model, callback) -> 
     train_records, val_records, held_records = records
     precision = _precision(config.run.precision, device)
     model = model.to(device)
+    model.frozen_norm_stats = config.finetune.freeze_norm_stats
     if config.run.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
@@ -262,7 +267,7 @@ def _run(config, run_dir, info, device, has_state, records, model, callback) -> 
     )  # fmt: skip
     bpe = sampler.batches_per_epoch
     total = config.run.max_steps if config.run.max_steps > 0 else config.run.epochs * bpe
-    optimizer = build_optimizer(model, config.optim)
+    optimizer = build_optimizer(model, config.optim, config.finetune.encoder_lr_scale)
     scheduler = build_scheduler(optimizer, total, config.optim)
     tasks = tuple(sorted({r.task_id for r in train_records}))
     ctx = StepContext(config, model, student, teacher, optimizer, scheduler, device, precision,
@@ -308,7 +313,8 @@ def _run(config, run_dir, info, device, has_state, records, model, callback) -> 
         if improved or not config.run.select_best:
             _save_model(model, run_dir, config, {"step": step, "val_dice": dice, **thresholds})
 
-    dataset = PatchDataset(train_records, config.data.patch_size, config.augment, config.run.seed)
+    dataset = PatchDataset(train_records, config.data.patch_size, config.augment, config.run.seed,
+                           config.data.negatives)  # fmt: skip
     bar = tqdm(total=total, initial=step, disable=not (config.run.progress and info.is_main),
                desc="train", unit="step", dynamic_ncols=True)  # fmt: skip
     step_times: list[float] = []

@@ -1,0 +1,150 @@
+"""The EfficientNet-Lite0 Omni-Seg models: encoder, bundled ImageNet weights, forward contract."""
+
+import json
+
+import pytest
+import torch
+
+from omniseg.errors import OmnisegError
+from omniseg.models import create_model, list_models, load_pretrained, save_pretrained
+from omniseg.models.efficientnet_lite import EfficientNetLiteEncoder, SamePadConv
+from omniseg.models.encoders import encoder_source, encoder_weights_path
+from omniseg.models.pretrained import sha256_of
+
+LITE = ("omniseg-lite0", "omniseg-lite0-task", "omniseg-lite0-tiny")
+
+
+def test_lite_models_are_registered():
+    assert set(LITE) <= set(list_models())
+
+
+def test_lite0_encoder_gives_the_documented_feature_pyramid():
+    encoder = EfficientNetLiteEncoder("efficientnet-lite0").eval()
+    assert encoder.feature_channels == (16, 24, 40, 112, 320)
+    with torch.no_grad():
+        features = encoder(torch.rand(1, 3, 256, 256))
+    sizes = [(f.shape[1], f.shape[2]) for f in features]
+    assert sizes == [(16, 128), (24, 64), (40, 32), (112, 16), (320, 8)]
+    n = sum(p.numel() for p in encoder.parameters())
+    assert 2.9e6 < n < 3.0e6  # 2.96 M parameters without the classifier head
+
+
+def test_same_padding_matches_tensorflow_rule():
+    """TF "SAME" on an even input with stride 2: output = input / 2, extra pad bottom/right."""
+    conv = SamePadConv(1, 1, 3, stride=2)
+    assert conv.pad == (0, 1, 0, 1)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0, 0, 0, 0] = 1.0  # picks the top-left tap of each window
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    # No top/left padding: window (0,0) starts at pixel (0,0), as TensorFlow does.
+    assert conv(x)[0, 0].tolist() == [[0.0, 2.0], [8.0, 10.0]]
+    assert SamePadConv(1, 1, 5, stride=2).pad == (1, 2, 1, 2)
+    assert SamePadConv(1, 1, 3, stride=1).pad == (1, 1, 1, 1)
+
+
+def test_bundled_imagenet_encoder_is_recorded_and_loads():
+    path = encoder_weights_path("efficientnet-lite0", "imagenet")
+    record = encoder_source("efficientnet-lite0", "imagenet")
+    assert sha256_of(path) == record["safetensors_sha256"]
+    assert record["license"] == "Apache-2.0"
+    assert (path.parent / record["notice"]).read_text().startswith("Apache")
+    pretrained = create_model("omniseg-lite0")
+    random_init = create_model("omniseg-lite0", pretrained_encoder=False)
+    a = pretrained.backbone.encoder.stem[0].weight
+    b = random_init.backbone.encoder.stem[0].weight
+    assert not torch.equal(a, b)
+    # ImageNet statistics, not the fresh (0, 1) running stats of a random BatchNorm.
+    assert pretrained.backbone.encoder.stem[1].running_var.std() > 0
+    assert torch.all(random_init.backbone.encoder.stem[1].running_var == 1)
+    assert pretrained.config.encoder_weights == "imagenet"
+    assert random_init.config.encoder_weights == ""
+
+
+def test_missing_or_replaced_encoder_weights_are_clear_errors(monkeypatch, tmp_path):
+    import omniseg.models.encoders as encoders
+
+    real = encoder_weights_path("efficientnet-lite0", "imagenet")
+    missing = tmp_path / real.name
+    monkeypatch.setattr(encoders, "encoder_weights_path", lambda *a: missing)
+    with pytest.raises(OmnisegError, match="no bundled imagenet weights"):
+        create_model("omniseg-lite0")
+    missing.write_bytes(real.read_bytes()[:-8] + b"\0" * 8)  # same size, other bytes
+    (tmp_path / encoders.SOURCE_NAME).write_bytes((real.parent / encoders.SOURCE_NAME).read_bytes())
+    with pytest.raises(OmnisegError, match="SHA-256"):
+        create_model("omniseg-lite0")
+    assert create_model("omniseg-lite0", pretrained_encoder=False) is not None
+
+
+def test_tiny_lite_forward_contract_and_shared_backbone_path():
+    torch.manual_seed(0)
+    model = create_model("omniseg-lite0-tiny").eval()
+    assert model.config.size_divisor == 32
+    x = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        all_tasks = model.predict_tasks(x, [0, 1, 4], scale_id=1)
+        for j, task in enumerate((0, 1, 4)):
+            single = model(x, [task, task], [1, 1])
+            torch.testing.assert_close(all_tasks[:, j], single, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="32"):
+        model(torch.rand(1, 3, 48, 48), [0], [0])
+
+
+def test_batched_equals_per_sample_in_eval_mode():
+    torch.manual_seed(0)
+    model = create_model("omniseg-lite0-tiny").eval()
+    x = torch.rand(3, 3, 64, 64)
+    tasks, scales = [0, 2, 5], [1, 0, 3]
+    with torch.no_grad():
+        batched = model(x, tasks, scales)
+        single = torch.cat([model(x[i : i + 1], [tasks[i]], [scales[i]]) for i in range(3)])
+    torch.testing.assert_close(batched, single, rtol=1e-5, atol=1e-5)
+
+
+def test_input_is_rgb_in_unit_range_normalised_inside():
+    model = create_model("omniseg-lite0-tiny").eval()
+    seen = {}
+    model.backbone.encoder.stem.register_forward_pre_hook(
+        lambda m, args: seen.setdefault("x", args[0])
+    )
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 32, 32), [0], [1])
+    assert torch.all(seen["x"] == -1.0)
+
+
+def test_save_and_load_roundtrip_keeps_outputs(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("omniseg-lite0-tiny").eval()
+    folder = save_pretrained(model, tmp_path / "m")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model"]["encoder"] == "efficientnet-lite-tiny"
+    loaded = load_pretrained(folder)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, [3], [0]), loaded(x, [3], [0]))
+
+
+def test_frozen_norm_stats_keep_batchnorm_in_eval_mode_while_training():
+    model = create_model("omniseg-lite0-tiny")
+    bn = model.backbone.encoder.stem[1]
+    before = bn.running_mean.clone()
+    model.frozen_norm_stats = True
+    model.train()
+    assert model.training and not bn.training
+    model(torch.rand(2, 3, 32, 32), [0, 1], [1, 1]).sum().backward()
+    assert torch.equal(bn.running_mean, before)
+    assert bn.weight.grad is not None  # the affine part still learns
+    model.frozen_norm_stats = False
+    model.train()
+    assert bn.training
+    model(torch.rand(2, 3, 32, 32), [0, 1], [1, 1])
+    assert not torch.equal(bn.running_mean, before)
+
+
+def test_config_rejects_unknown_encoder_and_wrong_widths():
+    with pytest.raises(OmnisegError, match="unknown encoder"):
+        create_model("omniseg-lite0-tiny", encoder="vgg11")
+    with pytest.raises(OmnisegError, match="set widths to the encoder"):
+        create_model("omniseg-lite0-tiny", widths=(8, 8, 16, 16, 64))
+    with pytest.raises(OmnisegError, match="decoder_channels"):
+        create_model("omniseg-lite0-tiny", decoder_channels=(16, 8))

@@ -1,0 +1,141 @@
+"""Fine-tuning a pretrained encoder and known-negative samples (issue 13)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from omniseg.data import discover_patches
+from omniseg.data.augment import AugmentConfig
+from omniseg.data.dataset import PatchDataset
+from omniseg.data.negatives import IGNORE, NEGATIVE_SOURCES, negative_target, to_negative
+from omniseg.models import create_model, load_pretrained
+from omniseg.training import load_train_config, train
+from omniseg.training.config import OptimConfig
+from omniseg.training.losses import supervised_loss
+from omniseg.training.optim import ENCODER_PREFIX, build_optimizer
+from tests._training_synth import FAST, make_patch_set, one_thread  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+LITE_FAST = {**FAST, "run.model": "omniseg-lite0-tiny", "semi.enabled": False}
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    # dt (10x) and pt (10x) and capsule (5x): every negative pair kind is present
+    return make_patch_set(
+        tmp_path_factory.mktemp("patches"), per_task=3, tasks=((0, 1), (1, 1), (2, 0))
+    )
+
+
+def test_encoder_learns_at_the_scaled_rate():
+    model = create_model("omniseg-lite0-tiny")
+    optimizer = build_optimizer(model, OptimConfig(lr=1e-3), encoder_lr_scale=0.1)
+    encoder_ids = {id(p) for n, p in model.named_parameters() if n.startswith(ENCODER_PREFIX)}
+    for group in optimizer.param_groups:
+        is_encoder = {id(p) in encoder_ids for p in group["params"]}
+        assert len(is_encoder) == 1
+        assert group["lr"] == pytest.approx(1e-4 if is_encoder.pop() else 1e-3)
+    counted = sum(len(g["params"]) for g in optimizer.param_groups)
+    assert counted == len(list(model.parameters()))
+    # A model without an encoder keeps its two groups (decay / no decay) at the base rate.
+    plain = build_optimizer(create_model("omniseg-tiny"), OptimConfig(lr=1e-3), 0.1)
+    assert [g["lr"] for g in plain.param_groups] == [1e-3, 1e-3]
+
+
+def _run(manifest, out, **extra):
+    cfg = load_train_config(
+        None, {**LITE_FAST, "data.path": str(manifest), "run.out": str(out), **extra}
+    )
+    return train(cfg)
+
+
+def test_frozen_encoder_steps_leave_the_encoder_untouched(manifest, tmp_path):
+    result = _run(manifest, tmp_path / "run", **{
+        "run.max_steps": 2, "finetune.freeze_encoder_steps": 2, "run.seed": 7,
+        "data.val_split": "none",
+    })  # fmt: skip
+    torch.manual_seed(7)
+    start = create_model("omniseg-lite0-tiny").state_dict()
+    trained = load_pretrained(result.model_dir).state_dict()
+    enc = [k for k in start if k.startswith(ENCODER_PREFIX) and "num_batches" not in k]
+    rest = [k for k in start if not k.startswith(ENCODER_PREFIX)]
+    assert enc and all(torch.equal(start[k], trained[k]) for k in enc)
+    assert any(not torch.equal(start[k], trained[k]) for k in rest)
+
+
+def test_lite_training_with_negatives_runs_and_keeps_bn_statistics(manifest, tmp_path):
+    result = _run(manifest, tmp_path / "run", **{
+        "run.max_steps": 3, "data.negatives": 0.5, "run.seed": 3, "data.val_split": "none",
+    })  # fmt: skip
+    torch.manual_seed(3)
+    start = create_model("omniseg-lite0-tiny").state_dict()
+    trained = load_pretrained(result.model_dir).state_dict()
+    stats = [k for k in start if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(start[k], trained[k]) for k in stats)
+    moved = _run(manifest, tmp_path / "run2", **{
+        "run.max_steps": 3, "run.seed": 3, "data.val_split": "none",
+        "finetune.freeze_norm_stats": False,
+    })  # fmt: skip
+    retrained = load_pretrained(moved.model_dir).state_dict()
+    assert any(not torch.equal(start[k], retrained[k]) for k in stats)
+
+
+def test_ignored_pixels_get_no_gradient_and_all_ignored_is_finite():
+    logits = torch.randn(2, 2, 8, 8, requires_grad=True)
+    mask = torch.zeros(2, 8, 8)
+    mask[0, :4] = IGNORE
+    mask[1] = IGNORE
+    mask[0, 6, 6] = 1.0
+    loss = supervised_loss(logits, mask, edge_weight=1.2)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert torch.all(logits.grad[0, :, :4] == 0)
+    assert torch.all(logits.grad[1] == 0)
+    assert torch.any(logits.grad[0, :, 4:] != 0)
+    # Without ignored pixels the loss is what it was: IGNORE only masks.
+    clean = torch.zeros(1, 8, 8)
+    clean[0, 2:5, 2:5] = 1
+    same = supervised_loss(logits[:1].detach(), clean, edge_weight=1.2)
+    d = logits[:1, 1].detach() - logits[:1, 0].detach()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(d, clean, reduction="none")
+    assert same > bce.mean() * 0.5  # sanity: a real loss, not zero
+
+
+def test_negative_samples_are_known_negative_only_and_rate_zero_is_unchanged(manifest):
+    records = [r for r in discover_patches(manifest) if r.split == "train"]
+    aug = AugmentConfig()
+    plain = PatchDataset(records, 32, aug, seed=5)
+    zero = PatchDataset(records, 32, aug, seed=5, negative_rate=0.0)
+    for pos in range(6):
+        a, b = plain[(pos % len(records), 0, pos)], zero[(pos % len(records), 0, pos)]
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+    mixed = PatchDataset(records, 32, aug, seed=5, negative_rate=0.9)
+    negatives = 0
+    for pos in range(40):
+        index = pos % len(records)
+        sample = mixed[(index, 0, pos)]
+        assert sample["task_id"] == records[index].task_id
+        values = set(torch.unique(sample["mask"]).tolist())
+        if IGNORE in values:
+            negatives += 1
+            assert values <= {0.0, float(IGNORE)}
+            assert 0.0 in values  # the crop holds known-negative pixels
+            assert records[index].task_id in NEGATIVE_SOURCES
+        else:
+            assert values <= {0.0, 1.0}
+    assert negatives > 10
+
+
+def test_negative_resampling_follows_the_scales():
+    image = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32)
+    mask = np.zeros((64, 64), bool)
+    mask[10:30, 10:30] = True
+    img, known = to_negative(image, mask, source_scale=1, target_scale=0)  # 10x -> 5x
+    assert img.shape == (32, 32, 3) and known.shape == (32, 32)
+    assert known.sum() == pytest.approx(100, abs=12)
+    target = negative_target(known)
+    assert set(np.unique(target).tolist()) == {0.0, float(IGNORE)}
+    assert (target == 0).sum() == known.sum()
