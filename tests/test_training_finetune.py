@@ -60,27 +60,59 @@ def test_frozen_encoder_steps_leave_the_encoder_untouched(manifest, tmp_path):
     torch.manual_seed(7)
     start = create_model("omniseg-lite0-tiny").state_dict()
     trained = load_pretrained(result.model_dir).state_dict()
-    enc = [k for k in start if k.startswith(ENCODER_PREFIX) and "num_batches" not in k]
+    params = {n for n, _ in create_model("omniseg-lite0-tiny").named_parameters()}
+    enc = [k for k in start if k.startswith(ENCODER_PREFIX) and k in params]  # not BN stats
     rest = [k for k in start if not k.startswith(ENCODER_PREFIX)]
     assert enc and all(torch.equal(start[k], trained[k]) for k in enc)
     assert any(not torch.equal(start[k], trained[k]) for k in rest)
 
 
+def _stats(state):
+    return {k: v for k, v in state.items() if k.endswith(("running_mean", "running_var"))}
+
+
 def test_lite_training_with_negatives_runs_and_keeps_bn_statistics(manifest, tmp_path):
-    result = _run(manifest, tmp_path / "run", **{
-        "run.max_steps": 3, "data.negatives": 0.5, "run.seed": 3, "data.val_split": "none",
-    })  # fmt: skip
+    common = {"run.seed": 3, "data.val_split": "none", "data.negatives": 0.5}
     torch.manual_seed(3)
-    start = create_model("omniseg-lite0-tiny").state_dict()
-    trained = load_pretrained(result.model_dir).state_dict()
-    stats = [k for k in start if k.endswith(("running_mean", "running_var"))]
-    assert stats and all(torch.equal(start[k], trained[k]) for k in stats)
-    moved = _run(manifest, tmp_path / "run2", **{
-        "run.max_steps": 3, "run.seed": 3, "data.val_split": "none",
-        "finetune.freeze_norm_stats": False,
+    start = _stats(create_model("omniseg-lite0-tiny").state_dict())
+    # Recalibrated once on the training patches, then frozen: 1 and 3 steps share statistics.
+    one = _stats(load_pretrained(_run(manifest, tmp_path / "a", **common,
+                                      **{"run.max_steps": 1}).model_dir).state_dict())  # fmt: skip
+    three = _stats(load_pretrained(_run(manifest, tmp_path / "b", **common,
+                                        **{"run.max_steps": 3}).model_dir).state_dict())  # fmt: skip
+    assert start and all(torch.equal(one[k], three[k]) for k in start)
+    assert any(not torch.equal(one[k], start[k]) for k in start)
+    # Without recalibration they stay exactly as built; with --train-norm-stats they move.
+    kept = _run(manifest, tmp_path / "c", **common, **{
+        "run.max_steps": 3, "finetune.recalibrate_norm_stats": False,
     })  # fmt: skip
-    retrained = load_pretrained(moved.model_dir).state_dict()
-    assert any(not torch.equal(start[k], retrained[k]) for k in stats)
+    kept_stats = _stats(load_pretrained(kept.model_dir).state_dict())
+    assert all(torch.equal(start[k], kept_stats[k]) for k in start)
+    moved = _run(manifest, tmp_path / "d", **common, **{
+        "run.max_steps": 3, "finetune.freeze_norm_stats": False,
+    })  # fmt: skip
+    moved_stats = _stats(load_pretrained(moved.model_dir).state_dict())
+    assert any(not torch.equal(start[k], moved_stats[k]) for k in start)
+    assert any(not torch.equal(one[k], moved_stats[k]) for k in start)
+
+
+def test_recalibration_gives_the_exact_mean_over_all_batches():
+    from omniseg.training.finetune import recalibrate_norm_stats
+
+    torch.manual_seed(0)
+    model = create_model("omniseg-lite0-tiny")
+    batches = [torch.rand(2, 3, 32, 32) for _ in range(3)]
+    stem = model.backbone.encoder.stem
+    captured = []
+    stem[0].register_forward_hook(lambda m, a, out: captured.append(out.detach()))
+    model.train()
+    assert recalibrate_norm_stats(model, batches) == 3
+    assert model.training  # mode restored
+    expected = torch.stack([c.mean(dim=(0, 2, 3)) for c in captured]).mean(0)
+    torch.testing.assert_close(stem[1].running_mean, expected, rtol=1e-5, atol=1e-6)
+    assert stem[1].momentum == pytest.approx(0.01)  # restored
+    plain = create_model("omniseg-tiny")
+    assert recalibrate_norm_stats(plain, iter(batches)) == 0  # no BatchNorm: nothing run
 
 
 def test_ignored_pixels_get_no_gradient_and_all_ignored_is_finite():
@@ -139,3 +171,23 @@ def test_negative_resampling_follows_the_scales():
     target = negative_target(known)
     assert set(np.unique(target).tolist()) == {0.0, float(IGNORE)}
     assert (target == 0).sum() == known.sum()
+
+
+def test_cross_task_report_counts_known_negatives(manifest):
+    from omniseg.evaluation.cross_task import cross_task_rates
+
+    records = discover_patches(manifest)
+    model = create_model("omniseg-tiny").eval()
+    with torch.no_grad():  # a head that marks everything: every share is 1
+        model.controller_trilinear.linear.weight.zero_()
+        model.controller_trilinear.linear.bias.zero_()
+        model.controller_trilinear.linear.bias[-1] = 10.0  # last bias = foreground logit
+    report = cross_task_rates(model, records)
+    # dt and pt are 10x, capsule 5x: each is scored on the other two tasks' patches
+    assert set(report) >= {"dt", "pt", "capsule"}
+    assert report["dt"]["patches"] == 6 and report["capsule"]["patches"] == 6
+    assert report["dt"]["known_negative_patches"] == 3  # pt pixels are dt negatives
+    for row in report.values():
+        assert row["marked_share"] == pytest.approx(1.0)
+        if row["known_negative_patches"]:
+            assert row["known_negative_marked"] == pytest.approx(1.0)

@@ -78,6 +78,7 @@ def create_model(name: str, *, pretrained_encoder: bool = True, **overrides) -> 
         overrides["encoder_weights"] = ""
     config = model_config(name, **overrides)
     model = OmniSeg(config)
-    if config.encoder_weights:
+    on_meta = any(p.is_meta for p in model.parameters())  # shapes only (omniseg info)
+    if config.encoder_weights and not on_meta:
         load_encoder_weights(model.backbone.encoder, config.encoder, config.encoder_weights)
     return model

@@ -75,7 +75,10 @@ class FinetuneConfig:
 
     encoder_lr_scale: float = 0.1  # encoder lr = optim.lr x this
     freeze_encoder_steps: int = 0  # encoder gets no update for the first N steps (decoder warms up)
-    freeze_norm_stats: bool = True  # BatchNorm running statistics stay as loaded
+    freeze_norm_stats: bool = True  # BatchNorm running statistics stay fixed while training
+    # ...after being re-estimated once on every training patch at the start of a run (AdaBN,
+    # training/finetune.py): ImageNet statistics saturate the encoder on stained tissue.
+    recalibrate_norm_stats: bool = True
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from omniseg.models import (
 from omniseg.training import distributed
 from omniseg.training.checkpoint import capture_rng, load_state, restore_rng, save_state
 from omniseg.training.config import TrainConfig
+from omniseg.training.finetune import batch_norms, calibration_batches, recalibrate_norm_stats
 from omniseg.training.holdout import check_held_back, held_back_info, hold_back
 from omniseg.training.optim import build_optimizer, build_scheduler
 from omniseg.training.rundir import (
@@ -255,6 +256,16 @@ def _run(config, run_dir, info, device, has_state, records, model, callback) -> 
     model.frozen_norm_stats = config.finetune.freeze_norm_stats
     if config.run.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    f = config.finetune
+    if not has_state and f.freeze_norm_stats and f.recalibrate_norm_stats and batch_norms(model):
+        batches = calibration_batches(
+            train_records,
+            config.data.patch_size,
+            config.data.batch_size,
+            device,
+            config.run.channels_last,
+        )
+        recalibrate_norm_stats(model, batches)  # fmt: skip
     model.train()
     teacher = make_teacher(model) if config.semi.enabled else None
     student: torch.nn.Module = StudentStep(model)
