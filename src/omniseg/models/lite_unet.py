@@ -2,7 +2,10 @@
 
 It plays the part of the residual U-Net in ``OmniSeg.encode``: it returns the head features
 (``config.head.in_channels`` wide, full resolution) and the controller's image feature, the
-global average of the deepest encoder map (as the original pools its bottleneck).
+global average of the deepest encoder map after GroupNorm + ReLU, exactly as the original pools
+its bottleneck. The normalisation matters: the raw ImageNet features of a patch average |1.5|
+and vary 50x more between images than the original's pooled feature, which made every image's
+generated head different and the predictions all-or-nothing per image (docs/model-card.md).
 """
 
 from __future__ import annotations
@@ -67,10 +70,11 @@ class LiteUNet(nn.Module):
         self.decoder = nn.ModuleList(blocks)
         self.precls_conv = norm_relu_conv1x1(in_ch, config.head.in_channels, config.groups, True)
         self.feature_width = channels[-1]
+        self.gap_norm = nn.Sequential(nn.GroupNorm(config.groups, channels[-1]), nn.ReLU())
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         features = self.encoder((x - INPUT_CENTER) / INPUT_SCALE)
-        gap = features[-1].float().mean(dim=(2, 3)).to(features[-1].dtype)
+        gap = self.gap_norm(features[-1]).float().mean(dim=(2, 3)).to(features[-1].dtype)
         out = features[-1]
         skips = [*reversed(features[:-1]), None]
         for block, skip in zip(self.decoder, skips, strict=True):
