@@ -148,3 +148,18 @@ def test_config_rejects_unknown_encoder_and_wrong_widths():
         create_model("omniseg-lite0-tiny", widths=(8, 8, 16, 16, 64))
     with pytest.raises(OmnisegError, match="decoder_channels"):
         create_model("omniseg-lite0-tiny", decoder_channels=(16, 8))
+
+
+def test_controller_feature_is_normalised_like_the_original():
+    """GroupNorm + ReLU before pooling: non-negative, and the same for a stain-scaled image."""
+    torch.manual_seed(0)
+    model = create_model("omniseg-lite0-tiny").eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        _, gap = model.encode(x)
+    assert gap.shape == (2, model.backbone.feature_width)
+    assert torch.all(gap >= 0)
+    with torch.no_grad():
+        deepest = model.backbone.encoder((x - 0.5) / 0.5)[-1]
+        manual = torch.relu(model.backbone.gap_norm[0](deepest)).mean(dim=(2, 3))
+    torch.testing.assert_close(gap, manual)
