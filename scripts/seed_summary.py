@@ -1,0 +1,95 @@
+"""The issue-13 seed table as JSON: each run, each arm's mean and spread across seeds, and
+paired bootstraps between arms over the val images (each image's Dice averaged over seeds).
+
+    .venv/bin/python scripts/seed_summary.py [--results docs/results/seeds] [--json OUT]
+        [--pairs lite0:omniseg lite0:lite0-random lite0-neg:lite0]
+
+Reads ``<arm>-s<seed>.json`` / ``-per-image.csv`` written by scripts/seed_arm.sh. An arm's spread
+is the sample standard deviation and the range of its per-seed mean fg Dice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from omniseg.evaluation.bootstrap import paired_mean_difference, tasks_with_several_images
+
+NAME = re.compile(r"(?P<arm>.+)-s(?P<seed>\d+)\.json$")
+
+
+def seed_average(csv_paths: list[Path]) -> dict[str, dict[str, float]]:
+    """task -> image -> Dice averaged over the seeds' per-image CSVs (same images in each)."""
+    sums: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for path in csv_paths:
+        with path.open(newline="") as fh:
+            for row in csv.DictReader(fh):
+                sums[row["task"]][row["image"]].append(float(row["dice"]))
+    counts = {len(v) for task in sums.values() for v in task.values()}
+    if counts != {len(csv_paths)}:
+        raise SystemExit(f"per-image CSVs do not cover the same images: {csv_paths}")
+    return {t: {i: statistics.fmean(v) for i, v in imgs.items()} for t, imgs in sums.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results", type=Path, default=Path("docs/results/seeds"))
+    ap.add_argument("--pairs", nargs="*",
+                    default=["lite0:omniseg", "lite0:lite0-random", "lite0-neg:lite0",
+                             "lite0-neg:omniseg"])  # fmt: skip
+    ap.add_argument("--resamples", type=int, default=10000)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    runs: dict[str, dict[int, dict]] = defaultdict(dict)
+    for path in sorted(args.results.glob("*-s*.json")):
+        match = NAME.match(path.name)
+        if match is None:
+            continue
+        summary = json.loads(path.read_text())
+        runs[match["arm"]][int(match["seed"])] = {
+            "mean_fg_dice": summary["mean"]["dice"],
+            "mean_bg_inclusive": summary["mean"]["dice_bg_inclusive"],
+            "tasks": {t: v["dice"] for t, v in summary["tasks"].items()},
+        }
+    arms = {}
+    for arm, seeds in sorted(runs.items()):
+        means = [r["mean_fg_dice"] for r in seeds.values()]
+        tasks = {t: statistics.fmean(r["tasks"][t] for r in seeds.values())
+                 for t in next(iter(seeds.values()))["tasks"]}  # fmt: skip
+        arms[arm] = {
+            "seeds": {str(s): r for s, r in sorted(seeds.items())},
+            "n_seeds": len(seeds),
+            "mean_fg_dice": statistics.fmean(means),
+            "sd_across_seeds": statistics.stdev(means) if len(means) > 1 else None,
+            "range_across_seeds": [min(means), max(means)],
+            "task_means": tasks,
+        }
+    pairs = {}
+    for pair in args.pairs:
+        a, b = pair.split(":")
+        if a not in runs or b not in runs:
+            continue
+        sa = seed_average([args.results / f"{a}-s{s}-per-image.csv" for s in sorted(runs[a])])
+        sb = seed_average([args.results / f"{b}-s{s}-per-image.csv" for s in sorted(runs[b])])
+        every = paired_mean_difference(sa, sb, args.resamples, 0)
+        several = paired_mean_difference(
+            tasks_with_several_images(sa), tasks_with_several_images(sb), args.resamples, 0
+        )
+        lows, highs = (every["ci"][0], several["ci"][0]), (every["ci"][1], several["ci"][1])
+        verdict = f"{a} better" if min(lows) > 0 else (
+            f"{b} better" if max(highs) < 0 else "not resolved")  # fmt: skip
+        pairs[f"{a} - {b}"] = {**every, "without_one_image_tasks": several, "verdict": verdict}
+    out = {"arms": arms, "paired_seed_averaged": pairs}
+    text = json.dumps(out, indent=2)
+    if args.json:
+        args.json.write_text(text + "\n", encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
