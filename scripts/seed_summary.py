@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("--pairs", nargs="*",
                     default=["lite0:omniseg", "lite0:lite0-random", "lite0-neg:lite0",
                              "lite0-neg:omniseg"])  # fmt: skip
+    ap.add_argument("--cross-task", type=Path, default=Path("docs/results/cross-task"))
     ap.add_argument("--resamples", type=int, default=10000)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -61,7 +62,16 @@ def main() -> None:
         means = [r["mean_fg_dice"] for r in seeds.values()]
         tasks = {t: statistics.fmean(r["tasks"][t] for r in seeds.values())
                  for t in next(iter(seeds.values()))["tasks"]}  # fmt: skip
+        cross = [json.loads(p.read_text())["tasks"] for s in sorted(seeds)
+                 if (p := args.cross_task / f"{arm}-s{s}.json").is_file()]  # fmt: skip
+        cross_means = {
+            task: {key: statistics.fmean(c[task][key] for c in cross)
+                   for key in ("marked_share", "known_negative_marked")}
+            for task in (cross[0] if cross else {})
+        }  # fmt: skip
         arms[arm] = {
+            "cross_task_seeds": len(cross),
+            "cross_task": cross_means,
             "seeds": {str(s): r for s, r in sorted(seeds.items())},
             "n_seeds": len(seeds),
             "mean_fg_dice": statistics.fmean(means),

@@ -191,3 +191,27 @@ def test_cross_task_report_counts_known_negatives(manifest):
         assert row["marked_share"] == pytest.approx(1.0)
         if row["known_negative_patches"]:
             assert row["known_negative_marked"] == pytest.approx(1.0)
+
+
+def test_cli_fine_tuning_flags_reach_the_run_config(manifest, tmp_path):
+    import yaml
+
+    from omniseg.cli.main import main as cli_main
+
+    out = tmp_path / "run"
+    args = ["train", "--data", str(manifest), "--out", str(out), "--model", "omniseg-lite0-tiny",
+            "--max-steps", "2", "--batch-size", "2", "--patch-size", "32", "--no-progress",
+            "--val-split", "none", "--precision", "fp32", "--no-semi", "--random-encoder",
+            "--encoder-lr-scale", "0.5", "--freeze-encoder-steps", "1", "--train-norm-stats",
+            "--negatives", "0.2"]  # fmt: skip
+    assert cli_main(args) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["run"]["pretrained_encoder"] is False
+    assert saved["data"]["negatives"] == 0.2
+    assert saved["finetune"] == {
+        "encoder_lr_scale": 0.5, "freeze_encoder_steps": 1, "freeze_norm_stats": False,
+        "recalibrate_norm_stats": True,
+    }  # fmt: skip
+    assert cli_main(["train", "--out", str(out), "--resume", "--max-steps", "3"]) == 0
+    bad = [*args[:-2], "--negatives", "1.5", "--overwrite"]
+    assert cli_main(bad) == 2
