@@ -215,3 +215,16 @@ def test_cli_fine_tuning_flags_reach_the_run_config(manifest, tmp_path):
     assert cli_main(["train", "--out", str(out), "--resume", "--max-steps", "3"]) == 0
     bad = [*args[:-2], "--negatives", "1.5", "--overwrite"]
     assert cli_main(bad) == 2
+
+
+def test_known_negative_samples_get_bce_only():
+    from omniseg.training.losses import margin, weighted_bce
+
+    torch.manual_seed(0)
+    logits = torch.randn(1, 2, 8, 8)
+    mask = torch.full((1, 8, 8), float(IGNORE))
+    mask[0, 2:6, 2:6] = 0.0  # known negatives, no positive pixel
+    loss = supervised_loss(logits, mask, edge_weight=1.0)
+    valid = (mask != IGNORE).float()
+    expected = weighted_bce(margin(logits), torch.zeros_like(mask), valid)
+    torch.testing.assert_close(loss, expected.mean())
