@@ -12,6 +12,7 @@ for seed in $SEEDS; do
       omniseg) flags="--model omniseg --no-semi --head-init head" ;;
       lite0) flags="--model omniseg-lite0 --no-semi" ;;
       lite0-neg) flags="--model omniseg-lite0 --no-semi --negatives 0.25" ;;
+      lite0-leaky) flags="--model omniseg-lite0 --no-semi --head-activation leaky_relu" ;;
       # random init: BatchNorm statistics and the encoder learn like the rest (nothing to keep)
       lite0-random) flags="--model omniseg-lite0 --no-semi --random-encoder --train-norm-stats \
 --encoder-lr-scale 1.0" ;;

@@ -163,3 +163,34 @@ def test_controller_feature_is_normalised_like_the_original():
         deepest = model.backbone.encoder((x - 0.5) / 0.5)[-1]
         manual = torch.relu(model.backbone.gap_norm[0](deepest)).mean(dim=(2, 3))
     torch.testing.assert_close(gap, manual)
+
+
+def test_leaky_head_activation_roundtrips_and_keeps_gradient_through_dead_units(tmp_path):
+    import dataclasses
+
+    from omniseg.models import HeadSpec
+    from omniseg.models.heads import apply_dynamic_head
+
+    with pytest.raises(OmnisegError, match="unknown head activation"):
+        HeadSpec(activation="gelu")
+    spec = HeadSpec()
+    leaky = dataclasses.replace(spec, activation="leaky_relu")
+    features = torch.rand(1, 8, 4, 4)
+    torch.manual_seed(0)
+    params = torch.randn(1, 1, spec.num_params) * 0.3
+    params[..., spec.num_weights : spec.num_weights + 8] = -5.0  # every first-layer unit dead
+    params.requires_grad_(True)
+    apply_dynamic_head(features, params, spec).sum().backward()
+    relu_grad = params.grad[..., : 8 * 8].abs().sum()
+    params.grad = None
+    apply_dynamic_head(features, params, leaky).sum().backward()
+    assert relu_grad == 0 and params.grad[..., : 8 * 8].abs().sum() > 0
+    model = create_model("omniseg-lite0-tiny", head=dataclasses.replace(
+        create_model("omniseg-lite0-tiny").config.head, activation="leaky_relu"))  # fmt: skip
+    folder = save_pretrained(model, tmp_path / "m")
+    assert load_pretrained(folder).config.head.activation == "leaky_relu"
+    raw = json.loads((folder / "config.json").read_text())
+    del raw["model"]["head"]["activation"]  # a folder saved before the option: relu
+    from omniseg.models.config import ModelConfig
+
+    assert ModelConfig.from_dict(raw["model"]).head.activation == "relu"

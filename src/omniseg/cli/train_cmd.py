@@ -24,6 +24,9 @@ def register(app: typer.Typer) -> None:
         head_init: Annotated[
             str | None, typer.Option(help="head (live heads) | default (as the original).")
         ] = None,
+        head_activation: Annotated[
+            str | None, typer.Option(help="relu (as the original) | leaky_relu in the heads.")
+        ] = None,
         pretrained_encoder: Annotated[
             bool | None,
             typer.Option(
@@ -107,6 +110,7 @@ def register(app: typer.Typer) -> None:
             "run.out": str(out),
             "run.model": model,
             "run.head_init": head_init,
+            "run.head_activation": head_activation,
             "run.pretrained_encoder": pretrained_encoder,
             "data.negatives": negatives,
             "finetune.encoder_lr_scale": encoder_lr_scale,

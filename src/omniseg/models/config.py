@@ -8,6 +8,8 @@ from omniseg.errors import OmnisegError
 
 CONTROLLER_KINDS = ("scale", "task", "static")
 HEAD_INITS = ("default", "head")
+HEAD_ACTIVATIONS = ("relu", "leaky_relu")
+HEAD_LEAK = 0.1
 # "resunet": the original residual U-Net (stem/widths/blocks below). The others are EfficientNet-Lite
 # stage tables (models/efficientnet_lite.py) under a U-Net decoder of ``decoder_channels``.
 ENCODERS = ("resunet", "efficientnet-lite0", "efficientnet-lite-tiny")
@@ -25,6 +27,15 @@ class HeadSpec:
     in_channels: int = 8
     hidden: tuple[int, ...] = (8, 8)
     out_channels: int = 2
+    # Between layers: "relu" (the original) or "leaky_relu" (slope HEAD_LEAK), which keeps a
+    # gradient through hidden units that went negative, so a head that died can come back.
+    activation: str = "relu"
+
+    def __post_init__(self) -> None:
+        if self.activation not in HEAD_ACTIVATIONS:
+            raise OmnisegError(
+                f"unknown head activation {self.activation!r}; valid: {', '.join(HEAD_ACTIVATIONS)}"
+            )
 
     @property
     def layer_shapes(self) -> tuple[tuple[int, int], ...]:
@@ -126,6 +137,7 @@ class ModelConfig:
             "in_channels": self.head.in_channels,
             "hidden": list(self.head.hidden),
             "out_channels": self.head.out_channels,
+            "activation": self.head.activation,
         }
         return out
 
@@ -143,7 +155,9 @@ class ModelConfig:
                 kw[key] = tuple(kw[key])
         if isinstance(kw.get("head"), dict):
             h = kw["head"]
-            kw["head"] = HeadSpec(h["in_channels"], tuple(h["hidden"]), h["out_channels"])
+            kw["head"] = HeadSpec(
+                h["in_channels"], tuple(h["hidden"]), h["out_channels"], h.get("activation", "relu")
+            )
         return cls(**kw)
 
 

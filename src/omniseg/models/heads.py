@@ -8,7 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from omniseg.models.config import HeadSpec
+from omniseg.models.config import HEAD_LEAK, HeadSpec
+
+
+def head_activation(x: Tensor, spec: HeadSpec) -> Tensor:
+    if spec.activation == "leaky_relu":
+        return F.leaky_relu(x, HEAD_LEAK)
+    return F.relu(x)
 
 
 def split_head_params(params: Tensor, spec: HeadSpec) -> list[tuple[Tensor, Tensor]]:
@@ -47,7 +53,9 @@ def apply_dynamic_head(features: Tensor, params: Tensor, spec: HeadSpec) -> Tens
     layers = split_head_params(params, spec)
     x = _first_head_layer(features, *layers[0])
     for weight, bias in layers[1:]:
-        x = F.relu(x)  # rebinding frees the pre-activation: at most two head tensors live
+        x = head_activation(
+            x, spec
+        )  # rebinding frees the pre-activation: at most two head tensors live
         x = _next_head_layer(x, weight, bias)
     return x.reshape(n, params.shape[1], spec.out_channels, h, w)
 
@@ -64,7 +72,7 @@ def head_preactivations(features: Tensor, params: Tensor, spec: HeadSpec) -> lis
         if not layers:
             layers.append(_first_head_layer(features, weight, bias))
         else:
-            layers.append(_next_head_layer(F.relu(layers[-1]), weight, bias))
+            layers.append(_next_head_layer(head_activation(layers[-1], spec), weight, bias))
     return [x.reshape(n, t, x.shape[1], x.shape[2]) for x in layers]
 
 

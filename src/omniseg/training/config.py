@@ -19,7 +19,7 @@ import yaml
 
 from omniseg.data.augment import AugmentConfig
 from omniseg.errors import OmnisegError
-from omniseg.models.config import HEAD_INITS
+from omniseg.models.config import HEAD_ACTIVATIONS, HEAD_INITS
 
 # Default of both seeds below; one value, so a run that sets neither splits as it always did.
 DEFAULT_SEED = 1234
@@ -115,6 +115,9 @@ class RunConfig:
     # Start of a freshly built model's generated heads: "head" (live ReLUs, our fix for dead
     # heads) or "default" (PyTorch's, as the original). Ignored with ``init`` (weights loaded).
     head_init: str = "head"
+    # Nonlinearity inside the generated heads of a freshly built model: "relu" (the original) or
+    # "leaky_relu" (a dead head can recover). Ignored with ``init`` (weights loaded).
+    head_activation: str = "relu"
     # Start the encoder from the bundled ImageNet weights where the model has them (lite0);
     # False = random init (the ablation's control). Ignored with ``init`` (weights loaded).
     pretrained_encoder: bool = True
@@ -160,6 +163,7 @@ CHOICES = {
     "run.device": ("auto", "cpu", "cuda"),
     "run.precision": ("fp32", "bf16", "auto"),
     "run.head_init": HEAD_INITS,
+    "run.head_activation": HEAD_ACTIVATIONS,
 }
 
 

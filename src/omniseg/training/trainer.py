@@ -30,6 +30,7 @@ from omniseg.models import (
     OmniSeg,
     create_model,
     load_pretrained,
+    model_config,
     save_pretrained,
 )
 from omniseg.training import distributed
@@ -83,9 +84,11 @@ def split_records(config: TrainConfig) -> tuple[list[PatchRecord], list[PatchRec
 def build_model(config: TrainConfig) -> OmniSeg:
     init = config.run.init
     if not init:
+        head = model_config(config.run.model).head
         model = create_model(
             config.run.model,
             head_init=config.run.head_init,
+            head=dataclasses.replace(head, activation=config.run.head_activation),
             pretrained_encoder=config.run.pretrained_encoder,
         )
     else:
