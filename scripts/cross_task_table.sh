@@ -7,6 +7,6 @@ for model in runs/seeds/*/model; do
   run=$(basename "$(dirname "$model")")
   out=docs/results/cross-task/$run.json
   [ -f "$out" ] && continue
-  [ -f "$(dirname "$model")/last/state.pt" ] || continue  # still training
+  [ -f "docs/results/seeds/$run.json" ] || continue  # not finished and scored yet
   .venv/bin/python scripts/cross_task_fp.py "$model" --split val --json "$out" > /dev/null || exit 1
 done
