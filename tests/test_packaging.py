@@ -38,6 +38,9 @@ def test_wheel_contains_catalogue_and_bundled_weights(tmp_path):
     assert prefix + "model.safetensors" in names
     config = json.loads(zipfile.ZipFile(wheel).read(prefix + "config.json"))
     assert len(config["sha256"]) == 64
+    encoders = "omniseg/weights/encoders/"
+    assert {encoders + "efficientnet-lite0-imagenet.safetensors", encoders + "SOURCE.json",
+            encoders + "NOTICE-efficientnet-lite0.txt"} <= names  # fmt: skip
 
 
 def test_bundled_model_loads_offline_and_matches_its_checksum():
@@ -50,5 +53,5 @@ def test_bundled_model_loads_offline_and_matches_its_checksum():
     assert sha256_of(folder / "model.safetensors") == config["sha256"]
     assert (folder / "model.safetensors").stat().st_size < 30 * 2**20
     model = load_pretrained(folder)
-    assert model.config.architecture == "omniseg"
+    assert model.config.architecture == "omniseg-lite0"
     assert next(model.parameters()).dtype.is_floating_point

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omniseg.errors import OmnisegError
 
-DEFAULT_MODEL_NAME = "omniseg-kidney-v3"
+DEFAULT_MODEL_NAME = "omniseg-kidney-v4"
 CONFIG_NAME = "config.json"
 
 
