@@ -36,6 +36,41 @@ def seed_average(csv_paths: list[Path]) -> dict[str, dict[str, float]]:
     return {t: {i: statistics.fmean(v) for i, v in imgs.items()} for t, imgs in sums.items()}
 
 
+def markdown(out: dict) -> str:
+    """Per-run rows, per-arm mean / sd / range, paired differences, cross-task shares."""
+    tasks = ("dt", "pt", "capsule", "tuft", "vessel", "ptc")
+    lines = ["| arm | seed | " + " | ".join(t.upper() for t in tasks) + " | mean fg | bg-incl. |",
+             "|---" * (len(tasks) + 4) + "|"]  # fmt: skip
+    for arm, row in out["arms"].items():
+        for seed, run in row["seeds"].items():
+            cells = " | ".join(f"{run['tasks'][t]:.3f}" for t in tasks)
+            lines.append(f"| {arm} | {seed} | {cells} | {run['mean_fg_dice']:.3f} | "
+                         f"{run['mean_bg_inclusive']:.3f} |")  # fmt: skip
+        sd = row["sd_across_seeds"]
+        lo, hi = row["range_across_seeds"]
+        cells = " | ".join(f"{row['task_means'][t]:.3f}" for t in tasks)
+        sd_text = "n/a" if sd is None else f"{sd:.3f}"
+        lines.append(f"| **{arm}** | mean of {row['n_seeds']} | {cells} | **{row['mean_fg_dice']:.3f}**"
+                     f" (sd {sd_text}, {lo:.3f}-{hi:.3f}) | |")  # fmt: skip
+    lines += ["", "| A - B (seed-averaged per image) | all tasks [95% CI] | without PTC [95% CI] | verdict |",
+              "|---|---|---|---|"]  # fmt: skip
+    for name, pair in out["paired_seed_averaged"].items():
+        w = pair["without_one_image_tasks"]
+        lines.append(f"| {name} | {pair['difference']:+.3f} [{pair['ci'][0]:+.3f}, {pair['ci'][1]:+.3f}]"
+                     f" | {w['difference']:+.3f} [{w['ci'][0]:+.3f}, {w['ci'][1]:+.3f}] | "
+                     f"{pair['verdict']} |")  # fmt: skip
+    lines += ["", "| arm | seeds | " + " | ".join(f"{t} marks (known neg.)" for t in tasks[:5]) + " |",
+              "|---" * 7 + "|"]  # fmt: skip
+    for arm, row in out["arms"].items():
+        if not row["cross_task"]:
+            continue
+        cells = " | ".join(
+            f"{row['cross_task'][t]['marked_share']:.2f} ({row['cross_task'][t]['known_negative_marked']:.2f})"
+            for t in tasks[:5])  # fmt: skip
+        lines.append(f"| {arm} | {row['cross_task_seeds']} | {cells} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", type=Path, default=Path("docs/results/seeds"))
@@ -45,6 +80,7 @@ def main() -> None:
     ap.add_argument("--cross-task", type=Path, default=Path("docs/results/cross-task"))
     ap.add_argument("--resamples", type=int, default=10000)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     args = ap.parse_args()
     runs: dict[str, dict[int, dict]] = defaultdict(dict)
     for path in sorted(args.results.glob("*-s*.json")):
@@ -95,6 +131,9 @@ def main() -> None:
             f"{b} better" if max(highs) < 0 else "not resolved")  # fmt: skip
         pairs[f"{a} - {b}"] = {**every, "without_one_image_tasks": several, "verdict": verdict}
     out = {"arms": arms, "paired_seed_averaged": pairs}
+    if args.markdown:
+        print(markdown(out))
+        return
     text = json.dumps(out, indent=2)
     if args.json:
         args.json.write_text(text + "\n", encoding="utf-8")

@@ -77,7 +77,7 @@ class FinetuneConfig:
     freeze_encoder_steps: int = 0  # encoder gets no update for the first N steps (decoder warms up)
     freeze_norm_stats: bool = True  # BatchNorm running statistics stay fixed while training
     # ...after being re-estimated once on every training patch at the start of a run (AdaBN,
-    # training/finetune.py): ImageNet statistics saturate the encoder on stained tissue.
+    # training/finetune.py): stained tissue is not ImageNet.
     recalibrate_norm_stats: bool = True
 
 
