@@ -2,7 +2,7 @@
 paired bootstraps between arms over the val images (each image's Dice averaged over seeds).
 
     .venv/bin/python scripts/seed_summary.py [--results docs/results/seeds] [--json OUT]
-        [--pairs lite0:omniseg lite0:lite0-random lite0-neg:lite0]
+        [--markdown] [--pairs A:B ...]   (default pairs: those of docs/model-card.md)
 
 Reads ``<arm>-s<seed>.json`` / ``-per-image.csv`` written by scripts/seed_arm.sh. An arm's spread
 is the sample standard deviation and the range of its per-seed mean fg Dice.
@@ -75,8 +75,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", type=Path, default=Path("docs/results/seeds"))
     ap.add_argument("--pairs", nargs="*",
-                    default=["lite0:omniseg", "lite0:lite0-random", "lite0-neg:lite0",
-                             "lite0-neg:omniseg"])  # fmt: skip
+                    default=["lite0:omniseg", "lite0:lite0-random", "lite0-random:omniseg",
+                             "lite0-leaky:lite0", "lite0-neg:lite0",
+                             "lite0-leaky-2stage:lite0-leaky", "lite0-leaky-2stage:omniseg-2stage",
+                             "lite0-leaky-2stage:omniseg"])  # fmt: skip
     ap.add_argument("--cross-task", type=Path, default=Path("docs/results/cross-task"))
     ap.add_argument("--resamples", type=int, default=10000)
     ap.add_argument("--json", type=Path)
