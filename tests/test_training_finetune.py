@@ -127,13 +127,16 @@ def test_ignored_pixels_get_no_gradient_and_all_ignored_is_finite():
     assert torch.all(logits.grad[0, :, :4] == 0)
     assert torch.all(logits.grad[1] == 0)
     assert torch.any(logits.grad[0, :, 4:] != 0)
-    # Without ignored pixels the loss is what it was: IGNORE only masks.
+    # Without ignored pixels the loss is exactly Dice + BCE with the edge weights, as before.
+    from omniseg.training.losses import edge_weight_map, margin, soft_dice_loss, weighted_bce
+
     clean = torch.zeros(1, 8, 8)
     clean[0, 2:5, 2:5] = 1
-    same = supervised_loss(logits[:1].detach(), clean, edge_weight=1.2)
-    d = logits[:1, 1].detach() - logits[:1, 0].detach()
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(d, clean, reduction="none")
-    assert same > bce.mean() * 0.5  # sanity: a real loss, not zero
+    plain = logits[:1].detach()
+    weight = edge_weight_map(clean, 1.2, 2)
+    d = margin(plain)
+    expected = soft_dice_loss(torch.sigmoid(d), clean, weight, 1.0) + weighted_bce(d, clean, weight)
+    torch.testing.assert_close(supervised_loss(plain, clean, edge_weight=1.2), expected.mean())
 
 
 def test_negative_samples_are_known_negative_only_and_rate_zero_is_unchanged(manifest):

@@ -38,6 +38,11 @@ def negative_sources(target: int, available: set[int]) -> tuple[int, ...]:
     return tuple(s for s in NEGATIVE_SOURCES.get(target, ()) if s in available)
 
 
+def zoom_factor(source_scale: int, target_scale: int) -> float:
+    """Resampling factor from one scale slot to another (0.5 = 10x to 5x)."""
+    return scales()[source_scale].mpp / scales()[target_scale].mpp
+
+
 def to_negative(
     image: np.ndarray, mask: np.ndarray, source_scale: int, target_scale: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -46,7 +51,7 @@ def to_negative(
     image: HxWx3 float [0, 1]; mask: HxW bool (the source task's label). Returns the image and a
     bool map of known-negative pixels (the resampled source label).
     """
-    factor = scales()[source_scale].mpp / scales()[target_scale].mpp
+    factor = zoom_factor(source_scale, target_scale)
     if factor != 1.0:
         image, mask = rescale(image, mask, factor)
     return image, mask

@@ -16,17 +16,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from omniseg.catalogue import scales, tissue
+from omniseg.catalogue import tissue
 from omniseg.data import PatchRecord, load_pair
-from omniseg.data.negatives import NEGATIVE_SOURCES, to_negative
+from omniseg.data.negatives import NEGATIVE_SOURCES, to_negative, zoom_factor
 from omniseg.evaluation.predict import predict_probability
 from omniseg.models import OmniSeg
 
 MAX_ZOOM = 2.0  # 5x <-> 10x pairs; 40x PTC fields are 4-8x away from every other task
-
-
-def zoom_between(source_scale: int, target_scale: int) -> float:
-    return scales()[source_scale].mpp / scales()[target_scale].mpp
 
 
 def cross_task_rates(
@@ -41,7 +37,7 @@ def cross_task_rates(
         base_image, base_mask = pair[0].astype(np.float32) / 255.0, pair[1]
         for target in range(model.config.num_tasks):
             t_scale = tissue(target).scale_id
-            zoom = zoom_between(record.scale_id, t_scale)
+            zoom = zoom_factor(record.scale_id, t_scale)
             if target == record.task_id or not 1 / MAX_ZOOM <= zoom <= MAX_ZOOM:
                 continue
             image, mask = to_negative(base_image, base_mask, record.scale_id, t_scale)

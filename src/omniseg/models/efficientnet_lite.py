@@ -130,7 +130,6 @@ class EfficientNetLiteEncoder(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.taps = tuple(taps)
         self.feature_channels = tuple(channels)
-        self.total_stride = 2 ** len(self.taps)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         out = self.stem(x)

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from omniseg.errors import OmnisegError
+from omniseg.models.pretrained import sha256_of
 
 ENCODER_DIR = "encoders"
 SOURCE_NAME = "SOURCE.json"
@@ -44,8 +45,6 @@ def load_encoder_weights(encoder_module: nn.Module, encoder: str, source: str) -
             "with encoder_weights='' (random init) or reinstall omniseg"
         )
     expected = encoder_source(encoder, source).get("safetensors_sha256")
-    from omniseg.models.pretrained import sha256_of
-
     if expected and sha256_of(path) != expected:
         raise OmnisegError(f"{path}: SHA-256 differs from {SOURCE_NAME}; reinstall omniseg")
     try:

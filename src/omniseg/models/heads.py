@@ -53,9 +53,8 @@ def apply_dynamic_head(features: Tensor, params: Tensor, spec: HeadSpec) -> Tens
     layers = split_head_params(params, spec)
     x = _first_head_layer(features, *layers[0])
     for weight, bias in layers[1:]:
-        x = head_activation(
-            x, spec
-        )  # rebinding frees the pre-activation: at most two head tensors live
+        # rebinding frees the pre-activation: at most two head tensors live
+        x = head_activation(x, spec)
         x = _next_head_layer(x, weight, bias)
     return x.reshape(n, params.shape[1], spec.out_channels, h, w)
 

@@ -79,9 +79,8 @@ class OmniSeg(nn.Module):
         ``frozen_norm_stats`` is set: batches of 8 would overwrite the pretrained statistics."""
         super().train(mode)
         if mode and self.frozen_norm_stats:
-            for module in self.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
+            for module in batch_norms(self):
+                module.eval()
         return self
 
     # ----------------------------------------------------------------------------- helpers
@@ -165,6 +164,11 @@ class OmniSeg(nn.Module):
         scales = scale[:, None].expand(-1, len(task_list))
         params = self.head_params(gap, tasks, scales)
         return apply_dynamic_head(features, params.to(features.dtype), self.config.head)
+
+
+def batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Every BatchNorm layer of ``model`` (the pretrained encoder's; the rest use GroupNorm)."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
 def foreground_probability(logits: Tensor) -> Tensor:

@@ -68,9 +68,10 @@ class OptimConfig:
 class FinetuneConfig:
     """How a pretrained encoder is fine-tuned (models with one: ``omniseg-lite0*``).
 
-    Batches of 8 are too small to re-estimate BatchNorm statistics, and a high learning rate
-    wipes out what ImageNet taught the encoder, so by default the statistics stay frozen and the
-    encoder learns at a tenth of the rate. No effect on models without an encoder or BatchNorm.
+    Batches of 8 are few to estimate BatchNorm statistics from, and a full learning rate may undo
+    what ImageNet taught the encoder, so by default the statistics stay frozen and the encoder
+    learns at a tenth of the rate (settings taken, not tuned: docs/model-card.md). No effect on
+    models without an encoder or BatchNorm.
     """
 
     encoder_lr_scale: float = 0.1  # encoder lr = optim.lr x this

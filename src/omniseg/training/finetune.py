@@ -16,9 +16,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-
-def batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+from omniseg.models.network import batch_norms
 
 
 @torch.no_grad()

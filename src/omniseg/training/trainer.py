@@ -262,13 +262,10 @@ def _run(config, run_dir, info, device, has_state, records, model, callback) -> 
     f = config.finetune
     if not has_state and f.freeze_norm_stats and f.recalibrate_norm_stats and batch_norms(model):
         batches = calibration_batches(
-            train_records,
-            config.data.patch_size,
-            config.data.batch_size,
-            device,
+            train_records, config.data.patch_size, config.data.batch_size, device,
             config.run.channels_last,
-        )
-        recalibrate_norm_stats(model, batches)  # fmt: skip
+        )  # fmt: skip
+        recalibrate_norm_stats(model, batches)
     model.train()
     teacher = make_teacher(model) if config.semi.enabled else None
     student: torch.nn.Module = StudentStep(model)
