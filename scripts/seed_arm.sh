@@ -15,7 +15,7 @@ mkdir -p runs/seeds docs/results/seeds
 [ -f "$res.json" ] && [ -f "$res-per-image.csv" ] && exit 0
 resume=""
 [ -f "$out/config.yaml" ] && resume="--resume"
-.venv/bin/omniseg train --config "$CONFIG" --val-split val --max-steps "$STEPS" --seed "$seed" \
+.venv/bin/omniseg train --data "${DATA:-../shared/data/kidney-patches}" --config "$CONFIG" --val-split val --max-steps "$STEPS" --seed "$seed" \
   --out "$out" --no-progress $resume "$@"
 .venv/bin/omniseg evaluate ../shared/data/kidney-patches --split val --weights "$out/model" \
   --json "$res.json" --csv "$res-per-image.csv"

@@ -13,7 +13,7 @@ res=docs/results/seeds/$arm-2stage-s$seed
 resume=""
 [ -f "$out/config.yaml" ] && resume="--resume"
 # stage 2 draws its own crops: seed + 4321 (stage 1 used SEED)
-.venv/bin/omniseg train --config configs/finetune_lite0.yaml --init "$init" --val-split val \
+.venv/bin/omniseg train --data "${DATA:-../shared/data/kidney-patches}" --config configs/finetune_lite0.yaml --init "$init" --val-split val \
   --seed $((seed + 4321)) --out "$out" --no-progress $resume "$@"
 .venv/bin/omniseg evaluate ../shared/data/kidney-patches --split val --weights "$out/model" \
   --json "$res.json" --csv "$res-per-image.csv"

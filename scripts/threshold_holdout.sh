@@ -15,7 +15,7 @@ DATA=../shared/data/kidney-patches
 mkdir -p "$RESULTS" || exit 1
 resume=""
 [ -f "$OUT/config.yaml" ] && resume="--resume"
-.venv/bin/omniseg train --config configs/train_default.yaml --val-split val \
+.venv/bin/omniseg train --data "${DATA:-../shared/data/kidney-patches}" --config configs/train_default.yaml --val-split val \
   --threshold-holdout 0.25 --max-steps "$STEPS" --out "$OUT" --no-progress $resume || exit 1
 for mode in tuned at-0.5; do
   extra=""

@@ -11,7 +11,7 @@ set -e
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/all}
 VAL_SPLIT=${VAL_SPLIT:-none}
-.venv/bin/omniseg train --config configs/train_lite0.yaml --out "$OUT" --val-split "$VAL_SPLIT" "$@"
-.venv/bin/omniseg train --config configs/finetune_lite0.yaml --init "$OUT/model" --out "$OUT-ft" \
+.venv/bin/omniseg train --data "${DATA:-../shared/data/kidney-patches}" --config configs/train_lite0.yaml --out "$OUT" --val-split "$VAL_SPLIT" "$@"
+.venv/bin/omniseg train --data "${DATA:-../shared/data/kidney-patches}" --config configs/finetune_lite0.yaml --init "$OUT/model" --out "$OUT-ft" \
   --val-split "$VAL_SPLIT" "$@"
 echo "bundle with: .venv/bin/python scripts/bundle_default.py $OUT-ft/model"

@@ -22,6 +22,7 @@ from omniseg.export import (
     write_objects_csv,
 )
 from omniseg.export.label_tiff import pyramid_shapes
+from omniseg.export.overlay import draw_legend, draw_outlines
 from omniseg.io import ArraySlide, load_roi, open_slide
 from omniseg.io.atomic import atomic_path, atomic_write_json, atomic_write_text
 
@@ -302,8 +303,20 @@ def test_overlay_draws_class_outlines_and_is_deterministic(tmp_path):
     assert tuple(image[100, 300]) == (230, 230, 230)  # interior untouched
     assert tuple(image[240, 40]) == (0, 0, 255)  # ptc outline (left edge)
     assert tuple(image[240, 80]) == (230, 230, 230)
-    legend = image[:60, :120]
+    assert image.shape[0] == 300 and image.shape[1] > 400  # the legend is beside the image
+    drawn = draw_outlines(thumb, np.repeat(np.repeat(labels, 2, 0), 2, 1), colors, 1)
+    np.testing.assert_array_equal(image[:, :400], drawn)  # ... and hides none of it
+    legend = image[:, 400:]
     assert (legend == 255).all(axis=2).any() and (legend == (0, 255, 0)).all(axis=2).any()
+
+
+def test_legend_beside_a_small_patch_image_covers_nothing():
+    thumb = np.full((40, 40, 3), 200, np.uint8)
+    names = {i: name for i, name in enumerate(["background", "dt", "pt", "capsule", "tuft"])}
+    colors = {i: (10 * i, 0, 0) for i in names}
+    out = draw_legend(thumb, names, colors)
+    np.testing.assert_array_equal(out[:40, :40], thumb)
+    assert out.shape[0] > 40 and (out[40:, :40] == 255).all()  # grown below, white
 
 
 # ---- atomic helpers --------------------------------------------------------------------------

@@ -37,13 +37,11 @@ def test_tile_cores_cover_every_pixel_exactly_once(h, w, tile, overlap_frac):
     overlap = min(int(tile * overlap_frac), (tile - 1) // 2)
     count = np.zeros((h, w), dtype=np.int32)
     for t in tile_grid((h, w), tile, overlap):
-        assert (t.window.h, t.window.w) == (tile, tile)
+        # a tile, or the whole axis when the image is smaller: never padded beyond the image
+        assert (t.window.h, t.window.w) == (min(tile, h), min(tile, w))
         c, win = t.core, t.window
         assert win.y <= c.y and c.y1 <= win.y1 and win.x <= c.x and c.x1 <= win.x1
-        if h >= tile:
-            assert win.y >= 0 and win.y1 <= h  # never padded when the image is large enough
-        if w >= tile:
-            assert win.x >= 0 and win.x1 <= w
+        assert win.y >= 0 and win.y1 <= h and win.x >= 0 and win.x1 <= w
         count[c.y : c.y1, c.x : c.x1] += 1
         assert tile_at((h, w), tile, overlap, t.row, t.col) == t
         rows, cols = tiles_touching(c, tile, overlap)
@@ -232,3 +230,38 @@ def test_early_erasure_of_specks_equals_filtering_whole_image_components(chunk):
         expected[(whole > 0) & (sizes[whole] < minimum_px)] = 0
     assert labeller.erased > 0  # the early path ran
     np.testing.assert_array_equal(final, expected)
+
+
+def test_edge_ramp_cross_fades_neighbouring_windows():
+    from omniseg.inference.blend import edge_ramp
+
+    tile, overlap = 128, 16
+    ramp = edge_ramp(tile, overlap)
+    assert ramp.min() > 0 and ramp.max() == 1.0
+    shared = 2 * overlap  # neighbouring windows share 2 * overlap px
+    np.testing.assert_allclose(ramp[-shared:] + ramp[:shared], 1.0)  # weights sum to one
+    np.testing.assert_array_equal(edge_ramp(10, 0), np.ones(10))
+
+
+def test_blending_fades_between_disagreeing_tiles_and_keeps_single_tile_codes():
+    from omniseg.inference.blend import blended_codes
+    from omniseg.inference.tiling import grid_shape, iter_tiles
+
+    shape, tile, overlap = (40, 150), 64, 16
+    grid = grid_shape(shape, tile, overlap)
+    windows = np.zeros((1, grid[0] * tile, grid[1] * tile), np.uint8)
+    for t in iter_tiles(shape, tile, overlap):  # each tile says something else everywhere
+        windows[0, t.row * tile : t.row * tile + t.window.h, t.col * tile :][:, : t.window.w] = (
+            20 + 50 * t.col
+        )
+    processed = np.ones(grid, bool)
+    full = blended_codes(windows, processed, shape, tile, overlap, Window(0, 0, *shape))[0]
+    row = full[0]
+    assert row[0] == 20 and row[-1] == 20 + 50 * (grid[1] - 1)  # seen by one tile: exact
+    assert (np.diff(row) >= 0).all() and np.diff(row).max() < 50 / 4  # a fade, not a cut
+    part = blended_codes(windows, processed, shape, tile, overlap, Window(5, 37, 20, 60))[0]
+    np.testing.assert_array_equal(part, full[5:25, 37:97])  # any region: the same values
+    processed[0, 1] = False  # a skipped tile contributes nothing
+    holes = blended_codes(windows, processed, shape, tile, overlap, Window(0, 0, *shape))[0]
+    assert not np.array_equal(holes[:, :80], full[:, :80])  # where tile (0, 1) saw
+    np.testing.assert_array_equal(holes[:, 80:], full[:, 80:])  # ... and nowhere else

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 import traceback
 
@@ -12,9 +13,32 @@ EXIT_INTERNAL = 1
 EXIT_INTERRUPTED = 130
 
 
+SAVED_ON_INTERRUPT = {
+    "segment": "finished tiles are kept in OUT/<slide>/.work",
+    "demo": "finished tiles are kept in OUT/<slide>/.work",
+    "train": "the last state is saved in OUT/last",
+}
+
+
+def interrupted_message(args: list[str]) -> str:
+    """What Ctrl-C kept, and the exact command that continues from it."""
+    command = next((a for a in args if not a.startswith("-")), "")
+    if command not in SAVED_ON_INTERRUPT:
+        return "omniseg: interrupted"
+    again = [a for a in args if a != "--overwrite"]
+    if "--resume" not in again:
+        again.append("--resume")
+    return (
+        f"omniseg: interrupted; {SAVED_ON_INTERRUPT[command]}; continue with:\n"
+        f"  omniseg {shlex.join(again)}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    if debug:  # accepted anywhere on the line, not only before the subcommand
+        args = ["--debug", *(a for a in args if a != "--debug")]
     from omniseg.cli.app import app
 
     try:
@@ -27,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"omniseg: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("omniseg: interrupted", file=sys.stderr)
+        print(interrupted_message(args), file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:
         if debug:

@@ -36,12 +36,14 @@ def _report(results) -> None:
                 f"{k} {v['count']}" for k, v in (r.summary or {}).get("classes", {}).items()
             )
             typer.echo(f"{r.slide.name}: {state} -> {r.out_dir}  [{counts}]")
-        else:
-            typer.echo(f"{r.slide.name}: FAILED: {r.error}", err=True)
     failed = [r for r in results if not r.ok]
+    if len(results) == 1 and failed:
+        raise OmnisegError(failed[0].error)  # one slide: its one error line, nothing more
+    for r in failed:
+        typer.echo(f"FAILED: {r.error}", err=True)
     if failed:
         names = ", ".join(r.slide.name for r in failed)
-        raise OmnisegError(f"{len(failed)} of {len(results)} slide(s) failed: {names} (see above)")
+        raise OmnisegError(f"{len(failed)} of {len(results)} slides failed: {names}")
 
 
 def register(app: typer.Typer) -> None:
@@ -95,6 +97,7 @@ def register(app: typer.Typer) -> None:
         from omniseg.catalogue import parse_tasks
         from omniseg.inference import SegmentSettings, segment_slides
         from omniseg.inference.loading import load_segment_model
+        from omniseg.io.opener import expand_slide_paths
 
         settings = SegmentSettings(
             tasks=tuple(t.id for t in parse_tasks(tasks)),
@@ -114,7 +117,9 @@ def register(app: typer.Typer) -> None:
         )
         model, source = load_segment_model(weights, device, precision)
         _setup_logging()
-        _report(segment_slides(slides, out, settings, model, model_source=source))
+        _report(
+            segment_slides(expand_slide_paths(slides), out, settings, model, model_source=source)
+        )
 
     @app.command("demo")
     def demo(
@@ -130,6 +135,9 @@ def register(app: typer.Typer) -> None:
             ),
         ] = "fp32",
         workers: WorkersOption = 2,
+        resume: Annotated[
+            bool, typer.Option("--resume", help="Continue an interrupted demo.")
+        ] = False,
         overwrite: Annotated[
             bool, typer.Option("--overwrite", help="Redo an existing demo.")
         ] = False,
@@ -145,6 +153,7 @@ def register(app: typer.Typer) -> None:
             batch_size=batch_size,
             precision=precision,
             workers=workers,
+            resume=resume,
             overwrite=overwrite,
             progress=not quiet,
         )

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from omniseg.errors import OmnisegError
+
 
 def register(app: typer.Typer) -> None:
     """Add ``omniseg train`` to the app."""
@@ -105,6 +107,9 @@ def register(app: typer.Typer) -> None:
         from omniseg.training import train as run_training
         from omniseg.training.rundir import CONFIG_NAME
 
+        for flag, value in (("--max-steps", max_steps), ("--epochs", epochs)):
+            if value is not None and value < 1:  # 0 would fall back to the config's schedule
+                raise OmnisegError(f"{flag} must be >= 1, got {value}")
         overrides = {
             "data.path": data,
             "run.out": str(out),

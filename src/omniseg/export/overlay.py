@@ -1,4 +1,7 @@
-"""A PNG preview: class outlines drawn over the slide thumbnail, with a legend box.
+"""A PNG preview: class outlines drawn over the slide thumbnail, with a legend to its right.
+
+The legend sits in a white panel beside the image, never on it: on a 256 px patch a legend in
+the corner hid ~12% of the tissue.
 
 Deterministic bytes: OpenCV drawing (no anti-aliasing, Hershey font) and Pillow's PNG encoder,
 which writes no timestamp. `class_names` / `class_colors` are keyed by LABEL VALUE (the values in
@@ -52,7 +55,8 @@ def draw_outlines(
 def draw_legend(
     canvas: np.ndarray, class_names: dict[int, str], class_colors: dict[int, Sequence[int]]
 ) -> np.ndarray:
-    """Legend box (colour swatch + name per class) in the top-left corner, drawn in place."""
+    """``canvas`` with a white legend panel (colour swatch + name per class) on its right; the
+    image pixels are unchanged (the canvas grows at the bottom only if the legend is taller)."""
     entries = [(v, class_names[v]) for v in sorted(class_names) if v != BACKGROUND_LABEL]
     if not entries:
         return canvas
@@ -64,16 +68,20 @@ def draw_legend(
     text_w = max(cv2.getTextSize(n, LEGEND_FONT, scale, text_thickness)[0][0] for _, n in entries)
     box_w = 3 * LEGEND_MARGIN + swatch + text_w
     box_h = LEGEND_MARGIN + row_h * len(entries)
-    x0 = y0 = LEGEND_MARGIN
-    cv2.rectangle(canvas, (x0, y0), (x0 + box_w, y0 + box_h), LEGEND_FILL, -1)
-    cv2.rectangle(canvas, (x0, y0), (x0 + box_w, y0 + box_h), LEGEND_BORDER, 1)
+    height, width = canvas.shape[:2]
+    out_h = max(height, box_h + 2 * LEGEND_MARGIN + 1)
+    out = np.empty((out_h, width + box_w + 2 * LEGEND_MARGIN + 1, 3), dtype=np.uint8)
+    out[:] = LEGEND_FILL
+    out[:height, :width] = canvas
+    x0, y0 = width + LEGEND_MARGIN, LEGEND_MARGIN
+    cv2.rectangle(out, (x0, y0), (x0 + box_w, y0 + box_h), LEGEND_BORDER, 1)
     for row, (value, name) in enumerate(entries):
         top = y0 + LEGEND_MARGIN + row * row_h
         colour = tuple(int(c) for c in class_colors.get(value, LEGEND_BORDER))
         left = x0 + LEGEND_MARGIN
-        cv2.rectangle(canvas, (left, top), (left + swatch, top + swatch), colour, -1)
+        cv2.rectangle(out, (left, top), (left + swatch, top + swatch), colour, -1)
         cv2.putText(
-            canvas,
+            out,
             name,
             (left + swatch + LEGEND_MARGIN, top + text_h),
             LEGEND_FONT,
@@ -82,7 +90,7 @@ def draw_legend(
             text_thickness,
             cv2.LINE_8,
         )
-    return canvas
+    return out
 
 
 def render_overlay(

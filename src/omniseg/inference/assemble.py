@@ -1,7 +1,8 @@
 """From native-scale probability stores to the final level-0 label map and its objects.
 
 Chunk by chunk on the level-0 grid: resample every task's probability codes bilinearly to level 0,
-merge them (``merge.merge_labels``), gate by the ROI and the (grown) tissue mask, label connected
+merge them (``merge.merge_labels``), gate by the ROI, the (grown) tissue mask and the
+full-resolution glass test (``gates``), label connected
 components (erasing chunk-interior ones below their class's minimum area at once); then join
 components across chunk borders, drop the remaining objects below their class's minimum area, and
 rewrite the label chunks without them. Chunks that no processed tile touches are skipped without
@@ -13,31 +14,38 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
-import shapely
 import zarr
 from shapely import prepared
 from shapely.geometry import box
 from tqdm import tqdm
 
 from omniseg.export.objects import SlideObject
-from omniseg.inference.components import ChunkLabeller, Components, resolve, trace_polygon
+from omniseg.inference.blend import blended_codes, tiles_seeing
+from omniseg.inference.components import (
+    ChunkLabeller,
+    Components,
+    mask_outline,
+    object_mask,
+    outline_perimeter,
+    resolve,
+)
+from omniseg.inference.gates import GlassGate, TissueGate, roi_mask
 from omniseg.inference.merge import CODE_MAX, OBJECT_GROUPS, merge_labels, threshold_code
 from omniseg.inference.resample import resample_bilinear, source_window
 from omniseg.inference.store import release_free_memory
 from omniseg.inference.tiles import ScalePlan
-from omniseg.inference.tiling import Window, core_size, iter_chunk_windows, tiles_touching
+from omniseg.inference.tiling import Window, core_size, iter_chunk_windows
 
 TRIM_EVERY_OBJECTS = 256  # hand freed heap back to the OS this often while tracing objects
 
 
 @dataclass(frozen=True)
 class ScaleSource:
-    """A scale's probability store and which of its tiles were processed."""
+    """A scale's per-tile window codes and which of its tiles were processed."""
 
     plan: ScalePlan
-    probs: zarr.Array
+    windows: zarr.Array
     processed: np.ndarray  # (rows, cols) bool
 
 
@@ -50,44 +58,6 @@ class Assembly:
     nonempty: frozenset[tuple[int, int]]  # chunk (row, col) holding any label
 
 
-@dataclass(frozen=True)
-class TissueGate:
-    """Thumbnail tissue mask (already grown by the margin) and its level-0 downsample."""
-
-    mask: np.ndarray
-    downsample: float
-
-    def window(self, window: Window) -> np.ndarray:
-        """Level-0 pixels of ``window`` whose centre falls on a tissue thumbnail pixel."""
-        h, w = self.mask.shape
-        ys = ((np.arange(window.y, window.y1) + 0.5) / self.downsample).astype(np.int64)
-        xs = ((np.arange(window.x, window.x1) + 0.5) / self.downsample).astype(np.int64)
-        return self.mask[np.clip(ys, 0, h - 1)][:, np.clip(xs, 0, w - 1)]
-
-
-def grow_mask(mask: np.ndarray, radius_px: int) -> np.ndarray:
-    """Binary dilation by a disk (pure function; radius 0 returns a copy)."""
-    if radius_px <= 0:
-        return mask.copy()
-    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius_px + 1, 2 * radius_px + 1))
-    return cv2.dilate(mask.astype(np.uint8), disk).astype(bool)
-
-
-def roi_mask(roi, window: Window) -> np.ndarray | None:
-    """Pixels of ``window`` whose centre lies inside the ROI polygon(s); None = no ROI."""
-    if roi is None:
-        return None
-    cell = box(window.x, window.y, window.x1, window.y1)
-    if roi.contains(cell):
-        return np.ones((window.h, window.w), dtype=bool)
-    if not roi.intersects(cell):
-        return np.zeros((window.h, window.w), dtype=bool)
-    local = roi.intersection(cell)
-    shapely.prepare(local)
-    ys, xs = np.mgrid[window.y : window.y1, window.x : window.x1] + 0.5
-    return shapely.contains_xy(local, xs, ys)
-
-
 def _chunk_codes(sources: Sequence[ScaleSource], window: Window, tile: int, overlap: int):
     """{task: float codes on window} from every scale whose processed tiles reach the window."""
     codes = {}
@@ -95,10 +65,10 @@ def _chunk_codes(sources: Sequence[ScaleSource], window: Window, tile: int, over
         plan = src.plan
         scale = (plan.to_level0, plan.to_level0)
         native = source_window(window, scale, plan.shape_hw)
-        rows, cols = tiles_touching(native, tile, overlap)
+        rows, cols = tiles_seeing(native, plan.shape_hw, tile, overlap)
         if not src.processed[rows.start : rows.stop, cols.start : cols.stop].any():
             continue
-        block = np.asarray(src.probs[:, native.y : native.y1, native.x : native.x1])
+        block = blended_codes(src.windows, src.processed, plan.shape_hw, tile, overlap, native)
         for i, task in enumerate(plan.tasks):
             if not block[i].any():  # nothing above zero: this task cannot win any pixel here
                 continue
@@ -126,6 +96,7 @@ def assemble(
     chunk: int,
     roi=None,
     tissue: TissueGate | None = None,
+    glass: GlassGate | None = None,
     progress: str | None = None,
 ) -> Assembly:
     """Merged, component-labelled and size-filtered level-0 label map (in the work store)."""
@@ -166,6 +137,8 @@ def assemble(
             merged[~gate] = 0
         if on_tissue is not None:
             merged[~on_tissue] = 0
+        if glass is not None and merged.any():
+            merged[glass.window(window)] = 0
         if not merged.any():
             labeller.skip_chunk(window.x, window.w)
             continue
@@ -212,15 +185,16 @@ def iter_objects(assembly: Assembly, mpp: float) -> Iterator[SlideObject]:
     for number, index in enumerate(order, start=1):
         if number % TRIM_EVERY_OBJECTS == 0:
             release_free_memory()
-        geometry = trace_polygon(read_ids, comps.root_of, int(index), comps.bbox[index])
         y0, x0, y1, x1 = (int(v) for v in comps.bbox[index])
+        mask, step = object_mask(read_ids, comps.root_of, int(index), comps.bbox[index])
+        geometry = mask_outline(mask, y0, x0, step)
         centroid = geometry.centroid
         yield SlideObject(
             id=number,
             class_id=int(comps.group[index]),
             geometry=geometry,
             area_um2=float(comps.area[index]) * mpp * mpp,
-            perimeter_um=float(geometry.length) * mpp,
+            perimeter_um=outline_perimeter(mask, step) * mpp,
             centroid_xy=(float(centroid.x), float(centroid.y)),
             bbox_xyxy=(x0, y0, x1 + 1, y1 + 1),
             mean_probability=float(comps.code_sum[index] / comps.area[index] / CODE_MAX),

@@ -9,7 +9,7 @@ in the description) so its resolution is read from metadata like a real scan.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -97,17 +97,25 @@ def synthetic_kidney(spec: DemoSlideSpec) -> np.ndarray:
     return img
 
 
-def _aperio(spec: DemoSlideSpec, w: int, h: int, note: str) -> str:
+DEMO_TITLE = "omniseg synthetic demo slide (not real tissue)"
+
+
+def _aperio(spec: DemoSlideSpec, w: int, h: int, note: str, title: str) -> str:
     return (
         f"Aperio Image Library v12.0.15 \r\n{spec.width}x{spec.height} [0,0 {w}x{h}] "
         f"({spec.tile}x{spec.tile}) JPEG/RGB Q={spec.jpeg_quality}{note}|AppMag = "
-        f"{spec.magnification}|MPP = {spec.mpp:.4f}|Title = omniseg synthetic demo slide (not real tissue)"
+        f"{spec.magnification}|MPP = {spec.mpp:.4f}|Title = {title}"
     )
 
 
 def write_demo_slide(path: str | Path, spec: DemoSlideSpec = DemoSlideSpec()) -> Path:
     """Write the synthetic pyramidal TIFF atomically and return its path."""
-    img = synthetic_kidney(spec)
+    return write_aperio_slide(path, synthetic_kidney(spec), spec, DEMO_TITLE)
+
+
+def write_aperio_slide(path: str | Path, img: np.ndarray, spec: DemoSlideSpec, title: str) -> Path:
+    """An Aperio-style pyramidal TIFF of ``img`` (spec: mpp, magnification, tile, levels)."""
+    spec = replace(spec, height=img.shape[0], width=img.shape[1])
     jpeg = {"compression": "jpeg", "compressionargs": {"level": spec.jpeg_quality}}
     target = Path(path)
     with atomic_path(target) as temp, tifffile.TiffWriter(temp) as tif:
@@ -116,7 +124,7 @@ def write_demo_slide(path: str | Path, spec: DemoSlideSpec = DemoSlideSpec()) ->
             tile=(spec.tile, spec.tile),
             photometric="rgb",
             metadata=None,
-            description=_aperio(spec, spec.width, spec.height, ""),
+            description=_aperio(spec, spec.width, spec.height, "", title),
             **jpeg,
         )
         side = spec.thumbnail_side / max(spec.width, spec.height)
@@ -127,7 +135,7 @@ def write_demo_slide(path: str | Path, spec: DemoSlideSpec = DemoSlideSpec()) ->
             thumb,
             photometric="rgb",
             metadata=None,
-            description=_aperio(spec, thumb.shape[1], thumb.shape[0], " -> thumbnail"),
+            description=_aperio(spec, thumb.shape[1], thumb.shape[0], " -> thumbnail", title),
             **jpeg,
         )
         for factor in spec.downsamples:
@@ -140,7 +148,7 @@ def write_demo_slide(path: str | Path, spec: DemoSlideSpec = DemoSlideSpec()) ->
                 photometric="rgb",
                 metadata=None,
                 subfiletype=1,
-                description=_aperio(spec, level.shape[1], level.shape[0], ""),
+                description=_aperio(spec, level.shape[1], level.shape[0], "", title),
                 **jpeg,
             )
     return target

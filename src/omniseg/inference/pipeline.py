@@ -21,15 +21,8 @@ from omniseg.allocator import tune_allocator
 from omniseg.catalogue import scales, tissue
 from omniseg.errors import OmnisegError
 from omniseg.evaluation.predict import inference_mode_of, model_device
-from omniseg.inference.assemble import (
-    ScaleSource,
-    TissueGate,
-    assemble,
-    grow_mask,
-    iter_objects,
-    label_tile_reader,
-    roi_mask,
-)
+from omniseg.inference.assemble import ScaleSource, assemble, iter_objects, label_tile_reader
+from omniseg.inference.gates import GlassGate, TissueGate, grow_mask, roi_mask
 from omniseg.inference.results import (
     SUMMARY_NAME,
     WORK_NAME,
@@ -46,11 +39,11 @@ from omniseg.inference.summary import (
     write_outputs,
 )
 from omniseg.inference.tiles import ScalePlan, TileStats, processed_flags, run_scale
-from omniseg.inference.tiling import Tile, Window, check_tiling
+from omniseg.inference.tiling import Tile, Window, check_tiling, grid_shape
 from omniseg.io import open_slide, plan_level, target_shape, thumbnail
 from omniseg.io.base import SlideInfo, SlideReader
 from omniseg.io.roi import load_roi
-from omniseg.io.tissue import detect_tissue
+from omniseg.io.tissue import detect_tissue, tissue_thresholds
 
 log = logging.getLogger(__name__)
 UM2_PER_MM2 = 1e6
@@ -175,7 +168,8 @@ def _run(reader: SlideReader, slide, folder, settings, model, source, roi, plans
 
     clock = time.perf_counter()
     thumb, downsample = thumbnail(reader, settings.thumbnail_side)
-    work = detect_tissue(thumb)
+    cut_offs = tissue_thresholds(thumb)
+    work = detect_tissue(thumb, thresholds=cut_offs)
     if roi is not None:
         thumb_roi = _roi_on_thumbnail(roi, work.shape, downsample)
         work &= thumb_roi
@@ -183,10 +177,11 @@ def _run(reader: SlideReader, slide, folder, settings, model, source, roi, plans
     if not work.any():
         warnings.append("no tissue found on the thumbnail (inside the ROI): nothing was segmented")
         log.warning("%s: %s", slide.name, warnings[-1])
-    gate = None
+    gate = glass = None
     if settings.tissue_margin_um is not None:
         radius = math.ceil(settings.tissue_margin_um / (downsample * mpp0))
         gate = TissueGate(grow_mask(work, radius), downsample)
+        glass = GlassGate(reader, cut_offs)
     timings["tissue"] = time.perf_counter() - clock
 
     device = model_device(model)
@@ -211,10 +206,9 @@ def _run(reader: SlideReader, slide, folder, settings, model, source, roi, plans
             order_seed=settings.tile_order_seed,
         )
         timings[f"inference_{name}"] = time.perf_counter() - clock
-        probs = store.probabilities(
-            plan.scale_id, len(plan.tasks), plan.shape_hw, tile - 2 * overlap
-        )
-        sources.append(ScaleSource(plan, probs, processed_flags(store, plan, tile, overlap)))
+        grid = grid_shape(plan.shape_hw, tile, overlap)
+        windows = store.window_codes(plan.scale_id, len(plan.tasks), grid, tile)
+        sources.append(ScaleSource(plan, windows, processed_flags(store, plan, tile, overlap)))
 
     clock = time.perf_counter()
     assembly = assemble(
@@ -229,6 +223,7 @@ def _run(reader: SlideReader, slide, folder, settings, model, source, roi, plans
         chunk=settings.merge_chunk,
         roi=roi,
         tissue=gate,
+        glass=glass,
         progress=bar("merge"),
     )
     timings["merge"] = time.perf_counter() - clock
@@ -299,6 +294,11 @@ def _roi_on_thumbnail(roi, shape_hw: tuple[int, int], downsample: float) -> np.n
     return inside | touched
 
 
+def _naming(slide: Path, message: str) -> str:
+    """The message, starting with the slide's path unless it already names the file."""
+    return message if str(slide) in message or slide.name in message else f"{slide}: {message}"
+
+
 def segment_slides(
     paths: Sequence[str | Path],
     out: str | Path,
@@ -321,11 +321,10 @@ def segment_slides(
                     slide, out, settings, model, model_source=model_source, result_folder=folder
                 )
             )
-        except OmnisegError as exc:
-            log.error("%s: %s", slide, exc)
-            results.append(SlideResult(slide, None, error=str(exc)))
+        except OmnisegError as exc:  # reported once, by the caller (the CLI prints one line)
+            results.append(SlideResult(slide, None, error=_naming(slide, str(exc))))
         except Exception as exc:
-            log.error("%s: unexpected failure: %s", slide, exc)
-            log.debug("traceback", exc_info=True)
-            results.append(SlideResult(slide, None, error=f"{type(exc).__name__}: {exc}"))
+            log.debug("%s: unexpected failure", slide, exc_info=True)
+            message = f"unexpected failure: {type(exc).__name__}: {exc} (rerun with --debug)"
+            results.append(SlideResult(slide, None, error=_naming(slide, message)))
     return results

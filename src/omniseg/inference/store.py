@@ -1,8 +1,9 @@
 """On-disk intermediate maps (zarr, chunked + compressed) under ``OUT/<stem>/.work/``.
 
-* ``prob_s<scale>``: (tasks, h, w) uint8 probability codes at the scale's native resolution,
-  one chunk per tile core, so each tile writes exactly its own chunk (zarr writes a chunk
-  atomically: a crash never leaves a torn chunk).
+* ``win_s<scale>``: uint8 probability codes of each tile's whole read window at the scale's
+  native resolution, tile (r, c) in the chunk at (r * tile, c * tile), so each tile writes
+  exactly its own chunk (zarr writes a chunk atomically: a crash never leaves a torn chunk) and
+  neighbouring windows can be blended where they overlap (``inference.blend``).
 * ``done_s<scale>``: (rows, cols) uint8 per-tile completion flags, set after the tile's chunk is
   written; ``--resume`` skips flagged tiles.
 * ``labels`` / ``ids``: the merged level-0 label map and its connected-component ids, chunked by
@@ -64,10 +65,10 @@ class WorkStore:
             overwrite=True,
         )
 
-    def probabilities(self, scale_id: int, n_tasks: int, shape_hw, core: int) -> zarr.Array:
-        return self._array(
-            f"prob_s{scale_id}", (n_tasks, *shape_hw), (n_tasks, core, core), "uint8"
-        )
+    def window_codes(self, scale_id: int, n_tasks: int, grid_hw, tile: int) -> zarr.Array:
+        """(tasks, rows * tile, cols * tile): one tile-sized slot per grid position."""
+        shape = (n_tasks, grid_hw[0] * tile, grid_hw[1] * tile)
+        return self._array(f"win_s{scale_id}", shape, (n_tasks, tile, tile), "uint8")
 
     def done_flags(self, scale_id: int, grid_hw) -> zarr.Array:
         chunks = (min(FLAG_CHUNK, grid_hw[0]), min(FLAG_CHUNK, grid_hw[1]))

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from omniseg.evaluation.predict import dihedral_transforms, image_to_tensor, reflect_pad
 from omniseg.inference.merge import probability_codes
 from omniseg.inference.store import WorkStore, release_free_memory
-from omniseg.inference.tiling import Tile, core_size, grid_shape, iter_tiles, tile_at
+from omniseg.inference.tiling import Tile, grid_shape, iter_tiles, tile_at
 from omniseg.io.base import SlideReader
 from omniseg.io.levels import read_at_mpp
 from omniseg.models import foreground_probability
@@ -114,9 +114,9 @@ def run_scale(
     ``order_seed`` processes the batches in a shuffled order (tests: results must not change).
     """
     tile, overlap = model.inference.tile_size, model.inference.tile_overlap
-    core = core_size(tile, overlap)
-    probs = store.probabilities(plan.scale_id, len(plan.tasks), plan.shape_hw, core)
-    flags_array = store.done_flags(plan.scale_id, grid_shape(plan.shape_hw, tile, overlap))
+    grid = grid_shape(plan.shape_hw, tile, overlap)
+    windows = store.window_codes(plan.scale_id, len(plan.tasks), grid, tile)
+    flags_array = store.done_flags(plan.scale_id, grid)
     done = np.asarray(flags_array[:])
     thresholds = [model.inference.thresholds[t] for t in plan.tasks]
     stats = TileStats()
@@ -164,9 +164,10 @@ def run_scale(
         for group, images in _prefetched(tile_groups, read, workers):
             prob = predict_tiles(model, images, plan, device, precision)
             for t, p in zip(group, prob, strict=True):
-                inner = t.core_in_window()
-                codes = probability_codes(p[:, inner.y : inner.y1, inner.x : inner.x1], thresholds)
-                probs[:, t.core.y : t.core.y1, t.core.x : t.core.x1] = codes
+                slot_y, slot_x = t.row * tile, t.col * tile
+                windows[:, slot_y : slot_y + t.window.h, slot_x : slot_x + t.window.w] = (
+                    probability_codes(p, thresholds)
+                )
             rows = [t.row for t in group]
             for t in group:
                 done[t.row, t.col] = 1

@@ -3,9 +3,10 @@
 Every tile owns a *core* on a regular grid of ``tile - 2 * overlap`` px, so the cores partition the
 image and each output pixel comes from exactly one tile (no averaging, no votes): stitching is
 exact and independent of tile order. The *window* the network sees is the core grown by
-``overlap`` on each side, shifted inwards at the image border so that it stays inside the image
-whenever the image is at least one tile large (images smaller than a tile are read padded; the
-reader fills outside pixels with white).
+``overlap`` on each side, shifted inwards at the image border so that it stays inside the image.
+Along an axis where the image is smaller than a tile the window is the whole image: the network
+sees exactly the pixels ``evaluate`` would give it, never white padding (which changes what the
+scale-aware controller pools over, and so the prediction).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ class Window:
 
 @dataclass(frozen=True)
 class Tile:
-    """One network input: ``window`` is read (always tile x tile px), ``core`` is kept."""
+    """One network input: ``window`` is read (tile x tile px, or the whole image along an axis
+    shorter than a tile), ``core`` is kept."""
 
     row: int
     col: int
@@ -64,6 +66,11 @@ def check_tiling(tile: int, overlap: int) -> None:
         )
 
 
+def window_side(length: int, tile: int) -> int:
+    """Read-window side along an axis: the tile, or the whole axis when it is shorter."""
+    return min(tile, length)
+
+
 def _axis_entry(index: int, length: int, tile: int, overlap: int) -> tuple[int, int, int, int]:
     """(index, window start, core start, core length) of one grid position on one axis."""
     core = tile - 2 * overlap
@@ -81,7 +88,8 @@ def tile_at(shape_hw: tuple[int, int], tile: int, overlap: int, row: int, col: i
     """The tile at grid position (row, col), without building the grid."""
     _, wy, cy, ch = _axis_entry(row, shape_hw[0], tile, overlap)
     _, wx, cx, cw = _axis_entry(col, shape_hw[1], tile, overlap)
-    return Tile(row, col, Window(wy, wx, tile, tile), Window(cy, cx, ch, cw))
+    window = Window(wy, wx, window_side(shape_hw[0], tile), window_side(shape_hw[1], tile))
+    return Tile(row, col, window, Window(cy, cx, ch, cw))
 
 
 def grid_shape(shape_hw: tuple[int, int], tile: int, overlap: int) -> tuple[int, int]:
@@ -97,9 +105,10 @@ def iter_tiles(shape_hw: tuple[int, int], tile: int, overlap: int) -> Iterator[T
     if height <= 0 or width <= 0:
         raise OmnisegError(f"cannot tile an empty image of {height}x{width} px")
     cols = _axis(width, tile, overlap)
+    win_h, win_w = window_side(height, tile), window_side(width, tile)
     for r, wy, cy, ch in _axis(height, tile, overlap):
         for c, wx, cx, cw in cols:
-            yield Tile(r, c, Window(wy, wx, tile, tile), Window(cy, cx, ch, cw))
+            yield Tile(r, c, Window(wy, wx, win_h, win_w), Window(cy, cx, ch, cw))
 
 
 def tile_grid(shape_hw: tuple[int, int], tile: int, overlap: int) -> list[Tile]:

@@ -26,6 +26,31 @@ from omniseg.io.tiff_reader import TiffReader
 GENERIC_TIFF_VENDOR = "generic-tiff"
 APERIO_VENDOR = "aperio"
 SUPPORTED = "SVS, NDPI, MRXS, SCN, Philips/Ventana TIFF, OME-TIFF, pyramidal TIFF, PNG, JPEG"
+# Suffixes taken when a FOLDER is given as a slide (readers still choose by content).
+SLIDE_SUFFIXES = frozenset(
+    {".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".tif", ".tiff"}
+)
+
+
+def expand_slide_paths(paths) -> list[Path]:
+    """Slide arguments with each folder replaced by the slide files directly inside it (sorted).
+
+    A folder without such files stays as it is, so opening it reports a folder, not a slide.
+    """
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        inside = (
+            sorted(
+                p
+                for p in path.iterdir()
+                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SLIDE_SUFFIXES
+            )
+            if path.is_dir()
+            else []
+        )
+        out.extend(inside or [path])
+    return out
 
 
 def open_slide(
@@ -42,6 +67,11 @@ def open_slide(
     """
     check_overrides(mpp, magnification)
     slide_path = Path(path)
+    if slide_path.is_dir():
+        raise OmnisegError(
+            f"{slide_path}: is a folder without slide files ({', '.join(sorted(SLIDE_SUFFIXES))}); "
+            "pass slide files, or a folder that holds them"
+        )
     if not slide_path.is_file():
         raise OmnisegError(f"{slide_path}: no such file; check the slide path")
     reader = _open_by_content(slide_path, mpp, magnification)

@@ -35,6 +35,11 @@ class TissueSettings:
     closing_px: int = 5
     opening_px: int = 2
     min_object_fraction: float = 1e-4  # objects / holes smaller than this share of the image
+    # Full-resolution glass test (labels are kept off glass; lumens inside tissue are tissue):
+    glass_mpp: float = 1.0  # µm/px it runs at (level 0 if that is coarser)
+    glass_smoothing_um: float = 2.0  # Gaussian sigma: single pale pixels inside tissue are noise
+    glass_min_area_um2: float = 10_000.0  # smaller enclosed pale areas are lumens, not glass
+    glass_context_um: float = 100.0  # read around each window so lumens are seen whole
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -63,26 +68,53 @@ def ink_mask(rgb: np.ndarray, settings: TissueSettings = TissueSettings()) -> np
     return ink.astype(bool)
 
 
-def detect_tissue(
-    rgb_thumbnail: np.ndarray, settings: TissueSettings = TissueSettings()
-) -> np.ndarray:
-    """HxW bool mask of tissue in an HxWx3 uint8 thumbnail (see module docstring for the method)."""
-    rgb = np.ascontiguousarray(rgb_thumbnail[..., :3], dtype=np.uint8)
-    if settings.smoothing_px > 0:
-        size = 2 * settings.smoothing_px + 1
-        rgb = cv2.GaussianBlur(rgb, (size, size), 0)
+@dataclass(frozen=True)
+class TissueThresholds:
+    """Per-slide cut-offs found on the thumbnail; the full-resolution glass test reuses them."""
+
+    saturation: float
+    density: float
+
+
+def _saturation_density(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     saturation = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[..., 1].astype(np.float32)
     density = -np.log10((rgb.astype(np.float32) + 1.0) / 256.0).sum(axis=2)
-    ink = ink_mask(rgb, settings)
-    clean = ~ink
-    sat_threshold = _otsu_clamped(
-        saturation[clean], settings.saturation_floor, settings.saturation_cap, 1.0
-    )
+    return saturation, density
+
+
+def _smoothed(rgb_image: np.ndarray, radius_px: int) -> np.ndarray:
+    rgb = np.ascontiguousarray(rgb_image[..., :3], dtype=np.uint8)
+    if radius_px > 0:
+        size = 2 * radius_px + 1
+        rgb = cv2.GaussianBlur(rgb, (size, size), 0)
+    return rgb
+
+
+def tissue_thresholds(
+    rgb_thumbnail: np.ndarray, settings: TissueSettings = TissueSettings()
+) -> TissueThresholds:
+    """Otsu cut-offs of saturation and optical density on the non-ink pixels, clamped."""
+    rgb = _smoothed(rgb_thumbnail, settings.smoothing_px)
+    saturation, density = _saturation_density(rgb)
+    clean = ~ink_mask(rgb, settings)
     od_scale = 255.0 / 3.0  # summed OD spans 0..~7; 0..3 covers tissue and glass
-    od_threshold = _otsu_clamped(
-        density[clean], settings.density_floor, settings.density_cap, od_scale
+    return TissueThresholds(
+        _otsu_clamped(saturation[clean], settings.saturation_floor, settings.saturation_cap, 1.0),
+        _otsu_clamped(density[clean], settings.density_floor, settings.density_cap, od_scale),
     )
-    tissue = ((saturation > sat_threshold) | (density > od_threshold)) & clean
+
+
+def detect_tissue(
+    rgb_thumbnail: np.ndarray,
+    settings: TissueSettings = TissueSettings(),
+    thresholds: TissueThresholds | None = None,
+) -> np.ndarray:
+    """HxW bool mask of tissue in an HxWx3 uint8 thumbnail (see module docstring for the method)."""
+    rgb = _smoothed(rgb_thumbnail, settings.smoothing_px)
+    saturation, density = _saturation_density(rgb)
+    clean = ~ink_mask(rgb, settings)
+    cut = thresholds or tissue_thresholds(rgb_thumbnail, settings)
+    tissue = ((saturation > cut.saturation) | (density > cut.density)) & clean
     mask = tissue.astype(np.uint8)
     mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, _disk(settings.closing_px))
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, _disk(settings.opening_px))
@@ -102,3 +134,36 @@ def _remove_small(mask: np.ndarray, min_pixels: int) -> np.ndarray:
     keep = sizes >= min_pixels
     keep[0] = False
     return keep[labels]
+
+
+def glass_mask(
+    rgb: np.ndarray,
+    mpp: float,
+    thresholds: TissueThresholds,
+    settings: TissueSettings = TissueSettings(),
+    open_edges: tuple[bool, bool, bool, bool] = (False, False, False, False),
+) -> np.ndarray:
+    """HxW bool: glass in an RGB image at ``mpp`` µm/px (a full-resolution view, not a thumbnail).
+
+    A pixel is pale if, after light smoothing, it is below both tissue cut-offs. Pale regions
+    (4-connected) are glass when they are large, or when they reach an *open* edge (top,
+    bottom, left, right: a window cut out of a larger image, beyond which they may go on);
+    smaller pale regions are lumens or pale cytoplasm, which are tissue.
+    """
+    sigma = settings.glass_smoothing_um / mpp
+    smooth = np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
+    if sigma >= 0.5:
+        smooth = cv2.GaussianBlur(smooth, (0, 0), sigma)
+    saturation, density = _saturation_density(smooth)
+    pale = (saturation <= thresholds.saturation) & (density <= thresholds.density)
+    labels, count = ndimage.label(pale)
+    if count == 0:
+        return pale
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    large = sizes * mpp * mpp >= settings.glass_min_area_um2
+    edges = (labels[0], labels[-1], labels[:, 0], labels[:, -1])
+    for is_open, edge in zip(open_edges, edges, strict=True):
+        if is_open:
+            large[np.unique(edge)] = True
+    large[0] = False
+    return large[labels]

@@ -82,13 +82,17 @@ def load_original_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     try:
         obj = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # PyTorch's own message advises weights_only=False: never repeat that for a file we
+        # refused, it would run whatever code the pickle holds.
         raise OmnisegError(
             f"{source}: refused to load: the file holds objects other than tensors (possibly "
-            f"code); only plain state dicts are accepted ({first})"
+            "code); only plain state dicts of tensors are accepted"
         ) from exc
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        raise OmnisegError(f"{source}: not a readable PyTorch checkpoint ({exc})") from exc
+    except Exception as exc:  # torch raises many types for a damaged or non-PyTorch file
+        raise OmnisegError(
+            f"{source}: not a readable PyTorch checkpoint ({type(exc).__name__}); pass an "
+            "original Omni-Seg .pth state dict"
+        ) from exc
     return _unwrap(obj, source)
 
 

@@ -1,0 +1,89 @@
+"""Where labels may be: the ROI, the thumbnail tissue mask (grown by a margin), and not on glass.
+
+The thumbnail mask decides which tiles run and keeps labels near tissue; at whole-slide thumbnail
+scale one pixel can be 25 µm, and its margin would otherwise paint glass next to tissue, so a
+full-resolution glass test (``io.tissue.glass_mask``) then removes labels on glass chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import shapely
+from shapely.geometry import box
+
+from omniseg.inference.tiling import Window
+from omniseg.io.base import SlideReader
+from omniseg.io.levels import read_at_mpp
+from omniseg.io.tissue import TissueSettings, TissueThresholds, glass_mask
+
+
+@dataclass(frozen=True)
+class TissueGate:
+    """Thumbnail tissue mask (already grown by the margin) and its level-0 downsample."""
+
+    mask: np.ndarray
+    downsample: float
+
+    def window(self, window: Window) -> np.ndarray:
+        """Level-0 pixels of ``window`` whose centre falls on a tissue thumbnail pixel."""
+        h, w = self.mask.shape
+        ys = ((np.arange(window.y, window.y1) + 0.5) / self.downsample).astype(np.int64)
+        xs = ((np.arange(window.x, window.x1) + 0.5) / self.downsample).astype(np.int64)
+        return self.mask[np.clip(ys, 0, h - 1)][:, np.clip(xs, 0, w - 1)]
+
+
+def grow_mask(mask: np.ndarray, radius_px: int) -> np.ndarray:
+    """Binary dilation by a disk (pure function; radius 0 returns a copy)."""
+    if radius_px <= 0:
+        return mask.copy()
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius_px + 1, 2 * radius_px + 1))
+    return cv2.dilate(mask.astype(np.uint8), disk).astype(bool)
+
+
+def roi_mask(roi, window: Window) -> np.ndarray | None:
+    """Pixels of ``window`` whose centre lies inside the ROI polygon(s); None = no ROI."""
+    if roi is None:
+        return None
+    cell = box(window.x, window.y, window.x1, window.y1)
+    if roi.contains(cell):
+        return np.ones((window.h, window.w), dtype=bool)
+    if not roi.intersects(cell):
+        return np.zeros((window.h, window.w), dtype=bool)
+    local = roi.intersection(cell)
+    shapely.prepare(local)
+    ys, xs = np.mgrid[window.y : window.y1, window.x : window.x1] + 0.5
+    return shapely.contains_xy(local, xs, ys)
+
+
+@dataclass(frozen=True)
+class GlassGate:
+    """Full-resolution glass test of level-0 windows (read at ``settings.glass_mpp`` or level 0)."""
+
+    reader: SlideReader
+    thresholds: TissueThresholds
+    settings: TissueSettings = field(default_factory=TissueSettings)
+
+    @property
+    def mpp(self) -> float:
+        return max(float(self.reader.info.mpp), self.settings.glass_mpp)
+
+    def window(self, window: Window) -> np.ndarray:
+        """Level-0 pixels of ``window`` that lie on glass (bool, window-shaped)."""
+        f = float(self.reader.info.mpp) / self.mpp  # glass-test px per level-0 px (<= 1)
+        width0, height0 = self.reader.info.dimensions
+        full_w, full_h = max(1, math.ceil(width0 * f)), max(1, math.ceil(height0 * f))
+        pad = math.ceil(self.settings.glass_context_um / self.mpp)
+        gx0 = max(math.floor(window.x * f) - pad, 0)
+        gy0 = max(math.floor(window.y * f) - pad, 0)
+        gx1 = min(math.ceil(window.x1 * f) + pad, full_w)
+        gy1 = min(math.ceil(window.y1 * f) + pad, full_h)
+        rgb = read_at_mpp(self.reader, self.mpp, gx0, gy0, gx1 - gx0, gy1 - gy0)
+        open_edges = (gy0 > 0, gy1 < full_h, gx0 > 0, gx1 < full_w)  # the slide goes on there
+        glass = glass_mask(rgb, self.mpp, self.thresholds, self.settings, open_edges)
+        ys = np.clip(((np.arange(window.y, window.y1) + 0.5) * f).astype(np.int64) - gy0, 0, None)
+        xs = np.clip(((np.arange(window.x, window.x1) + 0.5) * f).astype(np.int64) - gx0, 0, None)
+        return glass[np.minimum(ys, glass.shape[0] - 1)][:, np.minimum(xs, glass.shape[1] - 1)]

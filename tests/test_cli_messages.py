@@ -1,0 +1,119 @@
+"""What the user reads: one line per error, folders named as folders, Ctrl-C says how to resume,
+--debug anywhere, no advice to unpickle, honest training defaults."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import yaml
+
+from omniseg.cli.main import interrupted_message, main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _error_lines(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def test_segment_errors_are_one_line_each(tmp_path, capsys):
+    from omniseg.models import create_model, save_pretrained
+
+    weights = tmp_path / "m"
+    save_pretrained(create_model("omniseg-tiny"), weights)
+    missing = tmp_path / "nope.svs"
+    args = ["segment", str(missing), "-o", str(tmp_path / "out"), "--weights", str(weights)]
+    assert main(args) == 2
+    lines = _error_lines(capsys)
+    assert lines == [f"omniseg: error: {missing}: no such file; check the slide path"]
+    empty = tmp_path / "empty-folder"
+    empty.mkdir()
+    assert main([*args[:1], str(empty), *args[2:]]) == 2
+    (line,) = _error_lines(capsys)
+    assert "is a folder" in line and line.count(str(empty)) == 1
+    assert main([*args[:1], str(missing), str(empty), *args[2:]]) == 2
+    lines = _error_lines(capsys)
+    assert len(lines) == 3 and lines[-1].endswith("2 of 2 slides failed: nope.svs, empty-folder")
+
+
+def test_a_folder_of_slides_segments_the_slides_inside(tmp_path):
+    from omniseg.io.opener import expand_slide_paths
+
+    folder = tmp_path / "cohort"
+    folder.mkdir()
+    for name in ("b.svs", "a.tiff", "notes.txt", ".hidden.svs"):
+        (folder / name).write_bytes(b"")
+    (folder / "sub.svs").mkdir()
+    single = tmp_path / "x.ndpi"
+    assert expand_slide_paths([folder, single]) == [folder / "a.tiff", folder / "b.svs", single]
+
+
+def test_ctrl_c_says_what_was_kept_and_how_to_continue():
+    message = interrupted_message(["segment", "s.svs", "-o", "out dir", "--overwrite"])
+    assert "OUT/<slide>/.work" in message
+    assert message.splitlines()[-1].strip() == "omniseg segment s.svs -o 'out dir' --resume"
+    train = interrupted_message(["train", "--data", "d", "--out", "r", "--resume"])
+    assert train.splitlines()[-1].strip() == "omniseg train --data d --out r --resume"
+    assert interrupted_message(["info"]) == "omniseg: interrupted"
+
+
+def test_debug_is_accepted_after_the_subcommand(tmp_path, capsys):
+    missing = tmp_path / "nope.pth"
+    assert main(["convert-checkpoint", str(missing), str(tmp_path / "o"), "--debug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "No such option" not in err
+
+
+def test_demo_accepts_the_resume_its_messages_suggest(capsys):
+    with pytest.raises(SystemExit) as stop:
+        from omniseg.cli.app import app
+
+        app(["demo", "--help"], prog_name="omniseg")
+    assert stop.value.code == 0 and "--resume" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content", ["junk", "pickle"])
+def test_convert_checkpoint_never_advises_unpickling(tmp_path, capsys, content):
+    bad = tmp_path / "bad.pth"
+    if content == "junk":
+        bad.write_text("not a checkpoint")
+    else:
+        bad.write_bytes(pickle.dumps({"w": object()}))
+    assert main(["convert-checkpoint", str(bad), str(tmp_path / "o")]) == 2
+    (line,) = _error_lines(capsys)
+    assert str(bad) in line and "weights_only" not in line and "internal error" not in line
+
+
+def test_semi_supervised_terms_are_off_by_default():
+    from omniseg.training.config import SemiConfig, TrainConfig
+
+    assert SemiConfig().enabled is False and TrainConfig().semi.enabled is False
+
+
+@pytest.mark.parametrize("config", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_hold_no_machine_paths_and_load(config):
+    from omniseg.training import load_train_config
+
+    raw = yaml.safe_load(config.read_text())
+    assert not raw.get("data", {}).get("path"), "configs hold no machine paths; --data does"
+    resolved = load_train_config(config, {"data.path": "some/data", "run.out": "r"})
+    assert resolved.data.path == "some/data"
+
+
+@pytest.mark.parametrize("flag", ["--max-steps", "--epochs"])
+def test_a_zero_step_budget_is_rejected(tmp_path, capsys, flag):
+    args = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), flag, "0"]
+    assert main(args) == 2
+    (line,) = _error_lines(capsys)
+    assert f"{flag} must be >= 1" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_hd95_is_stated_in_one_unit_everywhere():
+    """``evaluate`` prints HD95 in µm; the docs must not report it in px."""
+    for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for line in doc.read_text(encoding="utf-8").splitlines():
+            if "HD95" in line:
+                assert "HD95 px" not in line and "HD95 in px" not in line, f"{doc.name}: {line}"
