@@ -437,3 +437,44 @@ def test_tissue_gate_maps_thumbnail_pixels_to_level0_blocks():
     grown = grow_mask(mask, 1)
     assert grown.sum() == 5 and grown[1, 1:4].all() and grown[0:3, 2].all()
     np.testing.assert_array_equal(grow_mask(mask, 0), mask)
+
+
+class TileMoodModel(PointwiseModel):
+    """A pixel rule plus an offset from the tile's own mean, like a controller that reads
+    globally pooled features: neighbouring tiles disagree where their contents differ."""
+
+    def predict_tasks(self, x, task_ids, scale_id):
+        grey = x.float().mean(dim=1)
+        mood = grey.mean(dim=(-2, -1), keepdim=True) - 0.5
+        fg = (0.5 - grey + 1.0 * mood) * 40.0
+        logits = torch.stack([torch.zeros_like(fg), fg], dim=1)
+        return torch.stack([logits] * len(task_ids), dim=1)
+
+
+def test_blending_hides_the_tile_grid_of_a_model_whose_tiles_disagree(tmp_path, monkeypatch):
+    from scipy import ndimage
+
+    from omniseg.evaluation.output_quality import seam_index
+    from omniseg.inference import blend
+
+    rng = np.random.default_rng(3)
+    field = ndimage.gaussian_filter(rng.random((320, 320)), 12)
+    grey = np.clip((field - field.mean()) / field.std() * 0.18 + 0.5, 0, 1)
+    img = np.repeat((grey * 255).astype(np.uint8)[..., None], 3, axis=2)
+    dt = tissue("dt")
+    path = write_tiff(tmp_path / "mood.tif", img, dt.mpp)
+    tile, overlap = 64, 16
+    model = TileMoodModel(tiny_inference(tile, overlap))
+    settings = quiet(tasks=(dt.id,), tissue_margin_um=None)
+    blended = level0_labels(segment_slide(path, tmp_path / "b", settings, model).out_dir)
+
+    def hard_cut(length, overlap_px):  # the old rule: each pixel from the one tile owning it
+        inside = (np.arange(length) >= overlap_px) & (np.arange(length) < length - overlap_px)
+        return np.where(inside, 1.0, 1e-9)
+
+    monkeypatch.setattr(blend, "edge_ramp", hard_cut)
+    cut = level0_labels(segment_slide(path, tmp_path / "c", settings, model).out_dir)
+    grid = [(float(tile - 2 * overlap), 1)]
+    assert 0.05 < (blended > 0).mean() < 0.95
+    assert seam_index(cut, grid).index > 2.0  # the hard cut shows the grid (2.45) ...
+    assert seam_index(blended, grid).index <= 1.3  # ... blending does not (0.98)
