@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,8 +27,12 @@ from omniseg.inference.gates import GlassGate, TissueGate, grow_mask, roi_mask
 from omniseg.inference.results import (
     SUMMARY_NAME,
     WORK_NAME,
+    final_dir,
+    has_content,
     prepare_result_dir,
     result_dir,
+    staging_dir,
+    swap_in,
 )
 from omniseg.inference.settings import SegmentSettings
 from omniseg.inference.spool import ObjectSpool
@@ -44,6 +49,7 @@ from omniseg.io import open_slide, plan_level, target_shape, thumbnail
 from omniseg.io.base import SlideInfo, SlideReader
 from omniseg.io.roi import load_roi
 from omniseg.io.tissue import detect_tissue, tissue_thresholds
+from omniseg.locks import folder_lock
 
 log = logging.getLogger(__name__)
 UM2_PER_MM2 = 1e6
@@ -134,15 +140,29 @@ def segment_slide(
         roi = load_roi(settings.roi, info) if settings.roi is not None else None
         plans = plan_scales(info, settings.tasks)
         folder = result_folder or result_dir(Path(out_dir), slide)
-        if prepare_result_dir(folder, slide, resume=settings.resume, overwrite=settings.overwrite):
-            summary = json.loads((folder / SUMMARY_NAME).read_text(encoding="utf-8"))
-            log.info("%s: finished result found in %s; kept (--resume)", slide.name, folder)
-            return SlideResult(slide, folder, summary, skipped=True)
-        timings = {"open": time.perf_counter() - started}
-        with inference_mode_of(model):
-            summary = _run(
-                reader, slide, folder, settings, model, model_source, roi, plans, timings
-            )
+        with folder_lock(folder):
+            # --overwrite builds the new result beside the old one and swaps at the end, so a
+            # failure (disk full, a crash) never costs the user both.
+            staging = staging_dir(folder) if settings.overwrite and has_content(folder) else None
+            work_folder = staging or folder
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+            if prepare_result_dir(
+                work_folder,
+                slide,
+                resume=settings.resume,
+                overwrite=settings.overwrite and staging is None,
+            ):
+                summary = json.loads((folder / SUMMARY_NAME).read_text(encoding="utf-8"))
+                log.info("%s: finished result found in %s; kept (--resume)", slide.name, folder)
+                return SlideResult(slide, folder, summary, skipped=True)
+            timings = {"open": time.perf_counter() - started}
+            with inference_mode_of(model):
+                summary = _run(
+                    reader, slide, work_folder, settings, model, model_source, roi, plans, timings
+                )
+            if staging is not None:
+                swap_in(staging, folder)
         return SlideResult(slide, folder, summary, warnings=summary["warnings"])
     finally:
         reader.close()
@@ -239,7 +259,7 @@ def _run(reader: SlideReader, slide, folder, settings, model, source, roi, plans
 
         summary = {
             "slide": str(slide.resolve()),
-            "result_dir": str(folder.resolve()),
+            "result_dir": str(final_dir(folder).resolve()),
             "reader": info.reader,
             "vendor": getattr(info, "vendor", None),
             "dimensions_wh": [width0, height0],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -30,17 +31,68 @@ def _recorded_source(folder: Path) -> str | None:
         return None
 
 
+def safe_name(stem: str) -> str:
+    """A folder name that stays inside OUT whatever the slide is called (``...tif`` has the stem
+    ``..``): path separators and control characters become ``_``, leading dots are dropped."""
+    cleaned = "".join("_" if c in "/\\" or ord(c) < 32 else c for c in stem).lstrip(".").strip()
+    return cleaned or "slide"
+
+
+def source_path(slide: Path) -> str:
+    """The slide's absolute path, resolved where possible (a symlink loop stays unresolved, so
+    the error is reported by the slide's own handler, not here)."""
+    try:
+        return str(slide.resolve())
+    except (OSError, RuntimeError):
+        return str(Path(os.path.abspath(slide)))
+
+
 def result_dir(out: Path, slide: Path, taken: set[str] | None = None) -> Path:
-    """The slide's result folder under ``out`` (not created)."""
-    source = str(slide.resolve())
+    """The slide's result folder directly under ``out`` (not created)."""
+    source = source_path(slide)
     digest = hashlib.sha1(source.encode("utf-8")).hexdigest()[:HASH_CHARS]
-    for name in (slide.stem, f"{slide.stem}-{digest}"):
+    stem = safe_name(slide.stem)
+    for name in (stem, f"{stem}-{digest}"):
         folder = out / name
         if taken is not None and name in taken:
             continue
         if not folder.exists() or _recorded_source(folder) in (None, source):
             return folder
-    return out / f"{slide.stem}-{digest}"
+    return out / f"{stem}-{digest}"
+
+
+STAGING_SUFFIX = ".overwrite"
+RETIRED_SUFFIX = ".replaced"
+
+
+def staging_dir(folder: Path) -> Path:
+    """Where ``--overwrite`` builds the new result, beside the old one (hidden)."""
+    return folder.parent / f".{folder.name}{STAGING_SUFFIX}"
+
+
+def final_dir(folder: Path) -> Path:
+    """The result folder a (possibly staging) folder will become."""
+    name = folder.name
+    if name.startswith(".") and name.endswith(STAGING_SUFFIX):
+        return folder.parent / name[1 : -len(STAGING_SUFFIX)]
+    return folder
+
+
+def has_content(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def swap_in(staging: Path, folder: Path) -> None:
+    """Replace ``folder`` by the finished ``staging`` folder: two renames, then the old one goes.
+
+    Until the first rename the old result is complete; after the second the new one is. A
+    crash between them leaves the old one as ``.<name>.replaced`` (said in the log and kept).
+    """
+    retired = folder.parent / f".{folder.name}{RETIRED_SUFFIX}"
+    shutil.rmtree(retired, ignore_errors=True)
+    os.replace(folder, retired)
+    os.replace(staging, folder)
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 def is_complete(folder: Path) -> bool:
@@ -67,5 +119,5 @@ def prepare_result_dir(folder: Path, slide: Path, *, resume: bool, overwrite: bo
         shutil.rmtree(folder / WORK_NAME, ignore_errors=True)  # killed after summary.json
         return True
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(folder / SOURCE_NAME, {"slide": str(slide.resolve())})
+    atomic_write_json(folder / SOURCE_NAME, {"slide": source_path(slide)})
     return False

@@ -23,7 +23,8 @@ from omniseg.io.pixels import WHITE
 LEVEL_MPP_TOLERANCE = 0.01  # a level within 1 % of the target counts as fine enough
 MARGIN_BLOCKS = 1  # extra source blocks on each side so interpolation never reads past the window
 INTERPOLATION_STEPS = 32  # cv2.remap's sub-pixel grid (INTER_TAB_SIZE): 1/32 px
-THUMBNAIL_BAND_ROWS = 256  # output rows per read when building a thumbnail (bounds memory)
+THUMBNAIL_BAND_ROWS = 256  # at most this many output rows per read when building a thumbnail
+THUMBNAIL_BAND_BYTES = 64 << 20  # ... and at most this much source pixel data per read
 
 
 @dataclass(frozen=True)
@@ -185,8 +186,14 @@ def thumbnail(reader: SlideReader, max_side: int) -> tuple[np.ndarray, float]:
         key=lambda i: reader.info.level_downsamples[i],
     )
     per_output = downsample / reader.info.level_downsamples[level]
+    # A single-level giant (or a header claiming 100000² px) has no coarse level to read from:
+    # bound each read by bytes, not only by output rows (256 rows x 50 source rows each x
+    # 100000 px x 3 was 3.8 GB in one read).
+    level_width = reader.info.level_dimensions[level][0]
+    source_rows = max(1, THUMBNAIL_BAND_BYTES // (3 * max(level_width, 1)))
+    band_rows = int(max(1, min(THUMBNAIL_BAND_ROWS, source_rows // max(per_output, 1.0))))
     bands = [
-        read_scaled(reader, level, per_output, 0, top, out_w, min(THUMBNAIL_BAND_ROWS, out_h - top))
-        for top in range(0, out_h, THUMBNAIL_BAND_ROWS)
+        read_scaled(reader, level, per_output, 0, top, out_w, min(band_rows, out_h - top))
+        for top in range(0, out_h, band_rows)
     ]
     return np.concatenate(bands, axis=0), downsample

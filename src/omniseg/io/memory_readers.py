@@ -19,6 +19,9 @@ from omniseg.io.base import SlideInfo
 from omniseg.io.pixels import read_clipped, slide_value_max, to_rgb_uint8
 from omniseg.io.resolution import resolve_mpp, valid_power
 
+# Images decoded whole (PNG/JPEG/plain TIFF region images): larger ones must be a tiled pyramid.
+# 100 MP is 300 MB as RGB; the header is checked before any pixel is decoded (decompression bombs).
+MAX_DECODED_PIXELS = 100_000_000
 PALETTE_AND_BILEVEL_MODES = {"P": "RGBA", "PA": "RGBA", "1": "L", "CMYK": "RGB", "YCbCr": "RGB"}
 
 
@@ -28,12 +31,21 @@ def decode_image(path: str | os.PathLike[str]) -> np.ndarray:
     Image.MAX_IMAGE_PIXELS = None  # region images of tens of megapixels are legitimate here
     try:
         with Image.open(path) as image:
+            width, height = image.size
+            if width * height > MAX_DECODED_PIXELS:
+                raise OmnisegError(
+                    f"{path}: {width}x{height} px is too large to decode whole (limit "
+                    f"{MAX_DECODED_PIXELS // 1_000_000} MP); convert it to a tiled pyramidal TIFF "
+                    "(e.g. `vips tiffsave in.png out.tif --tile --pyramid`)"
+                )
             image.load()
             oriented = ImageOps.exif_transpose(image)
             mode = oriented.mode
             if mode in PALETTE_AND_BILEVEL_MODES or mode.startswith(("LAB", "HSV")):
                 oriented = oriented.convert(PALETTE_AND_BILEVEL_MODES.get(mode, "RGB"))
             array = np.asarray(oriented)
+    except OmnisegError:
+        raise
     except Exception as exc:  # Pillow raises many types for bad input
         raise OmnisegError(f"{path}: Pillow cannot decode it ({exc})") from exc
     finally:

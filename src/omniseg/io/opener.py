@@ -72,6 +72,10 @@ def open_slide(
             f"{slide_path}: is a folder without slide files ({', '.join(sorted(SLIDE_SUFFIXES))}); "
             "pass slide files, or a folder that holds them"
         )
+    if slide_path.is_symlink() and not slide_path.exists():
+        raise OmnisegError(
+            f"{slide_path}: a broken symbolic link or a link loop; point it at the slide file"
+        )
     if not slide_path.is_file():
         raise OmnisegError(f"{slide_path}: no such file; check the slide path")
     reader = _open_by_content(slide_path, mpp, magnification)

@@ -49,6 +49,8 @@ class TiffReader:
             raise OmnisegError(f"{self.path}: tifffile cannot open it ({exc})") from exc
         try:
             series = self._main_series()
+            for level in series.levels:
+                self._check_page(level.keyframe)
             fill = integer_value_max(np.dtype(series.dtype))  # missing (sparse) tiles: white
             self._levels = [
                 zarr.open(series.aszarr(level=i, fillvalue=fill), mode="r")
@@ -83,6 +85,21 @@ class TiffReader:
             if "Y" in series.axes and "X" in series.axes and name not in ASSOCIATED_IMAGE_NAMES:
                 return series
         raise OmnisegError(f"{self.path}: the TIFF holds no 2-D image series")
+
+    def _check_page(self, page) -> None:
+        """Refuse what would be read wrongly: CMYK (came out all white), and an offset table
+        shorter than the tile/strip grid (corrupt, not sparse: missing tiles would be glass)."""
+        if page.photometric == tifffile.PHOTOMETRIC.SEPARATED:
+            raise OmnisegError(
+                f"{self.path}: a CMYK (separated) TIFF; omniseg reads RGB slides: convert it to RGB "
+                "first (e.g. vips icc_transform, or `convert in.tif -colorspace sRGB out.tif`)"
+            )
+        expected = int(np.prod(page.chunked)) if page.chunked else 1
+        if len(page.dataoffsets) < expected:
+            raise OmnisegError(
+                f"{self.path}: corrupt TIFF: its offset table lists {len(page.dataoffsets)} "
+                f"tiles/strips but its size needs {expected}; the file is damaged (re-export it)"
+            )
 
     def _shape_hw(self, level: int) -> tuple[int, int]:
         axes, shape = self._axes[level], self._levels[level].shape

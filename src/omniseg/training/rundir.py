@@ -15,6 +15,9 @@ CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.csv"
 LAST_NAME = "last"
 MODEL_NAME = "model"
+RUN_MARKER = ".omniseg-run"  # written when omniseg creates a run folder
+# Everything omniseg itself puts in a run folder; --overwrite deletes these and nothing else.
+RUN_ENTRIES = {CONFIG_NAME, METRICS_NAME, LAST_NAME, MODEL_NAME, "tensorboard", RUN_MARKER}
 METRIC_COLUMNS = (
     "step", "epoch", "lr", "loss", "supervised", "pseudo", "match", "step_seconds", "val_dice",
 )  # fmt: skip
@@ -76,8 +79,31 @@ def check_resume_compatible(run_dir: Path, config: TrainConfig) -> None:
         )
 
 
+def _is_our_temp(name: str) -> bool:
+    """A half-written ``.<entry>.<random>`` file or folder of an interrupted atomic write."""
+    return any(name.startswith(f".{entry}.") for entry in RUN_ENTRIES)
+
+
+def _remove(entry: Path) -> None:
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry)
+    else:
+        entry.unlink()
+
+
+def _owned_by_omniseg(run_dir: Path) -> list[str]:
+    """Names in RUN_DIR that omniseg did not create (temp files of ours count as ours)."""
+    return sorted(
+        p.name for p in run_dir.iterdir() if p.name not in RUN_ENTRIES and not _is_our_temp(p.name)
+    )
+
+
 def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> bool:
-    """Create/check RUN_DIR. Returns True when there is a checkpoint to resume from."""
+    """Create/check RUN_DIR. Returns True when there is a checkpoint to resume from.
+
+    ``--overwrite`` deletes only what omniseg provably created: the folder must carry the
+    ``.omniseg-run`` marker and hold nothing but omniseg's own entries, else it is refused.
+    """
     if resume and overwrite:
         raise OmnisegError("--resume and --overwrite exclude each other; pass only one")
     if run_dir.exists() and not run_dir.is_dir():
@@ -89,14 +115,31 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> bool:
             "only act on run folders, so choose another --out"
         )
     if has_content and resume:
+        for entry in run_dir.iterdir():  # half-written files of the interrupted run
+            if _is_our_temp(entry.name):
+                _remove(entry)
+        (run_dir / RUN_MARKER).touch()
         return (run_dir / LAST_NAME).is_dir()
     if has_content and not overwrite:
         raise OmnisegError(
             f"{run_dir}: already exists; pass --resume to continue it or --overwrite to replace it"
         )
     if has_content:
-        shutil.rmtree(run_dir)
+        foreign = _owned_by_omniseg(run_dir)
+        if not (run_dir / RUN_MARKER).is_file() or foreign:
+            why = (
+                f"it holds files omniseg did not write ({', '.join(foreign[:5])})"
+                if foreign
+                else f"it has no {RUN_MARKER} marker (made by an older version or by hand)"
+            )
+            raise OmnisegError(
+                f"{run_dir}: --overwrite refused: {why}; nothing was deleted. Remove it yourself "
+                "or choose another --out"
+            )
+        for entry in run_dir.iterdir():
+            _remove(entry)
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RUN_MARKER).touch()
     return False
 
 

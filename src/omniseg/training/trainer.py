@@ -25,6 +25,7 @@ from omniseg.catalogue import scales
 from omniseg.data import PatchRecord, discover_patches, select_split
 from omniseg.data.dataset import PatchDataset, TaskBalancedBatchSampler, collate, stratified_split
 from omniseg.errors import OmnisegError
+from omniseg.locks import folder_lock
 from omniseg.models import (
     InferenceSettings,
     OmniSeg,
@@ -221,18 +222,20 @@ def train(
     model = build_model(config)
     device = resolve_device(config.run.device)
     has_state = False
-    if info.is_main:
-        has_state = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
-        if has_state:
-            check_resume_compatible(run_dir, config)
-        write_config(run_dir, config)
-    device = distributed.setup(info, device)
-    try:
-        has_state = distributed.broadcast_flag(info, has_state, device)
-        with _terminate_as_interrupt():
-            return _run(config, run_dir, info, device, has_state, records, model, callback)
-    finally:
-        distributed.cleanup(info)
+    # One writer per run folder (rank 0 writes; the other ranks only read its checkpoints).
+    with folder_lock(run_dir) if info.is_main else contextlib.nullcontext():
+        if info.is_main:
+            has_state = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+            if has_state:
+                check_resume_compatible(run_dir, config)
+            write_config(run_dir, config)
+        device = distributed.setup(info, device)
+        try:
+            has_state = distributed.broadcast_flag(info, has_state, device)
+            with _terminate_as_interrupt():
+                return _run(config, run_dir, info, device, has_state, records, model, callback)
+        finally:
+            distributed.cleanup(info)
 
 
 @contextlib.contextmanager

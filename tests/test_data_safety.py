@@ -1,0 +1,221 @@
+"""Data safety (issue 20): hostile names, giant headers, CMYK, link loops, locks, overwrite."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from omniseg.errors import OmnisegError
+from omniseg.inference.results import result_dir, safe_name
+from omniseg.io import open_slide
+from omniseg.io.base import SlideInfo
+from omniseg.io.levels import THUMBNAIL_BAND_BYTES, thumbnail
+from omniseg.io.memory_readers import decode_image
+from tests._training_synth import one_thread  # noqa: F401 - fixture
+
+
+@pytest.mark.parametrize("name", ["...tif", "..tif", ".tif", "a/../b.tif", "\x01x.tif"])
+def test_result_folders_stay_inside_out_whatever_the_slide_is_called(tmp_path, name):
+    slide = Path("/data") / name
+    folder = result_dir(tmp_path, slide)
+    assert folder.parent == tmp_path and folder.name not in ("", ".", "..")
+    assert safe_name("..") == "slide" and safe_name("a/b") == "a_b"
+
+
+def test_a_symlink_loop_is_named_and_does_not_break_the_folder_choice(tmp_path):
+    (tmp_path / "a.svs").symlink_to(tmp_path / "b.svs")
+    (tmp_path / "b.svs").symlink_to(tmp_path / "a.svs")
+    assert result_dir(tmp_path / "out", tmp_path / "a.svs").name == "a"
+    with pytest.raises(OmnisegError, match="link loop"):
+        open_slide(tmp_path / "a.svs")
+
+
+def test_a_cmyk_tiff_is_converted_to_rgb_not_read_as_white(tmp_path):
+    """tifffile refuses CMYK (it came out as all-white RGBA); Pillow then converts it."""
+    from omniseg.io.tiff_reader import TiffReader
+
+    path = tmp_path / "cmyk.tif"
+    ink = np.zeros((64, 64, 4), np.uint8)
+    ink[..., 0] = 200  # cyan
+    tifffile.imwrite(path, ink, photometric="separated")
+    with pytest.raises(OmnisegError, match="CMYK"):
+        TiffReader(path, mpp=0.25)
+    reader = open_slide(path, mpp=0.25)
+    try:
+        pixel = reader.read_region(0, 10, 10, 1, 1)[0, 0]
+    finally:
+        reader.close()
+    assert pixel[0] < 100 and pixel[1] > 200 and pixel[2] > 200  # cyan, not white
+
+
+def _png_claiming(path: Path, width: int, height: int) -> Path:
+    """A tiny valid PNG whose header claims width x height (a decompression bomb's header)."""
+    raw = zlib.compress(b"\x00" + b"\x00" * 3)  # one row of one RGB pixel
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def test_a_png_claiming_giant_dimensions_is_refused_before_decoding(tmp_path):
+    bomb = _png_claiming(tmp_path / "bomb.png", 100_000, 100_000)
+    with pytest.raises(OmnisegError, match="too large to decode whole"):
+        decode_image(bomb)
+
+
+class _WhiteGiant:
+    """A single-level 'slide' of any claimed size that records the largest read."""
+
+    def __init__(self, width: int, height: int) -> None:
+        self.info = SlideInfo("giant", "fake", ((width, height),), (1.0,), 0.5, None)
+        self.largest = 0
+
+    def read_region(self, level, x, y, width, height):
+        self.largest = max(self.largest, width * height * 3)
+        return np.full((height, width, 3), 255, np.uint8)
+
+    def close(self):
+        pass
+
+
+def test_a_thumbnail_of_a_giant_single_level_image_reads_in_bounded_bands():
+    giant = _WhiteGiant(60_000, 3_000)  # one 256-row band used to be 540 MB in one read
+    thumb, downsample = thumbnail(giant, 2000)
+    assert thumb.shape[1] == 2000 and downsample == 30.0
+    assert giant.largest <= 2 * THUMBNAIL_BAND_BYTES  # (a band plus its one-block margin)
+
+
+# ---- overwrite and locks ------------------------------------------------------------------
+
+
+def _train_overrides(manifest, out) -> dict:
+    from tests._training_synth import FAST
+
+    return {**FAST, "data.path": str(manifest), "run.out": str(out), "run.max_steps": 1}
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_train_overwrite_deletes_only_what_omniseg_created(tmp_path):
+    from omniseg.training import load_train_config, train
+    from tests._training_synth import make_patch_set
+
+    manifest = make_patch_set(tmp_path / "data")
+    project = tmp_path / "project"  # a user's folder that happens to hold a config.yaml
+    project.mkdir()
+    (project / "config.yaml").write_text("mine: true\n")
+    (project / "notes.txt").write_text("precious")
+    config = load_train_config(None, _train_overrides(manifest, project))
+    with pytest.raises(OmnisegError, match="nothing was deleted"):
+        train(config, overwrite=True)
+    assert (project / "notes.txt").read_text() == "precious"
+    run = tmp_path / "run"
+    train(load_train_config(None, _train_overrides(manifest, run)))
+    assert (run / ".omniseg-run").is_file()
+    train(load_train_config(None, _train_overrides(manifest, run)), overwrite=True)  # ours: fine
+    (run / "mine.txt").write_text("x")
+    with pytest.raises(OmnisegError, match=r"mine\.txt"):
+        train(load_train_config(None, _train_overrides(manifest, run)), overwrite=True)
+    assert (run / "mine.txt").is_file() and (run / "model").is_dir()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_resumed_run_removes_the_half_written_temp_files(tmp_path):
+    from omniseg.training import load_train_config, train
+    from tests._training_synth import make_patch_set
+
+    manifest = make_patch_set(tmp_path / "data")
+    run = tmp_path / "run"
+    train(load_train_config(None, _train_overrides(manifest, run)))
+    (run / ".metrics.csv.k3j2").write_text("half")
+    (run / ".last.x8").mkdir()
+    overrides = {**_train_overrides(manifest, run), "run.max_steps": 2}
+    train(load_train_config(None, overrides), resume=True)
+    assert not any(p.name.startswith((".metrics.csv.", ".last.")) for p in run.iterdir())
+
+
+def _tiny_slide(tmp_path) -> Path:
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)
+    path = tmp_path / "s.tif"
+    tifffile.imwrite(path, img, resolution=(1e4, 1e4), resolutionunit="CENTIMETER")
+    return path
+
+
+class _Broken:
+    """A stand-in whose network fails mid-run (like a full disk or an out-of-memory)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def predict_tasks(self, *args):
+        raise RuntimeError("no space left on device")
+
+
+def test_segment_overwrite_keeps_the_old_result_until_the_new_one_is_complete(tmp_path):
+    from omniseg.inference import SegmentSettings, segment_slide
+    from omniseg.inference.standin import PointwiseModel
+    from omniseg.models import InferenceSettings
+
+    slide = _tiny_slide(tmp_path)
+    model = PointwiseModel(InferenceSettings(tile_size=64, tile_overlap=16))
+    quiet = {"progress": False, "tasks": (0,)}
+    first = segment_slide(slide, tmp_path / "out", SegmentSettings(**quiet), model)
+    before = {p.name: p.read_bytes() for p in first.out_dir.iterdir() if p.is_file()}
+    with pytest.raises(RuntimeError, match="no space"):
+        segment_slide(
+            slide, tmp_path / "out", SegmentSettings(overwrite=True, **quiet), _Broken(model)
+        )
+    after = {p.name: p.read_bytes() for p in first.out_dir.iterdir() if p.is_file()}
+    assert after == before  # the old result survived the failed overwrite
+    again = segment_slide(slide, tmp_path / "out", SegmentSettings(overwrite=True, **quiet), model)
+    assert again.out_dir == first.out_dir and (again.out_dir / "summary.json").is_file()
+    assert again.summary["result_dir"] == str(first.out_dir.resolve())
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["s"]  # no staging left
+
+
+def test_a_live_writer_locks_the_folder_and_a_dead_ones_lock_is_taken_over(tmp_path):
+    import json as _json
+
+    from omniseg.inference import SegmentSettings, segment_slide
+    from omniseg.inference.standin import PointwiseModel
+    from omniseg.locks import folder_lock, lock_path
+    from omniseg.models import InferenceSettings
+
+    slide = _tiny_slide(tmp_path)
+    model = PointwiseModel(InferenceSettings(tile_size=64, tile_overlap=16))
+    settings = SegmentSettings(progress=False, tasks=(0,), resume=True)
+    folder = tmp_path / "out" / "s"
+    with folder_lock(folder):  # another process writing this result right now
+        with pytest.raises(OmnisegError, match="another running omniseg") as refused:
+            segment_slide(slide, tmp_path / "out", settings, model)
+        assert "--resume" not in str(refused.value) and "interrupted" not in str(refused.value)
+    lock_path(folder).write_text(_json.dumps({"pid": 999_999_999, "host": "gone"}))  # stale
+    result = segment_slide(slide, tmp_path / "out", settings, model)
+    assert (result.out_dir / "summary.json").is_file() and not lock_path(folder).exists()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_live_training_run_locks_its_run_folder(tmp_path):
+    from omniseg.locks import folder_lock
+    from omniseg.training import load_train_config, train
+    from tests._training_synth import make_patch_set
+
+    manifest = make_patch_set(tmp_path / "data")
+    run = tmp_path / "run"
+    with folder_lock(run), pytest.raises(OmnisegError, match="another running omniseg"):
+        train(load_train_config(None, _train_overrides(manifest, run)))
