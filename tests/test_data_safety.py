@@ -219,3 +219,145 @@ def test_a_live_training_run_locks_its_run_folder(tmp_path):
     run = tmp_path / "run"
     with folder_lock(run), pytest.raises(OmnisegError, match="another running omniseg"):
         train(load_train_config(None, _train_overrides(manifest, run)))
+
+
+# ---- model folders --------------------------------------------------------------------------
+
+
+def _saved_tiny(tmp_path) -> Path:
+    from omniseg.models import create_model, save_pretrained
+
+    folder = tmp_path / "model"
+    save_pretrained(create_model("omniseg-tiny"), folder)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("tile_size", 100_000, "tile_size"),
+        ("tile_overlap", 300, "tile_overlap"),
+        ("thresholds", [0.5, 0.5, 1.5, 0.5, 0.5, 0.5], "thresholds"),
+        ("min_area_um2", [-1, 0, 0, 0, 0, 0], "min_area"),
+    ],
+)
+def test_model_folder_inference_settings_are_validated(tmp_path, key, value, message):
+    import json as _json
+
+    from omniseg.models import load_pretrained
+
+    folder = _saved_tiny(tmp_path)
+    config = _json.loads((folder / "config.json").read_text())
+    config["inference"][key] = value
+    (folder / "config.json").write_text(_json.dumps(config))
+    with pytest.raises(OmnisegError, match=message) as error:
+        load_pretrained(folder)
+    assert "config.json" in str(error.value)
+
+
+def test_a_model_folder_without_a_recorded_hash_needs_an_explicit_flag(tmp_path, capsys):
+    import json as _json
+
+    from omniseg.cli.main import main
+    from omniseg.models import load_pretrained
+
+    folder = _saved_tiny(tmp_path)
+    config = _json.loads((folder / "config.json").read_text())
+    del config["sha256"]
+    (folder / "config.json").write_text(_json.dumps(config))
+    with pytest.raises(OmnisegError, match="allow-unverified"):
+        load_pretrained(folder)
+    assert load_pretrained(folder, verify=False) is not None
+    slide = _tiny_slide(tmp_path)
+    args = ["segment", str(slide), "-o", str(tmp_path / "o"), "--weights", str(folder)]
+    assert main([*args, "--tasks", "dt", "--quiet"]) == 2
+    assert "allow-unverified" in capsys.readouterr().err
+    assert main([*args, "--tasks", "dt", "--quiet", "--allow-unverified"]) == 0
+
+
+def test_convert_checkpoint_overwrite_replaces_only_a_model_folder(tmp_path, capsys):
+    from omniseg.cli.main import main
+
+    precious = tmp_path / "thesis"
+    precious.mkdir()
+    (precious / "chapter1.tex").write_text("years of work")
+    assert main(["convert-checkpoint", str(tmp_path / "x.pth"), str(precious), "--overwrite"]) == 2
+    assert "refused" in capsys.readouterr().err
+    assert (precious / "chapter1.tex").read_text() == "years of work"
+
+
+# ---- smaller defects --------------------------------------------------------------------------
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from omniseg.io.atomic import atomic_write_text
+
+    target = tmp_path / "summary.json"
+    target.write_text("old")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(OmnisegError, match="disk is full") as error:
+        atomic_write_text(target, "new")
+    assert str(target) in str(error.value) and target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temp file left
+
+
+def test_noise_masks_are_refused_and_binary_masks_of_any_value_read(tmp_path):
+    from PIL import Image
+
+    from omniseg.data import read_mask
+
+    noisy = np.zeros((8, 8), np.uint8)
+    noisy[2:5, 2:5] = 255
+    noisy[6, 6] = 37  # JPEG-like debris
+    Image.fromarray(noisy).save(tmp_path / "noisy.png")
+    with pytest.raises(OmnisegError, match="two values"):
+        read_mask(tmp_path / "noisy.png")
+    ones = (noisy == 255).astype(np.uint8)  # a 0/1 mask
+    Image.fromarray(ones).save(tmp_path / "ones.png")
+    np.testing.assert_array_equal(read_mask(tmp_path / "ones.png"), noisy == 255)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_mismatched_pair_fails_before_any_run_folder_exists(tmp_path):
+    from PIL import Image
+
+    from omniseg.training import load_train_config, train
+    from tests._training_synth import make_patch_set
+
+    manifest = make_patch_set(tmp_path / "data", per_task=3)
+    mask = next((tmp_path / "data").rglob("im_2_mask_x.png"))
+    Image.fromarray(np.zeros((20, 24), np.uint8)).save(mask)
+    run = tmp_path / "run"
+    with pytest.raises(OmnisegError, match="does not match image"):
+        train(load_train_config(None, _train_overrides(manifest, run)))
+    assert not run.exists()
+
+
+def test_a_deeply_nested_roi_is_one_clear_error(tmp_path):
+    from omniseg.io import load_roi
+
+    roi = tmp_path / "deep.geojson"
+    roi.write_text('{"type": "GeometryCollection", "geometries": ' * 3000 + "[]" + "}" * 3000)
+    info = SlideInfo("s", "fake", ((100, 100),), (1.0,), 0.5, None)
+    with pytest.raises(OmnisegError, match=str(roi.name)):
+        load_roi(roi, info)
+
+
+def test_a_tiff_with_a_short_offset_table_is_corrupt_not_sparse(tmp_path):
+    from omniseg.io.tiff_reader import TiffReader
+
+    path = tmp_path / "short.tif"
+    tifffile.imwrite(path, np.zeros((300, 500, 3), np.uint8), tile=(256, 256), photometric="rgb")
+    with tifffile.TiffFile(path, mode="r+b") as tif:  # 4 tiles, but only 2 listed
+        for name in ("TileOffsets", "TileByteCounts"):
+            tag = tif.pages[0].tags[name]
+            tag.overwrite(tag.value[:2])
+    with pytest.raises(OmnisegError, match="corrupt TIFF"):
+        TiffReader(path, mpp=0.5)

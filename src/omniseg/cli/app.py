@@ -58,9 +58,12 @@ def convert_checkpoint(
     """Convert an original Omni-Seg checkpoint into an omniseg model folder (never unpickles code)."""
     from omniseg.errors import OmnisegError
     from omniseg.models.convert import convert_checkpoint as convert
+    from omniseg.models.pretrained import check_replaceable_model_dir
 
     if out_dir.exists() and not overwrite:
         raise OmnisegError(f"{out_dir}: already exists; pass --overwrite to replace it")
+    if out_dir.exists():
+        check_replaceable_model_dir(out_dir)
     path = convert(source, out_dir)
     typer.echo(f"wrote {path}")
 

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from omniseg.cli.segment_cmd import AllowUnverifiedOption
+
 # (key, column title, digits). Distances in µm: comparable across the tasks' scales (px in JSON).
 TABLE_METRICS = (
     ("dice", "Dice", 3),
@@ -132,6 +134,7 @@ def register(app: typer.Typer) -> None:
                 "--bootstrap", help="Add 95% intervals over images from N resamples (0 = off)."
             ),
         ] = 0,
+        allow_unverified: AllowUnverifiedOption = False,
     ):
         """Score a model on labelled patches: Dice, IoU, HD95, ASSD per task and per stain."""
         from omniseg.evaluation.evaluate import evaluate_path
@@ -148,6 +151,7 @@ def register(app: typer.Typer) -> None:
             json_path=json_out,
             csv_path=csv_out,
             progress=True,
+            allow_unverified=allow_unverified,
             bootstrap=bootstrap,
         )
         print_summary(result.summary, result.weights)

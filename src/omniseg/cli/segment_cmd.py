@@ -7,6 +7,13 @@ from typing import Annotated
 
 import typer
 
+AllowUnverifiedOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-unverified",
+        help="Load a model folder whose config.json records no SHA-256 of its weights.",
+    ),
+]
 WeightsOption = Annotated[
     Path | None,
     typer.Option(
@@ -56,6 +63,7 @@ def register(app: typer.Typer) -> None:
             Path, typer.Option("-o", "--out", help="Output folder (one subfolder per slide).")
         ],
         weights: WeightsOption = None,
+        allow_unverified: AllowUnverifiedOption = False,
         tasks: Annotated[
             str | None, typer.Option("--tasks", help="Comma list: dt,pt,capsule,tuft,vessel,ptc.")
         ] = None,
@@ -115,7 +123,7 @@ def register(app: typer.Typer) -> None:
             tissue_margin_um=None if tissue_margin < 0 else tissue_margin,
             progress=not quiet,
         )
-        model, source = load_segment_model(weights, device, precision)
+        model, source = load_segment_model(weights, device, precision, verify=not allow_unverified)
         _setup_logging()
         _report(
             segment_slides(expand_slide_paths(slides), out, settings, model, model_source=source)
@@ -125,6 +133,7 @@ def register(app: typer.Typer) -> None:
     def demo(
         out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")],
         weights: WeightsOption = None,
+        allow_unverified: AllowUnverifiedOption = False,
         device: DeviceOption = "auto",
         batch_size: BatchOption = 4,
         precision: Annotated[
@@ -157,7 +166,7 @@ def register(app: typer.Typer) -> None:
             overwrite=overwrite,
             progress=not quiet,
         )
-        model, source = load_segment_model(weights, device, precision)
+        model, source = load_segment_model(weights, device, precision, verify=not allow_unverified)
         _setup_logging()
         typer.echo(
             f"writing a SYNTHETIC demo slide (generated, not real tissue): {out / DEMO_NAME}"

@@ -167,13 +167,46 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def read_mask(path: str | os.PathLike) -> np.ndarray:
-    """HxW bool: the first colour channel >= 128 (never thresholded across channels)."""
+    """HxW bool: the first colour channel >= 128 (never thresholded across channels).
+
+    A mask holds two values (background and one foreground value, e.g. 0/255 or 0/1); more
+    (a JPEG-compressed or resampled mask, a label image) is an error, not silently thresholded.
+    """
     path = Path(path)
     img = _open(path)
     arr = np.asarray(img)
     if arr.ndim == 3:
         arr = arr[..., 0]
+    values = np.unique(arr)
+    if len(values) > 2:
+        raise OmnisegError(
+            f"{path}: a mask must hold two values (0 and one foreground value such as 255), "
+            f"found {len(values)} ({', '.join(str(v) for v in values[:6])}...); re-export it "
+            "losslessly (PNG) without smoothing"
+        )
+    if len(values) == 2 and values[1] < MASK_THRESHOLD and values[0] == 0:
+        return arr > 0  # a 0/1 (or 0/k) mask
     return _to_uint8(arr) >= MASK_THRESHOLD
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as img:  # reads the header only
+            return img.size
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise OmnisegError(f"{path}: unreadable image ({exc})") from exc
+
+
+def check_pairs(records: list[PatchRecord]) -> None:
+    """Every image and mask is readable and of the same size, from file headers (fast): a bad
+    pair must fail before a run folder exists, not at the step that first draws it."""
+    for record in records:
+        image, mask = _header_size(record.image), _header_size(record.mask)
+        if image != mask:
+            raise OmnisegError(
+                f"{record.mask}: mask size {mask[0]}x{mask[1]} does not match image "
+                f"{record.image} ({image[0]}x{image[1]}); fix or remove the pair"
+            )
 
 
 def load_pair(record: PatchRecord) -> tuple[np.ndarray, np.ndarray]:

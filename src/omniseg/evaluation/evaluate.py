@@ -247,6 +247,7 @@ def evaluate_path(
     csv_path: str | os.PathLike | None = None,
     progress: bool = False,
     bootstrap: int = 0,
+    allow_unverified: bool = False,
 ) -> EvaluationResult:
     """Evaluate a model folder on DATA (manifest CSV or patch folder); optionally write reports.
 
@@ -276,7 +277,7 @@ def evaluate_path(
             f"--precision bf16: {torch_device} has no native bf16 support; use --precision fp32"
         )
     model_dir, label = _model_source(weights)
-    model = load_pretrained(model_dir, device=torch_device)
+    model = load_pretrained(model_dir, device=torch_device, verify=not allow_unverified)
     result = evaluate_records(
         model,
         records,

@@ -12,14 +12,20 @@ from omniseg.models.bundled import require_model_dir
 from omniseg.models.pretrained import WEIGHTS_NAME, load_pretrained, sha256_of
 
 
-def load_segment_model(weights: str | Path | None, device: str = "auto", precision: str = "fp32"):
+def load_segment_model(
+    weights: str | Path | None,
+    device: str = "auto",
+    precision: str = "fp32",
+    *,
+    verify: bool = True,
+):
     """(model in eval mode on the device, ModelSource with the weights' SHA-256).
 
     Without ``weights`` and without a bundled model this is an OmnisegError naming --weights.
     bf16 also switches the weights to channels_last (the fast CPU path; same maths).
     """
     folder = require_model_dir(weights)
-    model = load_pretrained(folder, device=resolve_device(device))
+    model = load_pretrained(folder, device=resolve_device(device), verify=verify)
     if precision == "bf16":
         model = model.to(memory_format=torch.channels_last)
     return model, ModelSource(str(Path(folder).resolve()), sha256_of(Path(folder) / WEIGHTS_NAME))

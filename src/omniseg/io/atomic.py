@@ -1,11 +1,14 @@
 """Atomic file writes: a temp file in the target's folder, renamed into place only on success.
 
 A crash or an exception never leaves a partial output behind, and a resumed run never mistakes a
-half-written file for a finished one (os.replace is atomic within one file system).
+half-written file for a finished one (os.replace is atomic within one file system). The temp file
+is flushed to disk (fsync) before the rename, so a power cut cannot leave an empty "finished"
+file; a full disk is reported with the file's path, and the earlier file stays as it was.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import uuid
@@ -13,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from omniseg.errors import OmnisegError
 
 
 @contextmanager
@@ -27,10 +32,29 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     temp = final.with_name(f".{final.stem}.{uuid.uuid4().hex[:12]}.tmp{final.suffix}")
     try:
         yield temp
+        _fsync(temp)
         os.replace(temp, final)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OmnisegError(
+                f"{final}: the disk is full (no space left while writing it); the previous "
+                f"{final.name}, if any, is unchanged: free space and rerun"
+            ) from exc
+        raise
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+def _fsync(path: Path) -> None:
+    if not path.is_file():
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:

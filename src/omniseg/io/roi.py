@@ -37,13 +37,18 @@ def load_roi(path: str | os.PathLike[str], info: SlideInfo) -> BaseGeometry:
     if not roi_path.is_file():
         raise OmnisegError(f"{roi_path}: ROI file not found; check the --roi path")
     head = roi_path.read_bytes()[:SNIFF_BYTES].lstrip(b"\xef\xbb\xbf \t\r\n")
-    if head.startswith(b"<"):
-        geometry = _imagescope_xml(roi_path)
-    elif head.startswith((b"{", b"[")):
-        geometry = _geojson(roi_path)
-    else:
-        geometry = _mask_image(roi_path, info)
-    return _finish(roi_path, geometry, info)
+    try:
+        if head.startswith(b"<"):
+            geometry = _imagescope_xml(roi_path)
+        elif head.startswith((b"{", b"[")):
+            geometry = _geojson(roi_path)
+        else:
+            geometry = _mask_image(roi_path, info)
+        return _finish(roi_path, geometry, info)
+    except RecursionError as exc:  # a hostile or broken file nested thousands of levels deep
+        raise OmnisegError(
+            f"{roi_path}: nested too deeply to be an annotation file; export the ROI again"
+        ) from exc
 
 
 def _finish(path: Path, geometry: BaseGeometry, info: SlideInfo) -> BaseGeometry:

@@ -161,6 +161,9 @@ class ModelConfig:
         return cls(**kw)
 
 
+MIN_TILE, MAX_TILE = 16, 4096  # px; 4096² x 3 scales of activations is already many GB
+
+
 @dataclass(frozen=True)
 class InferenceSettings:
     """How a trained model should be run; saved beside the weights in config.json."""
@@ -171,6 +174,26 @@ class InferenceSettings:
     thresholds: tuple[float, ...] = (0.5, 0.5, 0.5, 0.5, 0.5, 0.5)
     min_area_um2: tuple[float, ...] = (20.0, 20.0, 500.0, 300.0, 50.0, 5.0)
     tta: bool = False
+
+    def __post_init__(self) -> None:
+        """Refuse settings that would misbehave (``tile_size: 100000`` tried to allocate 30 GB)."""
+        if not MIN_TILE <= self.tile_size <= MAX_TILE:
+            raise OmnisegError(
+                f"inference.tile_size={self.tile_size}: must lie in [{MIN_TILE}, {MAX_TILE}] px"
+            )
+        if not 0 <= 2 * self.tile_overlap < self.tile_size:
+            raise OmnisegError(
+                f"inference.tile_overlap={self.tile_overlap}: need 0 <= 2 * overlap < tile_size "
+                f"({self.tile_size})"
+            )
+        if not 0 < self.patch_size <= MAX_TILE:
+            raise OmnisegError(
+                f"inference.patch_size={self.patch_size}: must lie in (0, {MAX_TILE}]"
+            )
+        if any(not 0.0 <= t < 1.0 for t in self.thresholds):
+            raise OmnisegError(f"inference.thresholds={list(self.thresholds)}: each in [0, 1)")
+        if any(not a >= 0.0 for a in self.min_area_um2):
+            raise OmnisegError(f"inference.min_area_um2={list(self.min_area_um2)}: each >= 0")
 
     def to_dict(self) -> dict:
         return {

@@ -82,6 +82,27 @@ def save_pretrained(
     return target
 
 
+def check_replaceable_model_dir(directory: str | os.PathLike) -> None:
+    """``--overwrite`` may replace a model folder, never any other folder: it must be an omniseg
+    model folder holding nothing but its config and weights."""
+    directory = Path(directory)
+    foreign = (
+        sorted(p.name for p in directory.iterdir() if p.name not in (CONFIG_NAME, WEIGHTS_NAME))
+        if directory.is_dir()
+        else None
+    )
+    try:
+        read_model_config(directory)
+    except OmnisegError:
+        foreign = foreign or ["(no omniseg config.json)"]
+    if foreign is None or foreign:
+        listed = ", ".join((foreign or ["(not a folder)"])[:5])
+        raise OmnisegError(
+            f"{directory}: --overwrite refused: not an omniseg model folder or it holds other "
+            f"files ({listed}); nothing was changed. Choose another output folder"
+        )
+
+
 def read_model_config(directory: str | os.PathLike) -> dict:
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
@@ -101,13 +122,23 @@ def read_model_config(directory: str | os.PathLike) -> dict:
 def load_pretrained(
     directory: str | os.PathLike, *, device: str | torch.device = "cpu", verify: bool = True
 ) -> OmniSeg:
-    """Load a model folder; the weights' SHA-256 is checked against config.json when present."""
+    """Load a model folder; the weights' SHA-256 must match config.json.
+
+    ``verify=False`` (``--allow-unverified``) loads a folder whose config.json has no SHA-256
+    (hand-made or from an old version); a recorded hash that does not match is always an error.
+    """
     directory = Path(directory)
     raw = read_model_config(directory)
     weights = directory / WEIGHTS_NAME
     if not weights.is_file():
         raise OmnisegError(f"{weights}: weights file missing from the model folder")
-    if verify and raw.get("sha256") and sha256_of(weights) != raw["sha256"]:
+    recorded = raw.get("sha256")
+    if verify and not recorded:
+        raise OmnisegError(
+            f"{directory / CONFIG_NAME}: no 'sha256' of the weights, so they cannot be verified; "
+            "re-save the folder with omniseg, or pass --allow-unverified if you trust it"
+        )
+    if recorded and sha256_of(weights) != recorded:
         raise OmnisegError(
             f"{weights}: SHA-256 does not match config.json (corrupt or replaced weights); "
             "re-download or re-export the model folder"
@@ -115,7 +146,9 @@ def load_pretrained(
     try:
         config = ModelConfig.from_dict(raw["model"])
         inference = InferenceSettings.from_dict(raw.get("inference", {}))
-    except (KeyError, TypeError) as exc:
+    except OmnisegError as exc:
+        raise OmnisegError(f"{directory / CONFIG_NAME}: {exc}") from exc
+    except (KeyError, TypeError, ValueError) as exc:
         raise OmnisegError(f"{directory / CONFIG_NAME}: invalid model section ({exc!r})") from exc
     model = OmniSeg(config, inference)
     try:

@@ -24,6 +24,7 @@ from omniseg.allocator import tune_allocator
 from omniseg.catalogue import scales
 from omniseg.data import PatchRecord, discover_patches, select_split
 from omniseg.data.dataset import PatchDataset, TaskBalancedBatchSampler, collate, stratified_split
+from omniseg.data.patches import check_pairs
 from omniseg.errors import OmnisegError
 from omniseg.locks import folder_lock
 from omniseg.models import (
@@ -214,6 +215,7 @@ def train(
     _seed_everything(config.run.seed)
     # Everything that can be wrong with the inputs fails here, before RUN_DIR is touched.
     train_records, val_records = split_records(config)
+    check_pairs([*train_records, *val_records])
     fit_records, held_records = hold_back(
         train_records, config.data.threshold_holdout, config.data.split_seed
     )
