@@ -9,6 +9,14 @@ import typer
 
 from omniseg.cli.segment_cmd import AllowUnverifiedOption
 
+AllowOutsideOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-outside-paths",
+        help="Let manifest rows point outside the manifest's folder.",
+    ),
+]
+
 # (key, column title, digits). Distances in µm: comparable across the tasks' scales (px in JSON).
 TABLE_METRICS = (
     ("dice", "Dice", 3),
@@ -135,6 +143,7 @@ def register(app: typer.Typer) -> None:
             ),
         ] = 0,
         allow_unverified: AllowUnverifiedOption = False,
+        allow_outside_paths: AllowOutsideOption = False,
     ):
         """Score a model on labelled patches: Dice, IoU, HD95, ASSD per task and per stain."""
         from omniseg.evaluation.evaluate import evaluate_path
@@ -152,6 +161,7 @@ def register(app: typer.Typer) -> None:
             csv_path=csv_out,
             progress=True,
             allow_unverified=allow_unverified,
+            allow_outside_paths=allow_outside_paths,
             bootstrap=bootstrap,
         )
         print_summary(result.summary, result.weights)

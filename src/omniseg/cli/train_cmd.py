@@ -101,6 +101,12 @@ def register(app: typer.Typer) -> None:
         progress: Annotated[
             bool | None, typer.Option("--progress/--no-progress", help="Progress bar.")
         ] = None,
+        allow_outside_paths: Annotated[
+            bool | None,
+            typer.Option(
+                "--allow-outside-paths", help="Let manifest rows point outside its folder."
+            ),
+        ] = None,
     ) -> None:
         """Train a model on labelled patches; writes OUT/model (a model folder) and OUT/last."""
         from omniseg.training import load_train_config
@@ -112,6 +118,7 @@ def register(app: typer.Typer) -> None:
                 raise OmnisegError(f"{flag} must be >= 1, got {value}")
         overrides = {
             "data.path": data,
+            "data.allow_outside_paths": allow_outside_paths,
             "run.out": str(out),
             "run.model": model,
             "run.head_init": head_init,

@@ -48,7 +48,17 @@ def _check_ids(task_id: int, scale_id: int, where: str) -> None:
         raise OmnisegError(f"{where}: unknown scale id {scale_id}; valid: 0..{len(scales()) - 1}")
 
 
-def read_manifest(path: Path) -> list[PatchRecord]:
+def _inside(root: Path, candidate: Path) -> bool:
+    try:
+        candidate.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def read_manifest(path: Path, *, allow_outside: bool = False) -> list[PatchRecord]:
+    """Rows of a manifest CSV; image/mask paths are relative to its folder and must stay inside
+    it (an absolute path or ``../`` out of it is refused unless ``allow_outside``)."""
     root = path.parent
     try:
         with open(path, newline="", encoding="utf-8") as fh:
@@ -72,6 +82,11 @@ def read_manifest(path: Path) -> list[PatchRecord]:
         _check_ids(task_id, scale_id, where)
         image, mask = root / row["image"], root / row["mask"]
         for p in (image, mask):
+            if not allow_outside and not _inside(root, p):
+                raise OmnisegError(
+                    f"{where}: {p} lies outside the manifest's folder {root}; move the data "
+                    "under it, or pass --allow-outside-paths if this is intended"
+                )
             if not p.is_file():
                 raise OmnisegError(f"{where}: file not found: {p}")
         split = (row.get("split") or "").strip() or None
@@ -114,15 +129,15 @@ def walk_layout(root: Path) -> list[PatchRecord]:
     return records
 
 
-def discover_patches(path: str | os.PathLike) -> list[PatchRecord]:
+def discover_patches(path: str | os.PathLike, *, allow_outside: bool = False) -> list[PatchRecord]:
     """Records from a manifest CSV, a folder's manifest.csv, or by walking the folder layout."""
     p = Path(path)
     if p.is_file():
-        return read_manifest(p)
+        return read_manifest(p, allow_outside=allow_outside)
     if not p.is_dir():
         raise OmnisegError(f"{p}: not found; pass a folder of patches or a manifest CSV")
     if (p / MANIFEST_NAME).is_file():
-        return read_manifest(p / MANIFEST_NAME)
+        return read_manifest(p / MANIFEST_NAME, allow_outside=allow_outside)
     return walk_layout(p)
 
 

@@ -248,6 +248,7 @@ def evaluate_path(
     progress: bool = False,
     bootstrap: int = 0,
     allow_unverified: bool = False,
+    allow_outside_paths: bool = False,
 ) -> EvaluationResult:
     """Evaluate a model folder on DATA (manifest CSV or patch folder); optionally write reports.
 
@@ -259,7 +260,7 @@ def evaluate_path(
     from omniseg.models import load_pretrained
     from omniseg.models.pretrained import WEIGHTS_NAME, sha256_of
 
-    found = discover_patches(data)
+    found = discover_patches(data, allow_outside=allow_outside_paths)
     try:
         records = select_split(found, split)
     except OmnisegError as exc:

@@ -46,6 +46,7 @@ class DataConfig:
     batch_size: int = 8
     num_workers: int = -1  # loader processes; -1 = auto (0 on CPU, up to 8 with a GPU)
     tasks: tuple[int, ...] = ()  # restrict to these task ids (empty = all present)
+    allow_outside_paths: bool = False  # manifest rows may point outside the manifest's folder
 
 
 @dataclass(frozen=True)

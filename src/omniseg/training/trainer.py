@@ -71,7 +71,7 @@ def split_records(config: TrainConfig) -> tuple[list[PatchRecord], list[PatchRec
     d = config.data
     if not d.path:
         raise OmnisegError("no training data; pass --data (a manifest CSV or a patch folder)")
-    records = discover_patches(d.path)
+    records = discover_patches(d.path, allow_outside=d.allow_outside_paths)
     if d.tasks:
         records = [r for r in records if r.task_id in d.tasks]
         if not records:
