@@ -94,3 +94,66 @@ def test_train_segment_evaluate_every_registered_model_in_a_subprocess(tmp_path,
     _cli(["evaluate", str(manifest), "--weights", str(model_dir), "--json",
           str(tmp_path / "e.json")], tmp_path)  # fmt: skip
     assert (tmp_path / "e.json").is_file()
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 120) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"{path} never appeared (exit {proc.returncode})")
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_sigterm_during_segment_prints_the_resume_command_and_resume_finishes_it(tmp_path):
+    from omniseg.models import save_pretrained
+
+    torch.manual_seed(0)
+    weights = tmp_path / "m"
+    save_pretrained(create_model("omniseg-tiny"), weights)
+    slide = tmp_path / "s.tif"
+    image = np.random.default_rng(0).integers(0, 255, (600, 800, 3), dtype=np.uint8)
+    tifffile.imwrite(slide, image, resolution=(4e4, 4e4), resolutionunit="CENTIMETER")
+    args = ["segment", str(slide), "-o", str(tmp_path / "out"), "--weights", str(weights),
+            "--quiet", "--batch-size", "1", "--workers", "0"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "omniseg", *args], env=env, stderr=subprocess.PIPE, text=True
+    )
+    _wait_for(tmp_path / "out" / "s" / ".work" / "work.zarr", proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].strip().endswith("--resume")
+    assert not (tmp_path / "out" / "s" / "summary.json").exists()
+    _cli([*args, "--resume"], tmp_path)
+    _cli([*args[:3], str(tmp_path / "ref"), *args[4:]], tmp_path)
+    for name in ("labels.ome.tif", "objects.geojson", "objects.csv"):
+        ours = (tmp_path / "out" / "s" / name).read_bytes()
+        assert ours == (tmp_path / "ref" / "s" / name).read_bytes(), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("after_s", [0.5, 2.0, 4.0])
+def test_kill_9_during_evaluate_never_leaves_a_partial_report(tmp_path, after_s):
+    import time
+
+    from omniseg.models import save_pretrained
+
+    manifest = make_patch_set(tmp_path / "data", size=128, per_task=6)
+    weights = tmp_path / "m"
+    save_pretrained(create_model("omniseg-tiny"), weights)
+    report = tmp_path / "e.json"
+    args = ["evaluate", str(manifest), "--weights", str(weights), "--json", str(report)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "omniseg", *args], env=env)
+    time.sleep(after_s)
+    proc.kill()
+    proc.wait(timeout=60)
+    killed = report.read_bytes() if report.exists() else None
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".e.")]  # no temp kept
+    _cli(args, tmp_path)
+    if killed is not None:  # it finished before the kill: the file is whole
+        assert killed == report.read_bytes()

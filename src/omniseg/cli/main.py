@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shlex
+import signal
 import sys
+import threading
 import traceback
 
 from omniseg.errors import OmnisegError
@@ -41,10 +43,14 @@ def main(argv: list[str] | None = None) -> int:
         args = ["--debug", *(a for a in args if a != "--debug")]
     from omniseg.cli.app import app
 
+    _terminate_as_interrupt()
     try:
         app(args=args, prog_name="omniseg")  # standalone: handles --help and usage errors
     except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code == EXIT_INTERRUPTED:  # Typer turns Ctrl-C into a silent exit 130
+            print(interrupted_message(args), file=sys.stderr)
+        return code
     except OmnisegError as exc:
         if debug:
             traceback.print_exc()
@@ -61,6 +67,18 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
+
+
+def _terminate_as_interrupt() -> None:
+    """SIGTERM (a cluster's scheduler, `kill`) stops like Ctrl-C: what is saved stays saved and
+    the resume command is printed, instead of dying silently."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def run() -> None:
