@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -291,7 +292,6 @@ def test_convert_checkpoint_overwrite_replaces_only_a_model_folder(tmp_path, cap
 
 def test_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
     import errno
-    import os
 
     from omniseg.io.atomic import atomic_write_text
 
@@ -361,3 +361,70 @@ def test_a_tiff_with_a_short_offset_table_is_corrupt_not_sparse(tmp_path):
             tag.overwrite(tag.value[:2])
     with pytest.raises(OmnisegError, match="corrupt TIFF"):
         TiffReader(path, mpp=0.5)
+
+
+# ---- more bad inputs (issue 15) ----------------------------------------------------------------
+
+
+def test_float_and_one_bit_images_become_rgb(tmp_path):
+    ramp = np.linspace(0.0, 1.0, 64 * 48, dtype=np.float32).reshape(48, 64)
+    tifffile.imwrite(tmp_path / "float.tif", ramp)
+    with open_slide(tmp_path / "float.tif", mpp=0.5) as reader:
+        region = reader.read_region(0, 0, 0, 64, 48)
+    assert region.dtype == np.uint8 and region.shape == (48, 64, 3)
+    assert region[0, 0, 0] < region[-1, -1, 0]  # the ramp survives
+    from PIL import Image
+
+    bits = Image.fromarray((np.indices((40, 40)).sum(axis=0) % 2).astype(bool))
+    bits.save(tmp_path / "bits.png")
+    with open_slide(tmp_path / "bits.png", mpp=0.5) as reader:
+        region = reader.read_region(0, 0, 0, 40, 40)
+    assert set(np.unique(region)) == {0, 255}
+
+
+def test_a_zero_size_image_is_one_clear_error(tmp_path):
+    path = tmp_path / "empty.tif"
+    tifffile.imwrite(path, np.zeros((0, 0, 3), np.uint8))
+    with pytest.raises(OmnisegError, match="empty.tif"):
+        open_slide(path, mpp=0.5)
+
+
+def test_self_intersecting_roi_is_repaired_not_refused(tmp_path):
+    from omniseg.io import load_roi
+
+    bowtie = tmp_path / "bowtie.geojson"
+    bowtie.write_text(
+        '{"type": "Polygon", "coordinates": [[[10, 10], [90, 90], [90, 10], [10, 90], [10, 10]]]}'
+    )
+    info = SlideInfo("s", "fake", ((100, 100),), (1.0,), 0.5, None)
+    roi = load_roi(bowtie, info)
+    assert roi.is_valid and roi.area > 0
+
+
+def test_slide_names_with_spaces_and_non_ascii_work(tmp_path):
+    from omniseg.inference import SegmentSettings, segment_slide
+    from omniseg.inference.standin import PointwiseModel
+    from omniseg.models import InferenceSettings
+
+    slide = _tiny_slide(tmp_path).rename(tmp_path / "Niere Übersicht 腎臓.tif")
+    model = PointwiseModel(InferenceSettings(tile_size=64, tile_overlap=16))
+    result = segment_slide(slide, tmp_path / "out dir", SegmentSettings(progress=False), model)
+    assert result.out_dir.name == "Niere Übersicht 腎臓"
+    assert (result.out_dir / "summary.json").is_file()
+
+
+def test_a_read_only_output_folder_is_one_clear_error(tmp_path, monkeypatch):
+    """Simulated (tests may run as root, who writes anywhere): the first write is refused."""
+    from omniseg.inference import SegmentSettings, results, segment_slide
+    from omniseg.inference.standin import PointwiseModel
+    from omniseg.models import InferenceSettings
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(results, "atomic_write_json", refuse)
+    slide = _tiny_slide(tmp_path)
+    model = PointwiseModel(InferenceSettings(tile_size=64, tile_overlap=16))
+    with pytest.raises(OmnisegError, match="permission denied") as error:
+        segment_slide(slide, tmp_path / "ro", SegmentSettings(progress=False), model)
+    assert ".source.json" in str(error.value)

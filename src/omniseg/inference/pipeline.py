@@ -164,6 +164,10 @@ def segment_slide(
             if staging is not None:
                 swap_in(staging, folder)
         return SlideResult(slide, folder, summary, warnings=summary["warnings"])
+    except PermissionError as exc:
+        raise OmnisegError(
+            f"{exc.filename or out_dir}: permission denied; choose an output folder you can write"
+        ) from exc
     finally:
         reader.close()
 
