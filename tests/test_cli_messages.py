@@ -117,3 +117,21 @@ def test_hd95_is_stated_in_one_unit_everywhere():
         for line in doc.read_text(encoding="utf-8").splitlines():
             if "HD95" in line:
                 assert "HD95 px" not in line and "HD95 in px" not in line, f"{doc.name}: {line}"
+
+
+def test_segment_refuses_emulated_bf16_like_evaluate(tmp_path):
+    """Without native bf16 kernels segment used to take the ~5x slower emulated path silently."""
+    import torch
+
+    from omniseg.errors import OmnisegError
+    from omniseg.evaluation.predict import bf16_supported
+    from omniseg.inference.loading import load_segment_model
+    from omniseg.models import create_model, save_pretrained
+
+    save_pretrained(create_model("omniseg-tiny"), tmp_path / "m")
+    if bf16_supported(torch.device("cpu")):
+        model, _ = load_segment_model(tmp_path / "m", "cpu", "bf16")
+        assert model is not None
+    else:
+        with pytest.raises(OmnisegError, match="no native bf16"):
+            load_segment_model(tmp_path / "m", "cpu", "bf16")
