@@ -22,7 +22,7 @@ import tifffile
 from omniseg.evaluation.output_quality import glass_share, outline_report, seam_index
 from omniseg.io import open_slide
 from omniseg.io.levels import thumbnail
-from omniseg.io.tissue import TissueSettings, glass_mask, tissue_thresholds
+from omniseg.io.tissue import full_resolution_glass
 
 
 def measure(folder: Path) -> dict:
@@ -40,10 +40,10 @@ def measure(folder: Path) -> dict:
     try:
         width, height = reader.info.dimensions
         rgb = reader.read_region(0, 0, 0, width, height)
-        cut_offs = tissue_thresholds(thumbnail(reader, 2000)[0])
+        thumb, downsample = thumbnail(reader, 2000)
     finally:
         reader.close()
-    glass = glass_mask(rgb, mpp, cut_offs, TissueSettings())
+    glass = full_resolution_glass(rgb, mpp, thumb, downsample)
     seams = seam_index(labels, grids, valid=~glass)
     return {
         "result": str(folder),

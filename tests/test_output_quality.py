@@ -117,9 +117,22 @@ def test_glass_test_keeps_lumens_and_finds_glass():
     yy, xx = np.mgrid[:200, :300]
     img[np.hypot(yy - 100, xx - 70) < 15] = 240  # a lumen: enclosed, 700 µm² at 1 µm/px
     cut = TissueThresholds(saturation=20.0, density=0.2)
-    glass = glass_mask(img, 1.0, cut, TissueSettings())
+    glass = glass_mask(img, 1.0, cut, TissueSettings())  # no thumbnail: by size
     assert not glass[:, :140].any()  # tissue and its lumen
     assert glass[:, 160:].all()
+    img[98:103, 70:150] = 240  # a pale cleft from the lumen to the glass: one region now
+    background = np.zeros((200, 300), bool)
+    background[:, 250:] = True  # where the thumbnail saw no tissue
+    by_background = glass_mask(img, 1.0, cut, TissueSettings(), background)
+    assert by_background[:, 160:].all() and by_background[100, 70]  # reaches the background
+    img[98:103, 85:150] = (200, 120, 160)
+    enclosed = glass_mask(img, 1.0, cut, TissueSettings(), background)
+    assert not enclosed[:, :140].any() and enclosed[:, 160:].all()
+    for top in (0, 60, 120):  # any window: the same answer for the lumen
+        window = glass_mask(
+            img[top : top + 80], 1.0, cut, TissueSettings(), background[top : top + 80]
+        )
+        np.testing.assert_array_equal(window[:, :140], enclosed[top : top + 80, :140])
     labels = np.zeros((200, 300), np.uint8)
     labels[:, :155] = 2
     assert glass_share(labels, glass) == pytest.approx(((labels > 0) & glass).sum() / (200 * 155))

@@ -25,7 +25,7 @@ from omniseg.inference.demo import DemoSlideSpec, write_demo_slide
 from omniseg.inference.loading import load_segment_model
 from omniseg.io import open_slide
 from omniseg.io.levels import thumbnail
-from omniseg.io.tissue import glass_mask, tissue_thresholds
+from omniseg.io.tissue import full_resolution_glass
 
 NO_PTC = tuple(t.id for t in map(tissue, ("dt", "pt", "capsule", "tuft", "vessel")))
 
@@ -65,10 +65,10 @@ def test_mosaic_of_real_patches_gives_true_outlines_and_no_labels_on_glass(
     try:
         width, height = reader.info.dimensions
         rgb = reader.read_region(0, 0, 0, width, height)
-        cut = tissue_thresholds(thumbnail(reader, 2000)[0])
+        thumb, downsample = thumbnail(reader, 2000)
     finally:
         reader.close()
-    glass = glass_mask(rgb, reader.info.mpp, cut)
+    glass = full_resolution_glass(rgb, reader.info.mpp, thumb, downsample)
     assert glass.mean() > 0.3  # the mosaic is mostly glass: a meaningful check
     assert glass_share(_labels(result.out_dir), glass) < 0.01
 

@@ -2,7 +2,8 @@
 
 The thumbnail mask decides which tiles run and keeps labels near tissue; at whole-slide thumbnail
 scale one pixel can be 25 µm, and its margin would otherwise paint glass next to tissue, so a
-full-resolution glass test (``io.tissue.glass_mask``) then removes labels on glass chunk by chunk.
+full-resolution glass test (``io.tissue.glass_mask``) then removes labels on glass chunk by chunk:
+pale regions that reach the thumbnail's background are glass, enclosed ones are tissue.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from shapely.geometry import box
 from omniseg.inference.tiling import Window
 from omniseg.io.base import SlideReader
 from omniseg.io.levels import read_at_mpp
-from omniseg.io.tissue import TissueSettings, TissueThresholds, glass_mask
+from omniseg.io.tissue import TissueSettings, TissueThresholds, glass_mask, thumbnail_lookup
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ class GlassGate:
 
     reader: SlideReader
     thresholds: TissueThresholds
+    tissue: np.ndarray  # the thumbnail's tissue mask (not grown): its complement is background
+    downsample: float  # level-0 px per thumbnail px
     settings: TissueSettings = field(default_factory=TissueSettings)
 
     @property
@@ -82,8 +85,10 @@ class GlassGate:
         gx1 = min(math.ceil(window.x1 * f) + pad, full_w)
         gy1 = min(math.ceil(window.y1 * f) + pad, full_h)
         rgb = read_at_mpp(self.reader, self.mpp, gx0, gy0, gx1 - gx0, gy1 - gy0)
-        open_edges = (gy0 > 0, gy1 < full_h, gx0 > 0, gx1 < full_w)  # the slide goes on there
-        glass = glass_mask(rgb, self.mpp, self.thresholds, self.settings, open_edges)
+        background = ~thumbnail_lookup(
+            self.tissue, self.downsample, gy0, gx0, gy1 - gy0, gx1 - gx0, 1.0 / f
+        )
+        glass = glass_mask(rgb, self.mpp, self.thresholds, self.settings, background)
         ys = np.clip(((np.arange(window.y, window.y1) + 0.5) * f).astype(np.int64) - gy0, 0, None)
         xs = np.clip(((np.arange(window.x, window.x1) + 0.5) * f).astype(np.int64) - gx0, 0, None)
         return glass[np.minimum(ys, glass.shape[0] - 1)][:, np.minimum(xs, glass.shape[1] - 1)]

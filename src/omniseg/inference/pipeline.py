@@ -193,7 +193,8 @@ def _run(reader: SlideReader, slide, folder, settings, model, source, roi, plans
     clock = time.perf_counter()
     thumb, downsample = thumbnail(reader, settings.thumbnail_side)
     cut_offs = tissue_thresholds(thumb)
-    work = detect_tissue(thumb, thresholds=cut_offs)
+    found = detect_tissue(thumb, thresholds=cut_offs)
+    work = found.copy()
     if roi is not None:
         thumb_roi = _roi_on_thumbnail(roi, work.shape, downsample)
         work &= thumb_roi
@@ -205,7 +206,7 @@ def _run(reader: SlideReader, slide, folder, settings, model, source, roi, plans
     if settings.tissue_margin_um is not None:
         radius = math.ceil(settings.tissue_margin_um / (downsample * mpp0))
         gate = TissueGate(grow_mask(work, radius), downsample)
-        glass = GlassGate(reader, cut_offs)
+        glass = GlassGate(reader, cut_offs, found, downsample)
     timings["tissue"] = time.perf_counter() - clock
 
     device = model_device(model)

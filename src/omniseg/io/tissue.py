@@ -38,8 +38,8 @@ class TissueSettings:
     # Full-resolution glass test (labels are kept off glass; lumens inside tissue are tissue):
     glass_mpp: float = 1.0  # µm/px it runs at (level 0 if that is coarser)
     glass_smoothing_um: float = 2.0  # Gaussian sigma: single pale pixels inside tissue are noise
-    glass_min_area_um2: float = 10_000.0  # smaller enclosed pale areas are lumens, not glass
-    glass_context_um: float = 100.0  # read around each window so lumens are seen whole
+    glass_min_area_um2: float = 10_000.0  # without a thumbnail: smaller pale areas are lumens
+    glass_context_um: float = 100.0  # read around each window: a pale region is followed there
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -136,19 +136,32 @@ def _remove_small(mask: np.ndarray, min_pixels: int) -> np.ndarray:
     return keep[labels]
 
 
+def thumbnail_lookup(
+    mask: np.ndarray, downsample: float, y0: int, x0: int, h: int, w: int, step: float = 1.0
+) -> np.ndarray:
+    """(h, w) samples of a thumbnail mask for an image whose pixel (i, j) covers level-0
+    ((y0 + i) * step, (x0 + j) * step) onwards: each pixel centre's thumbnail pixel."""
+    ys = (((np.arange(y0, y0 + h) + 0.5) * step) / downsample).astype(np.int64)
+    xs = (((np.arange(x0, x0 + w) + 0.5) * step) / downsample).astype(np.int64)
+    rows = np.clip(ys, 0, mask.shape[0] - 1)
+    cols = np.clip(xs, 0, mask.shape[1] - 1)
+    return mask[rows][:, cols]
+
+
 def glass_mask(
     rgb: np.ndarray,
     mpp: float,
     thresholds: TissueThresholds,
     settings: TissueSettings = TissueSettings(),
-    open_edges: tuple[bool, bool, bool, bool] = (False, False, False, False),
+    background: np.ndarray | None = None,
 ) -> np.ndarray:
     """HxW bool: glass in an RGB image at ``mpp`` µm/px (a full-resolution view, not a thumbnail).
 
-    A pixel is pale if, after light smoothing, it is below both tissue cut-offs. Pale regions
-    (4-connected) are glass when they are large, or when they reach an *open* edge (top,
-    bottom, left, right: a window cut out of a larger image, beyond which they may go on);
-    smaller pale regions are lumens or pale cytoplasm, which are tissue.
+    A pixel is pale if, after light smoothing, it is below both tissue cut-offs. A pale region
+    (4-connected) is glass when it reaches ``background`` (where the thumbnail found no tissue:
+    glass next to tissue always does), or, without a background map, when it is large. Pale
+    regions enclosed by tissue (lumens, Bowman's space, pale cytoplasm) stay tissue, and the
+    decision does not depend on where a window was cut.
     """
     sigma = settings.glass_smoothing_um / mpp
     smooth = np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
@@ -159,11 +172,26 @@ def glass_mask(
     labels, count = ndimage.label(pale)
     if count == 0:
         return pale
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)
-    large = sizes * mpp * mpp >= settings.glass_min_area_um2
-    edges = (labels[0], labels[-1], labels[:, 0], labels[:, -1])
-    for is_open, edge in zip(open_edges, edges, strict=True):
-        if is_open:
-            large[np.unique(edge)] = True
-    large[0] = False
-    return large[labels]
+    if background is not None:
+        glass = np.zeros(count + 1, dtype=bool)
+        glass[np.unique(labels[pale & background])] = True
+    else:
+        sizes = np.bincount(labels.ravel(), minlength=count + 1)
+        glass = sizes * mpp * mpp >= settings.glass_min_area_um2
+    glass[0] = False
+    return glass[labels]
+
+
+def full_resolution_glass(
+    rgb: np.ndarray,
+    mpp: float,
+    thumb: np.ndarray,
+    downsample: float,
+    settings: TissueSettings = TissueSettings(),
+) -> np.ndarray:
+    """The glass test on a whole level-0 image, with the thumbnail's cut-offs and background
+    (as ``segment`` applies it chunk by chunk): for measuring labels on glass."""
+    cut = tissue_thresholds(thumb, settings)
+    found = detect_tissue(thumb, settings, cut)
+    h, w = rgb.shape[:2]
+    return glass_mask(rgb, mpp, cut, settings, ~thumbnail_lookup(found, downsample, 0, 0, h, w))
