@@ -78,7 +78,8 @@ def main() -> None:
                     default=["lite0:omniseg", "lite0:lite0-random", "lite0-random:omniseg",
                              "lite0-leaky:lite0", "lite0-neg:lite0",
                              "lite0-leaky-2stage:lite0-leaky", "lite0-leaky-2stage:omniseg-2stage",
-                             "lite0-leaky-2stage:omniseg"])  # fmt: skip
+                             "lite0-leaky-2stage:omniseg",
+                             "lite0-leaky-2stage-semi:lite0-leaky-2stage"])  # fmt: skip
     ap.add_argument("--cross-task", type=Path, default=Path("docs/results/cross-task"))
     ap.add_argument("--resamples", type=int, default=10000)
     ap.add_argument("--json", type=Path)
