@@ -19,10 +19,12 @@ from pathlib import Path
 
 import tifffile
 
-from omniseg.evaluation.output_quality import glass_share, outline_report, seam_index
-from omniseg.io import open_slide
-from omniseg.io.levels import thumbnail
-from omniseg.io.tissue import full_resolution_glass
+from omniseg.evaluation.output_quality import (
+    glass_share,
+    outline_report,
+    seam_index,
+    slide_glass,
+)
 
 
 def measure(folder: Path) -> dict:
@@ -36,14 +38,8 @@ def measure(folder: Path) -> dict:
     for scale in summary["scales"]:
         to_level0 = scale["mpp"] / mpp
         grids.append(((tile - 2 * overlap) * to_level0, max(1, math.ceil(to_level0 / 2))))
-    reader = open_slide(summary["slide"], mpp=summary["parameters"]["mpp"])
-    try:
-        width, height = reader.info.dimensions
-        rgb = reader.read_region(0, 0, 0, width, height)
-        thumb, downsample = thumbnail(reader, 2000)
-    finally:
-        reader.close()
-    glass = full_resolution_glass(rgb, mpp, thumb, downsample)
+    parameters = summary["parameters"]
+    glass = slide_glass(summary["slide"], parameters["thumbnail_side"], mpp=parameters["mpp"])
     seams = seam_index(labels, grids, valid=~glass)
     return {
         "result": str(folder),

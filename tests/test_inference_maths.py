@@ -9,7 +9,13 @@ from hypothesis import strategies as st
 from scipy import ndimage
 
 from omniseg.errors import OmnisegError
-from omniseg.inference.components import EIGHT_CONNECTED, ChunkLabeller, resolve, trace_polygon
+from omniseg.inference.components import (
+    EIGHT_CONNECTED,
+    ChunkLabeller,
+    mask_outline,
+    object_mask,
+    resolve,
+)
 from omniseg.inference.merge import (
     CAPSULE,
     DT,
@@ -189,7 +195,8 @@ def test_ring_over_many_chunks_is_one_polygon_with_its_hole():
     def read_ids(y0, y1, x0, x1, step):
         return ids[y0:y1:step, x0:x1:step]
 
-    poly = trace_polygon(read_ids, comps.root_of, 0, comps.bbox[0])
+    mask, step = object_mask(read_ids, comps.root_of, 0, comps.bbox[0])
+    poly = mask_outline(mask, int(comps.bbox[0][0]), int(comps.bbox[0][1]), step)
     assert poly.geom_type == "Polygon" and len(poly.interiors) == 1
     assert abs(poly.area - int(labels.astype(bool).sum())) / labels.astype(bool).sum() < 0.1
     assert (

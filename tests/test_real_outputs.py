@@ -18,14 +18,11 @@ from omniseg.catalogue import tissue
 from omniseg.data import discover_patches, read_mask
 from omniseg.evaluation.metrics import dice
 from omniseg.evaluation.mosaic import write_mosaic_slide
-from omniseg.evaluation.output_quality import glass_share, outline_report
+from omniseg.evaluation.output_quality import glass_share, outline_report, slide_glass
 from omniseg.evaluation.predict import predict_record
 from omniseg.inference import SegmentSettings, segment_slide
 from omniseg.inference.demo import DemoSlideSpec, write_demo_slide
 from omniseg.inference.loading import load_segment_model
-from omniseg.io import open_slide
-from omniseg.io.levels import thumbnail
-from omniseg.io.tissue import full_resolution_glass
 
 NO_PTC = tuple(t.id for t in map(tissue, ("dt", "pt", "capsule", "tuft", "vessel")))
 
@@ -61,14 +58,7 @@ def test_mosaic_of_real_patches_gives_true_outlines_and_no_labels_on_glass(
     settings = SegmentSettings(progress=False, tasks=NO_PTC)
     result = segment_slide(slide, tmp_path / "out", settings, bundled)
     _check_outputs(result.out_dir, result.summary["mpp"])
-    reader = open_slide(slide)
-    try:
-        width, height = reader.info.dimensions
-        rgb = reader.read_region(0, 0, 0, width, height)
-        thumb, downsample = thumbnail(reader, 2000)
-    finally:
-        reader.close()
-    glass = full_resolution_glass(rgb, reader.info.mpp, thumb, downsample)
+    glass = slide_glass(slide, settings.thumbnail_side)
     assert glass.mean() > 0.3  # the mosaic is mostly glass: a meaningful check
     assert glass_share(_labels(result.out_dir), glass) < 0.01
 

@@ -129,3 +129,21 @@ def glass_share(labels: np.ndarray, glass: np.ndarray) -> float:
     labelled = np.asarray(labels) > 0
     total = int(labelled.sum())
     return float((labelled & np.asarray(glass, dtype=bool)).sum()) / total if total else 0.0
+
+
+def slide_glass(path, thumbnail_side: int, mpp: float | None = None) -> np.ndarray:
+    """The full-resolution glass test over a whole slide's level 0 (as ``segment`` applies it
+    chunk by chunk), for measuring labels on glass; loads level 0 whole (small slides only)."""
+    from omniseg.io import open_slide
+    from omniseg.io.levels import thumbnail
+    from omniseg.io.tissue import full_resolution_glass
+
+    reader = open_slide(path, mpp=mpp)
+    try:
+        width, height = reader.info.dimensions
+        rgb = reader.read_region(0, 0, 0, width, height)
+        thumb, downsample = thumbnail(reader, thumbnail_side)
+        level0_mpp = float(reader.info.mpp)
+    finally:
+        reader.close()
+    return full_resolution_glass(rgb, level0_mpp, thumb, downsample)

@@ -283,25 +283,11 @@ def mask_outline(mask: np.ndarray, y0: int, x0: int, step: int = 1) -> Polygon |
     return polygons[0] if len(polygons) == 1 else MultiPolygon(polygons)
 
 
-def trace_polygon(
-    read_ids: Callable[[int, int, int, int, int], np.ndarray],
-    root_of: np.ndarray,
-    index: int,
-    bbox: np.ndarray,
-) -> Polygon | MultiPolygon:
-    """Outline (with holes) of object ``index`` in level-0 px, along pixel edges.
-
-    ``read_ids(y0, y1, x0, x1, step)`` returns the id map on that window, strided by ``step``.
-    """
-    mask, step = object_mask(read_ids, root_of, index, bbox)
-    return mask_outline(mask, int(bbox[0]), int(bbox[1]), step)
-
-
 PERIMETER_SMOOTHING_PX = 1.0  # Douglas-Peucker tolerance: within 3% of 2*pi*r for r >= 5 px
 
 
 def outline_perimeter(mask: np.ndarray, step: int = 1) -> float:
-    """Perimeter in px that does not count pixel stairs (the pixel-edge outline is ~27% longer
+    """Perimeter in px that does not count pixel stairs (the pixel-edge outline is ~4/pi longer
     on a disc): border chains through pixel centres, outer borders and holes, smoothed by
     ``PERIMETER_SMOOTHING_PX``."""
     padded = np.pad(np.asarray(mask, dtype=np.uint8), 1)

@@ -86,20 +86,20 @@ def check_replaceable_model_dir(directory: str | os.PathLike) -> None:
     """``--overwrite`` may replace a model folder, never any other folder: it must be an omniseg
     model folder holding nothing but its config and weights."""
     directory = Path(directory)
-    foreign = (
-        sorted(p.name for p in directory.iterdir() if p.name not in (CONFIG_NAME, WEIGHTS_NAME))
-        if directory.is_dir()
-        else None
-    )
-    try:
-        read_model_config(directory)
-    except OmnisegError:
-        foreign = foreign or ["(no omniseg config.json)"]
-    if foreign is None or foreign:
-        listed = ", ".join((foreign or ["(not a folder)"])[:5])
+    if not directory.is_dir():
+        problems = ["(not a folder)"]
+    else:
+        problems = sorted(
+            p.name for p in directory.iterdir() if p.name not in (CONFIG_NAME, WEIGHTS_NAME)
+        )
+        try:
+            read_model_config(directory)
+        except OmnisegError:
+            problems.append("(no omniseg config.json)")
+    if problems:
         raise OmnisegError(
             f"{directory}: --overwrite refused: not an omniseg model folder or it holds other "
-            f"files ({listed}); nothing was changed. Choose another output folder"
+            f"files ({', '.join(problems[:5])}); nothing was changed. Choose another output folder"
         )
 
 
