@@ -137,3 +137,15 @@ def test_glass_test_keeps_lumens_and_finds_glass():
     labels[:, :155] = 2
     assert glass_share(labels, glass) == pytest.approx(((labels > 0) & glass).sum() / (200 * 155))
     assert glass_share(np.zeros_like(labels), glass) == 0.0
+
+
+def test_only_large_non_tissue_regions_of_the_thumbnail_are_open_glass():
+    """A fine thumbnail resolves lumens and Bowman's spaces: they are not glass; big areas are."""
+    from omniseg.io.tissue import glass_background
+
+    tissue = np.zeros((100, 100), bool)
+    tissue[:, :60] = True
+    tissue[40:45, 20:25] = False  # a lumen: 25 px of 4 µm² = 100 µm²
+    open_glass = glass_background(tissue, 2.0)  # 40 px x 100 px x 4 µm² = 16,000 µm² of glass
+    assert open_glass[:, 60:].all() and not open_glass[:, :60].any()
+    assert not glass_background(tissue, 1.0).any()  # at 1 µm/px the same 4,000 µm² is small

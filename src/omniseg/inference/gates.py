@@ -3,7 +3,7 @@
 The thumbnail mask decides which tiles run and keeps labels near tissue; at whole-slide thumbnail
 scale one pixel can be 25 µm, and its margin would otherwise paint glass next to tissue, so a
 full-resolution glass test (``io.tissue.glass_mask``) then removes labels on glass chunk by chunk:
-pale regions that reach the thumbnail's background are glass, enclosed ones are tissue.
+pale regions that reach the thumbnail's open glass are glass, enclosed ones are tissue.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class GlassGate:
 
     reader: SlideReader
     thresholds: TissueThresholds
-    tissue: np.ndarray  # the thumbnail's tissue mask (not grown): its complement is background
+    background: np.ndarray  # thumbnail pixels of open glass (``io.tissue.glass_background``)
     downsample: float  # level-0 px per thumbnail px
     settings: TissueSettings = field(default_factory=TissueSettings)
 
@@ -85,8 +85,8 @@ class GlassGate:
         gx1 = min(math.ceil(window.x1 * f) + pad, full_w)
         gy1 = min(math.ceil(window.y1 * f) + pad, full_h)
         rgb = read_at_mpp(self.reader, self.mpp, gx0, gy0, gx1 - gx0, gy1 - gy0)
-        background = ~thumbnail_lookup(
-            self.tissue, self.downsample, gy0, gx0, gy1 - gy0, gx1 - gx0, 1.0 / f
+        background = thumbnail_lookup(
+            self.background, self.downsample, gy0, gx0, gy1 - gy0, gx1 - gx0, 1.0 / f
         )
         glass = glass_mask(rgb, self.mpp, self.thresholds, self.settings, background)
         ys = np.clip(((np.arange(window.y, window.y1) + 0.5) * f).astype(np.int64) - gy0, 0, None)

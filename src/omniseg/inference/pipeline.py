@@ -48,7 +48,7 @@ from omniseg.inference.tiling import Tile, Window, check_tiling, grid_shape
 from omniseg.io import open_slide, plan_level, target_shape, thumbnail
 from omniseg.io.base import SlideInfo, SlideReader
 from omniseg.io.roi import load_roi
-from omniseg.io.tissue import detect_tissue, tissue_thresholds
+from omniseg.io.tissue import detect_tissue, glass_background, tissue_thresholds
 from omniseg.locks import folder_lock
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,8 @@ def _run(reader: SlideReader, slide, folder, settings, model, source, roi, plans
     if settings.tissue_margin_um is not None:
         radius = math.ceil(settings.tissue_margin_um / (downsample * mpp0))
         gate = TissueGate(grow_mask(work, radius), downsample)
-        glass = GlassGate(reader, cut_offs, found, downsample)
+        open_glass = glass_background(found, downsample * mpp0)
+        glass = GlassGate(reader, cut_offs, open_glass, downsample)
     timings["tissue"] = time.perf_counter() - clock
 
     device = model_device(model)

@@ -38,7 +38,7 @@ class TissueSettings:
     # Full-resolution glass test (labels are kept off glass; lumens inside tissue are tissue):
     glass_mpp: float = 1.0  # µm/px it runs at (level 0 if that is coarser)
     glass_smoothing_um: float = 2.0  # Gaussian sigma: single pale pixels inside tissue are noise
-    glass_min_area_um2: float = 10_000.0  # without a thumbnail: smaller pale areas are lumens
+    glass_min_area_um2: float = 10_000.0  # smaller non-tissue areas are lumens, not open glass
     glass_context_um: float = 100.0  # read around each window: a pale region is followed there
 
 
@@ -182,6 +182,21 @@ def glass_mask(
     return glass[labels]
 
 
+def glass_background(
+    tissue: np.ndarray, thumbnail_um: float, settings: TissueSettings = TissueSettings()
+) -> np.ndarray:
+    """Thumbnail pixels that are open glass: non-tissue regions of at least
+    ``glass_min_area_um2`` (``thumbnail_um`` µm per thumbnail pixel). Smaller non-tissue regions
+    are lumens, Bowman's spaces or capillaries that a fine thumbnail resolves: not glass."""
+    labels, count = ndimage.label(~tissue)
+    if count == 0:
+        return np.zeros_like(tissue, dtype=bool)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1) * thumbnail_um**2
+    large = sizes >= settings.glass_min_area_um2
+    large[0] = False
+    return large[labels]
+
+
 def full_resolution_glass(
     rgb: np.ndarray,
     mpp: float,
@@ -193,5 +208,6 @@ def full_resolution_glass(
     (as ``segment`` applies it chunk by chunk): for measuring labels on glass."""
     cut = tissue_thresholds(thumb, settings)
     found = detect_tissue(thumb, settings, cut)
+    open_glass = glass_background(found, downsample * mpp, settings)
     h, w = rgb.shape[:2]
-    return glass_mask(rgb, mpp, cut, settings, ~thumbnail_lookup(found, downsample, 0, 0, h, w))
+    return glass_mask(rgb, mpp, cut, settings, thumbnail_lookup(open_glass, downsample, 0, 0, h, w))
