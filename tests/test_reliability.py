@@ -157,3 +157,158 @@ def test_kill_9_during_evaluate_never_leaves_a_partial_report(tmp_path, after_s)
     _cli(args, tmp_path)
     if killed is not None:  # it finished before the kill: the file is whole
         assert killed == report.read_bytes()
+
+
+def _wait_until(predicate, proc: subprocess.Popen, timeout: float = 120) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"the point to kill at never came (exit {proc.poll()})")
+        time.sleep(0.01)
+
+
+def _checkpoint_step(run: Path) -> int:
+    import json
+
+    try:
+        return json.loads((run / "last" / "meta.json").read_text())["step"]
+    except (OSError, ValueError, KeyError):
+        return -1
+
+
+KILLED_TRAIN_STEPS = 24
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_train(tmp_path_factory):
+    """(train arguments, the uninterrupted run folder) shared by the kill -9 cases."""
+    root = tmp_path_factory.mktemp("train-ref")
+    manifest = make_patch_set(root / "data", size=64, per_task=3)
+    args = ["train", "--data", str(manifest), "--model", "omniseg-tiny",
+            "--max-steps", str(KILLED_TRAIN_STEPS), "--batch-size", "2", "--patch-size", "64",
+            "--device", "cpu", "--val-split", "none", "--workers", "0", "--no-progress",
+            "--checkpoint-minutes", "1e-9"]  # fmt: skip
+    _cli([*args, "--out", str(root / "ref")], root)
+    return args, root / "ref"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["run folder created", "first checkpoint", "mid-run"])
+def test_kill_9_during_train_then_resume_equals_the_uninterrupted_run(
+    tmp_path, uninterrupted_train, point
+):
+    """SQLite's standard: whenever the process dies, the rerun loses nothing and gains nothing."""
+    import csv
+
+    args, ref = uninterrupted_train
+    steps = KILLED_TRAIN_STEPS
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "omniseg", *args, "--out", str(run)], env=env)
+    ready = {
+        "run folder created": lambda: (run / "config.yaml").exists(),
+        "first checkpoint": lambda: _checkpoint_step(run) >= 1,
+        "mid-run": lambda: _checkpoint_step(run) >= steps // 2,
+    }[point]
+    _wait_until(ready, proc)
+    proc.kill()
+    assert proc.wait(timeout=60) == -signal.SIGKILL, "it finished before the kill: a wasted case"
+    _cli([*args, "--out", str(run), "--resume"], tmp_path)
+    assert (run / "model/model.safetensors").read_bytes() == (
+        ref / "model/model.safetensors"
+    ).read_bytes()
+    ours, theirs = ((d / "model/config.json").read_text() for d in (run, ref))
+    assert (
+        ours.replace(str(run), str(ref)) == theirs
+    )  # the run folder's own path is all that differs
+    with open(run / "metrics.csv", newline="", encoding="utf-8") as fh:
+        logged = [int(row["step"]) for row in csv.DictReader(fh)]
+    assert logged == sorted(set(logged)) and logged[-1] == steps  # no duplicated or torn rows
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 8 MB file system (tmpfs) that fills up: skipped where mounting is not allowed."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)],
+                             capture_output=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root (CAP_SYS_ADMIN) on Linux")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _fill(disk: Path, leave_bytes: int) -> Path:
+    """A ballast file that leaves about `leave_bytes` free."""
+    stats = os.statvfs(disk)
+    ballast = disk / "ballast"
+    with open(ballast, "wb") as fh:
+        fh.write(b"\0" * max(stats.f_bavail * stats.f_frsize - leave_bytes, 0))
+    return ballast
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "omniseg", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_segment_keeps_earlier_results_and_resumes_to_the_same_bytes(
+    tmp_path, small_disk
+):
+    from omniseg.models import save_pretrained
+    from tests._wsi_synthetic import pyramid, slide_array, write_svs
+
+    for name, seed in (("a", 0), ("b", 1)):
+        write_svs(tmp_path / f"{name}.svs", pyramid(slide_array(seed=seed)))
+    save_pretrained(create_model("omniseg-tiny"), tmp_path / "m")
+    common = ["--weights", "m", "--device", "cpu"]
+    _cli(["segment", "b.svs", "-o", "ref", *common], tmp_path)
+    _cli(["segment", "a.svs", "-o", "disk/out", *common], tmp_path)
+    earlier = {p.name: p.read_bytes() for p in (small_disk / "out/a").iterdir() if p.is_file()}
+
+    ballast = _fill(small_disk, 256 * 1024)
+    full = _run(["segment", "b.svs", "-o", "disk/out", *common], tmp_path)
+    assert full.returncode == 2, full.stderr
+    error = full.stderr.strip().splitlines()[-1]
+    assert "disk is full" in error and "--resume" in error and "Traceback" not in full.stderr
+    now = {p.name: p.read_bytes() for p in (small_disk / "out/a").iterdir() if p.is_file()}
+    assert now == earlier  # the finished result is untouched
+    assert not list((small_disk / "out").rglob("*.tmp*"))  # no half-written file anywhere
+    assert not (small_disk / "out/b/summary.json").exists()
+
+    ballast.unlink()
+    _cli(["segment", "b.svs", "-o", "disk/out", *common, "--resume"], tmp_path)
+    for name in ("labels.ome.tif", "objects.geojson", "objects.csv", "overlay.png"):
+        assert (small_disk / "out/b" / name).read_bytes() == (
+            tmp_path / "ref/b" / name
+        ).read_bytes()
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_train_keeps_the_last_checkpoint_and_resumes(tmp_path, small_disk):
+    manifest = make_patch_set(tmp_path / "data", size=64, per_task=3)
+    args = ["train", "--data", str(manifest), "--model", "omniseg-tiny", "--max-steps", "4",
+            "--batch-size", "2", "--patch-size", "64", "--device", "cpu", "--val-split", "none",
+            "--workers", "0", "--no-progress", "--checkpoint-minutes", "1e-9"]  # fmt: skip
+    _cli([*args, "--out", "ref"], tmp_path)
+    checkpoint = (tmp_path / "ref/last/state.pt").stat().st_size
+    run = small_disk / "run"
+    ballast = _fill(small_disk, int(1.5 * checkpoint))  # room for one checkpoint, not a second
+    full = _run([*args, "--out", str(run)], tmp_path)
+    assert full.returncode == 2, full.stderr
+    assert "disk is full" in full.stderr and "--resume" in full.stderr
+    assert str(run / "last" / "state.pt") in full.stderr  # names the file, not a temp folder
+    assert "Traceback" not in full.stderr
+    assert _checkpoint_step(run) == 1  # step 1 survived the failed save of step 2
+    assert not [p for p in run.iterdir() if p.name.startswith(".last")]  # no half-written state
+    ballast.unlink()
+    _cli([*args, "--out", str(run), "--resume"], tmp_path)
+    ours = (run / "model/model.safetensors").read_bytes()
+    assert ours == (tmp_path / "ref/model/model.safetensors").read_bytes()

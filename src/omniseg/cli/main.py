@@ -22,17 +22,36 @@ SAVED_ON_INTERRUPT = {
 }
 
 
-def interrupted_message(args: list[str]) -> str:
-    """What Ctrl-C kept, and the exact command that continues from it."""
+def resume_command(args: list[str]) -> tuple[str, str] | None:
+    """(what a stopped run keeps, the exact command that continues it); None for commands that
+    cannot resume."""
     command = next((a for a in args if not a.startswith("-")), "")
     if command not in SAVED_ON_INTERRUPT:
-        return "omniseg: interrupted"
+        return None
     again = [a for a in args if a != "--overwrite"]
     if "--resume" not in again:
         again.append("--resume")
+    return SAVED_ON_INTERRUPT[command], f"omniseg {shlex.join(again)}"
+
+
+def interrupted_message(args: list[str]) -> str:
+    """What Ctrl-C kept, and the exact command that continues from it."""
+    hint = resume_command(args)
+    if hint is None:
+        return "omniseg: interrupted"
+    return f"omniseg: interrupted; {hint[0]}; continue with:\n  {hint[1]}"
+
+
+def disk_full_message(exc: BaseException, args: list[str]) -> str:
+    """A full disk outside the atomic writers (a checkpoint, a tile spool): what was kept, and
+    the command that continues once space is freed."""
+    where = getattr(exc, "filename", None) or "an output"
+    hint = resume_command(args)
+    if hint is None:
+        return f"omniseg: error: {where}: the disk is full; free space and rerun"
     return (
-        f"omniseg: interrupted; {SAVED_ON_INTERRUPT[command]}; continue with:\n"
-        f"  omniseg {shlex.join(again)}"
+        f"omniseg: error: {where}: the disk is full; {hint[0]}; free space, then continue with:"
+        f"\n  {hint[1]}"
     )
 
 
@@ -60,6 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         print(interrupted_message(args), file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:
+        from omniseg.io.atomic import is_disk_full
+
+        if is_disk_full(exc):
+            if debug:
+                traceback.print_exc()
+            print(disk_full_message(exc, args), file=sys.stderr)
+            return EXIT_USAGE
         if debug:
             traceback.print_exc()
         print(

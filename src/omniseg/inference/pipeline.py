@@ -46,6 +46,7 @@ from omniseg.inference.summary import (
 from omniseg.inference.tiles import ScalePlan, TileStats, processed_flags, run_scale
 from omniseg.inference.tiling import Tile, Window, check_tiling, grid_shape
 from omniseg.io import open_slide, plan_level, target_shape, thumbnail
+from omniseg.io.atomic import DiskFullError, is_disk_full
 from omniseg.io.base import SlideInfo, SlideReader
 from omniseg.io.roi import load_roi
 from omniseg.io.tissue import detect_tissue, glass_background, tissue_thresholds
@@ -168,6 +169,12 @@ def segment_slide(
         raise OmnisegError(
             f"{exc.filename or out_dir}: permission denied; choose an output folder you can write"
         ) from exc
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        where = getattr(exc, "path", None) or getattr(exc, "filename", None) or out_dir
+        advice = "finished outputs and tiles are kept: free space and rerun with --resume"
+        raise DiskFullError(Path(where), advice) from exc
     finally:
         reader.close()
 

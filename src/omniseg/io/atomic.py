@@ -36,15 +36,33 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(temp, final)
     except OSError as exc:
         temp.unlink(missing_ok=True)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise OmnisegError(
-                f"{final}: the disk is full (no space left while writing it); the previous "
-                f"{final.name}, if any, is unchanged: free space and rerun"
-            ) from exc
+        if is_disk_full(exc):
+            raise DiskFullError(final) from exc
         raise
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+class DiskFullError(OmnisegError):
+    """No space left while writing `path`; `advice` says what was kept and what to do."""
+
+    def __init__(self, path: Path, advice: str | None = None) -> None:
+        self.path = path
+        advice = advice or f"the previous {path.name}, if any, is unchanged: free space and rerun"
+        super().__init__(f"{path}: the disk is full (no space left while writing it); {advice}")
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """True when `exc`, or an error it was raised from, is a full disk or quota."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _fsync(path: Path) -> None:

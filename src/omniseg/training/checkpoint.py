@@ -7,6 +7,7 @@ built beside its target and renamed into place, so a hard stop leaves the previo
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -72,6 +73,13 @@ def _dir_mode() -> int:
     return 0o777 & ~umask
 
 
+def _write_synced(path: Path, data) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def save_state(directory: str | os.PathLike, state: dict) -> Path:
     """Write ``state`` (plain data + tensors) to ``directory`` atomically."""
     target = Path(directory)
@@ -79,7 +87,14 @@ def save_state(directory: str | os.PathLike, state: dict) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         payload = {"version": STATE_VERSION, **_cpu(state)}
-        torch.save(payload, tmp / STATE_NAME)
+        # Serialised in memory first: torch.save on a full disk raises an opaque RuntimeError
+        # ("unexpected pos"), a plain write raises ENOSPC, which is reported as a full disk.
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        try:
+            _write_synced(tmp / STATE_NAME, buffer.getbuffer())
+        except OSError as exc:  # name the checkpoint, not the hidden temp folder
+            raise OSError(exc.errno, exc.strerror, str(target / STATE_NAME)) from exc
         meta = {
             k: state[k] for k in ("step", "epoch", "batch_in_epoch", "best_metric") if k in state
         }
