@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 import tifffile
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from omniseg.errors import OmnisegError
 from omniseg.io import ArraySlide, open_slide, plan_level, read_at_mpp, target_shape, thumbnail
@@ -207,3 +209,41 @@ def test_pixels_beyond_the_slide_are_white_without_bleeding(target):
     expected = expected_ramp(width - 5, 5, target)[None, :]
     assert np.abs(inside - expected).max() <= 1.5  # edge pixels replicate, no white mixed in
     assert (read_at_mpp(slide, target, width + 20, 0, 6, 6) == 255).all()
+
+
+# ---- property tests (hypothesis) -------------------------------------------------------------
+
+
+def _pyramid_info(mpp0: float, width: int, height: int, factors: list[float]):
+    from omniseg.io.base import SlideInfo
+
+    downsamples = [1.0]
+    for factor in factors:
+        downsamples.append(downsamples[-1] * factor)
+    dims = tuple((max(1, round(width / d)), max(1, round(height / d))) for d in downsamples)
+    return SlideInfo("x.tif", "test", dims, tuple(downsamples), mpp0, None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    mpp0=st.floats(0.05, 4.0),
+    size=st.tuples(st.integers(1, 200_000), st.integers(1, 200_000)),
+    factors=st.lists(st.floats(1.5, 8.0), max_size=6),
+    target=st.floats(0.01, 50.0),
+)
+def test_level_plan_and_shape_hold_for_any_pyramid(mpp0, size, factors, target):
+    """The level is fine enough and the coarsest such; scales and shapes follow from it."""
+    info = _pyramid_info(mpp0, *size, factors)
+    plan = plan_level(info, target)
+    level_mpps = [mpp0 * d for d in info.level_downsamples]
+    fits = [m for m in level_mpps if m <= target * 1.01]
+    assert plan.upsampled == (not fits)
+    if fits:
+        assert plan.level_mpp == max(fits) and plan.scale <= 1.01
+    else:
+        assert plan.level == 0 and plan.scale > 1.0
+    assert plan.scale == pytest.approx(plan.level_mpp / target)
+    height, width = target_shape(info, target)
+    assert height >= 1 and width >= 1
+    exact_h, exact_w = size[1] * mpp0 / target, size[0] * mpp0 / target
+    assert exact_h - 1e-6 <= height < exact_h + 1 and exact_w - 1e-6 <= width < exact_w + 1
