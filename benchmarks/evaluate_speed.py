@@ -18,8 +18,8 @@ import torch
 
 from omniseg.data import discover_patches, read_mask, select_split
 from omniseg.evaluation.evaluate import evaluate_records
-from omniseg.evaluation.metrics import score_pair
 from omniseg.models import create_model
+from omniseg.scoring.metrics import score_pair
 
 
 def main() -> None:

@@ -18,8 +18,8 @@ import time
 
 import torch
 
-from omniseg.allocator import tune_allocator
 from omniseg.models import create_model
+from omniseg.runtime.memory import tune_allocator
 
 
 def _cpu_times() -> tuple[float, float]:
@@ -69,7 +69,7 @@ def main() -> None:
         "--allocator",
         choices=("tuned", "glibc"),
         default="tuned",
-        help="tuned = omniseg.allocator.tune_allocator() as in segment/train; glibc = untouched",
+        help="tuned = omniseg.runtime.memory.tune_allocator() as in segment/train; glibc = untouched",
     )
     args = ap.parse_args()
     allocator_tuned = args.allocator == "tuned" and tune_allocator()

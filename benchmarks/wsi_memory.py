@@ -101,14 +101,14 @@ class StagePeaks:
     """Peak RSS per pipeline stage, sampled by a background thread (Linux /proc)."""
 
     STAGES: ClassVar[dict[tuple[str, str], str]] = {  # module attribute -> stage name
-        ("pipeline", "thumbnail"): "tissue",
-        ("pipeline", "run_scale"): "inference",
-        ("pipeline", "assemble"): "merge",
-        ("pipeline", "iter_objects"): "objects",
-        ("summary", "write_label_ome_tiff"): "labels.ome.tif",
-        ("summary", "write_geojson"): "objects.geojson",
-        ("summary", "write_objects_csv"): "objects.csv",
-        ("summary", "render_overlay"): "overlay.png",
+        ("stages", "thumbnail"): "tissue",
+        ("stages", "run_scale"): "inference",
+        ("stages", "assemble"): "merge",
+        ("stages", "iter_objects"): "objects",
+        ("outputs", "write_label_ome_tiff"): "labels.ome.tif",
+        ("outputs", "write_geojson"): "objects.geojson",
+        ("outputs", "write_objects_csv"): "objects.csv",
+        ("outputs", "render_overlay"): "overlay.png",
     }
 
     def __init__(self, interval_s: float = 0.05, timeline_every_s: float = 10.0) -> None:
@@ -156,8 +156,9 @@ class StagePeaks:
 
 
 def run_one(width: int, height: int) -> dict:
+    import omniseg.inference.outputs as outputs
     import omniseg.inference.pipeline as pipeline
-    import omniseg.inference.summary as summary_module
+    import omniseg.inference.stages as stages
     from omniseg.inference import SegmentSettings
     from omniseg.inference.standin import PointwiseModel
     from omniseg.models import InferenceSettings
@@ -166,7 +167,7 @@ def run_one(width: int, height: int) -> dict:
     pipeline.open_slide = lambda path, **_: slide  # the virtual slide instead of a file
     model = PointwiseModel(InferenceSettings())
     peaks = StagePeaks()
-    peaks.install({"pipeline": pipeline, "summary": summary_module})
+    peaks.install({"stages": stages, "outputs": outputs})
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="omniseg-wsi-mem-") as tmp:
         result = pipeline.segment_slide(

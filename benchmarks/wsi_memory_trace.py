@@ -18,6 +18,7 @@ from pathlib import Path
 import wsi_memory
 
 import omniseg.inference.pipeline as pipeline
+import omniseg.inference.stages as stages
 from omniseg.inference import SegmentSettings
 from omniseg.inference.standin import PointwiseModel
 from omniseg.models import InferenceSettings
@@ -32,14 +33,14 @@ def main() -> None:
     slide = wsi_memory.LazySyntheticSlide(width, height)
     pipeline.open_slide = lambda path, **_: slide
     after_merge = {}
-    assemble = pipeline.assemble
+    assemble = stages.assemble
 
     def traced_assemble(*a, **k):
         result = assemble(*a, **k)
         after_merge["snapshot"] = tracemalloc.take_snapshot()
         return result
 
-    pipeline.assemble = traced_assemble
+    stages.assemble = traced_assemble
     tracemalloc.start(5)
     with tempfile.TemporaryDirectory(prefix="omniseg-wsi-trace-") as tmp:
         model = PointwiseModel(InferenceSettings())

@@ -14,10 +14,10 @@ import tifffile
 
 from omniseg.catalogue import tissue
 from omniseg.data import discover_patches, read_mask
-from omniseg.evaluation.metrics import dice
 from omniseg.evaluation.predict import predict_record
 from omniseg.inference import SegmentSettings, segment_slide
 from omniseg.inference.loading import load_segment_model
+from omniseg.scoring.metrics import dice
 
 model, _ = load_segment_model(None, device="cpu")
 recs = discover_patches(

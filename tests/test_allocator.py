@@ -1,4 +1,4 @@
-"""The glibc allocator tuning used by segment/train/evaluate (see omniseg.allocator)."""
+"""The glibc allocator tuning used by segment/train/evaluate (see omniseg.runtime.memory)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-CODE = "from omniseg.allocator import tune_allocator; print(tune_allocator(), tune_allocator())"
+CODE = (
+    "from omniseg.runtime.memory import tune_allocator; print(tune_allocator(), tune_allocator())"
+)
 
 
 def _run(**env) -> str:
@@ -31,6 +33,6 @@ def test_tuning_applies_once_and_respects_opt_outs():
 
 
 def test_importing_omniseg_does_not_tune_the_allocator():
-    code = "import omniseg, omniseg.allocator as a; print(a._done)"
+    code = "import omniseg, omniseg.runtime.memory as a; print(a._done)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.stdout.strip() == "False", proc.stderr

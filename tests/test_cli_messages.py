@@ -124,12 +124,13 @@ def test_segment_refuses_emulated_bf16_like_evaluate(tmp_path):
     import torch
 
     from omniseg.errors import OmnisegError
-    from omniseg.evaluation.predict import bf16_supported
     from omniseg.inference.loading import load_segment_model
     from omniseg.models import create_model, save_pretrained
 
     save_pretrained(create_model("omniseg-tiny"), tmp_path / "m")
-    if bf16_supported(torch.device("cpu")):
+    from omniseg.runtime import native_bf16
+
+    if native_bf16(torch.device("cpu")):
         model, _ = load_segment_model(tmp_path / "m", "cpu", "bf16")
         assert model is not None
     else:

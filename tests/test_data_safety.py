@@ -141,9 +141,12 @@ def test_a_resumed_run_removes_the_half_written_temp_files(tmp_path):
     train(load_train_config(None, _train_overrides(manifest, run)))
     (run / ".metrics.csv.k3j2").write_text("half")
     (run / ".last.x8").mkdir()
+    (run / ".config.0f3a9c2b1d4e.tmp.yaml").write_text("half")  # io.atomic's own pattern
     overrides = {**_train_overrides(manifest, run), "run.max_steps": 2}
     train(load_train_config(None, overrides), resume=True)
-    assert not any(p.name.startswith((".metrics.csv.", ".last.")) for p in run.iterdir())
+    assert not any(
+        p.name.startswith((".metrics.csv.", ".last.", ".config.")) for p in run.iterdir()
+    )
 
 
 def _tiny_slide(tmp_path) -> Path:

@@ -15,10 +15,10 @@ from omniseg.cli.main import main
 from omniseg.data import discover_patches
 from omniseg.data.patches import read_manifest, walk_layout
 from omniseg.errors import OmnisegError
-from omniseg.evaluation import metrics
 from omniseg.evaluation.evaluate import evaluate_path, evaluate_records
 from omniseg.models import InferenceSettings, create_model, save_pretrained
 from omniseg.models.pretrained import WEIGHTS_NAME, sha256_of
+from omniseg.scoring import metrics
 
 SCHEMA_KEYS = {"n", "dice", "iou", "hd95", "hd95_um", "assd", "assd_um", "hd_null"}
 SCHEMA_KEYS |= {"dice_bg_inclusive"}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from omniseg.evaluation.metrics import (
+from omniseg.scoring.metrics import (
     assd,
     boundary,
     dice,

@@ -13,10 +13,10 @@ from PIL import Image
 
 from omniseg.catalogue import tissue
 from omniseg.errors import OmnisegError
-from omniseg.evaluation.predict import image_to_tensor, predict_probability
 from omniseg.inference import SegmentSettings, segment_slide, segment_slides
 from omniseg.inference.standin import PointwiseModel
 from omniseg.models import InferenceSettings, create_model
+from omniseg.runtime import image_to_tensor, predict_probability
 
 OUTPUTS = ("labels.ome.tif", "objects.geojson", "objects.csv", "overlay.png")
 WHITE = 245

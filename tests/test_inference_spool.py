@@ -10,15 +10,15 @@ from shapely.geometry import MultiPolygon, Polygon
 
 from omniseg.export import SlideObject, write_geojson, write_objects_csv
 from omniseg.inference import SegmentSettings, segment_slide
-from omniseg.inference.results import WORK_NAME
-from omniseg.inference.spool import ObjectSpool
-from omniseg.inference.standin import PointwiseModel
-from omniseg.inference.summary import (
+from omniseg.inference.outputs import (
     ClassTally,
     class_tables,
     object_colors,
     object_names,
 )
+from omniseg.inference.results import WORK_NAME
+from omniseg.inference.spool import ObjectSpool
+from omniseg.inference.standin import PointwiseModel
 from omniseg.models import InferenceSettings
 
 MPP = 0.25

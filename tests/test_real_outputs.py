@@ -16,13 +16,13 @@ import tifffile
 
 from omniseg.catalogue import tissue
 from omniseg.data import discover_patches, read_mask
-from omniseg.evaluation.metrics import dice
 from omniseg.evaluation.mosaic import write_mosaic_slide
 from omniseg.evaluation.output_quality import glass_share, outline_report, slide_glass
 from omniseg.evaluation.predict import predict_record
 from omniseg.inference import SegmentSettings, segment_slide
 from omniseg.inference.demo import DemoSlideSpec, write_demo_slide
 from omniseg.inference.loading import load_segment_model
+from omniseg.scoring.metrics import dice
 
 NO_PTC = tuple(t.id for t in map(tissue, ("dt", "pt", "capsule", "tuft", "vessel")))
 

@@ -5,22 +5,13 @@ from __future__ import annotations
 import platform
 
 
-def default_device() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
 def system_info() -> dict:
     import torch
 
     from omniseg import __version__
     from omniseg.catalogue import default_catalogue
     from omniseg.models import count_parameters, create_model, list_models
+    from omniseg.runtime.device import default_device
 
     cat = default_catalogue()
     catalogue_rows = cat.to_dict()

@@ -16,9 +16,10 @@ from torch import Tensor
 
 from omniseg.catalogue import tissues
 from omniseg.data import PatchRecord, load_pair
-from omniseg.evaluation.predict import image_to_tensor, inference_mode_of, model_device, reflect_pad
 from omniseg.models import OmniSeg, foreground_probability
 from omniseg.models.heads import head_preactivations
+from omniseg.runtime import image_to_tensor, inference_mode_of, model_device
+from omniseg.runtime.predictor import reflect_pad
 
 
 @dataclass(frozen=True)

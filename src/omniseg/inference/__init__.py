@@ -1,8 +1,8 @@
 """Whole-slide inference: tiling, native-scale stores, merge, objects, outputs (``omniseg segment``)."""
 
+from omniseg.inference.outputs import ModelSource
 from omniseg.inference.pipeline import SlideResult, plan_scales, segment_slide, segment_slides
 from omniseg.inference.settings import SegmentSettings
-from omniseg.inference.summary import ModelSource
 from omniseg.inference.tiling import Tile, Window, tile_grid
 
 __all__ = [

@@ -33,9 +33,9 @@ from omniseg.inference.components import (
 from omniseg.inference.gates import GlassGate, TissueGate, roi_mask
 from omniseg.inference.merge import CODE_MAX, OBJECT_GROUPS, merge_labels, threshold_code
 from omniseg.inference.resample import resample_bilinear, source_window
-from omniseg.inference.store import release_free_memory
 from omniseg.inference.tiles import ScalePlan
 from omniseg.inference.tiling import Window, core_size, iter_chunk_windows
+from omniseg.runtime.memory import release_free_memory
 
 TRIM_EVERY_OBJECTS = 256  # hand freed heap back to the OS this often while tracing objects
 
@@ -83,23 +83,40 @@ def _chunk_codes(sources: Sequence[ScaleSource], window: Window, tile: int, over
     return codes
 
 
+@dataclass(frozen=True)
+class MergeSpec:
+    """How per-scale probabilities become one label map: the model's per-task thresholds and
+    minimum object areas, the slide's level-0 µm/px, the tile grid, and the merge chunk side."""
+
+    thresholds: Sequence[float]
+    min_area_um2: Sequence[float]
+    mpp: float
+    tile: int
+    overlap: int
+    chunk: int
+
+
+@dataclass(frozen=True)
+class Gates:
+    """Where labels may appear: inside the ROI (level-0 polygon), near tissue, off glass."""
+
+    roi: object | None = None
+    tissue: TissueGate | None = None
+    glass: GlassGate | None = None
+
+
 def assemble(
     sources: Sequence[ScaleSource],
     store,
     shape_hw: tuple[int, int],
-    *,
-    thresholds: Sequence[float],
-    min_area_um2: Sequence[float],
-    mpp: float,
-    tile: int,
-    overlap: int,
-    chunk: int,
-    roi=None,
-    tissue: TissueGate | None = None,
-    glass: GlassGate | None = None,
+    spec: MergeSpec,
+    gates: Gates = Gates(),
     progress: str | None = None,
 ) -> Assembly:
     """Merged, component-labelled and size-filtered level-0 label map (in the work store)."""
+    thresholds, min_area_um2, mpp = spec.thresholds, spec.min_area_um2, spec.mpp
+    tile, overlap, chunk = spec.tile, spec.overlap, spec.chunk
+    roi, tissue, glass = gates.roi, gates.tissue, gates.glass
     core_size(tile, overlap)
     labels = store.fresh("labels", shape_hw, chunk, "uint8")
     ids = store.fresh("ids", shape_hw, chunk, "uint32")

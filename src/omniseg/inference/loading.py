@@ -6,12 +6,10 @@ from pathlib import Path
 
 import torch
 
-from omniseg.errors import OmnisegError
-from omniseg.evaluation.devices import resolve_device
-from omniseg.evaluation.predict import bf16_supported
-from omniseg.inference.summary import ModelSource
+from omniseg.inference.outputs import ModelSource
 from omniseg.models.bundled import require_model_dir
 from omniseg.models.pretrained import WEIGHTS_NAME, load_pretrained, sha256_of
+from omniseg.runtime import resolve_device, resolve_precision
 
 
 def load_segment_model(
@@ -28,12 +26,7 @@ def load_segment_model(
     """
     folder = require_model_dir(weights)
     torch_device = resolve_device(device)
-    if precision == "bf16" and not bf16_supported(torch_device):
-        # evaluate refuses this too: without native kernels bf16 is emulated, ~5x slower than fp32
-        raise OmnisegError(
-            f"--precision bf16: this {torch_device.type} device has no native bf16 support "
-            "(needs AVX512-BF16/AMX on CPU, or a GPU); use --precision fp32"
-        )
+    resolve_precision(precision, torch_device)  # emulated bf16 is refused, as in evaluate
     model = load_pretrained(folder, device=torch_device, verify=verify)
     if precision == "bf16":
         model = model.to(memory_format=torch.channels_last)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from omniseg.catalogue import tissues
 from omniseg.errors import OmnisegError
+from omniseg.runtime.precision import PRECISIONS
 
 OBJECT_TYPES = ("annotation", "detection")
-PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 
 

@@ -13,8 +13,6 @@ Background chunks are never written (``write_empty_chunks`` off, fill value 0).
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import json
 import shutil
 from pathlib import Path
@@ -88,25 +86,6 @@ class WorkStore:
 
     def remove(self) -> None:
         shutil.rmtree(self.work_dir, ignore_errors=True)
-
-
-def release_free_memory() -> None:
-    """Hand freed heap pages back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
-
-    Chunk-sized numpy buffers freed by several threads stay in glibc's per-thread arenas and
-    would make RSS creep up over a long slide although live memory is constant.
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-@functools.cache
-def _malloc_trim():
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
 
 
 def read_block(array: zarr.Array, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:

@@ -8,7 +8,6 @@ network never waits for decoding and memory stays bounded.
 
 from __future__ import annotations
 
-import contextlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,13 +17,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from omniseg.evaluation.predict import dihedral_transforms, image_to_tensor, reflect_pad
 from omniseg.inference.merge import probability_codes
-from omniseg.inference.store import WorkStore, release_free_memory
+from omniseg.inference.store import WorkStore
 from omniseg.inference.tiling import Tile, grid_shape, iter_tiles, tile_at
 from omniseg.io.base import SlideReader
 from omniseg.io.levels import read_at_mpp
-from omniseg.models import foreground_probability
+from omniseg.models import InferenceSettings
+from omniseg.runtime import Predictor, image_to_tensor
+from omniseg.runtime.memory import release_free_memory
 
 PREFETCH_BATCHES = 2  # batches being read while the current one runs
 
@@ -41,6 +41,16 @@ class ScalePlan:
     upsampled: bool  # even level 0 is coarser than this scale
 
 
+@dataclass(frozen=True)
+class TileLoop:
+    """How tiles are fed: batch size, reader threads, and (tests only) a shuffled batch order
+    (results must not depend on it)."""
+
+    batch_size: int
+    workers: int
+    order_seed: int | None = None
+
+
 @dataclass
 class TileStats:
     total: int = 0
@@ -49,30 +59,10 @@ class TileStats:
     resumed: int = 0
 
 
-def predict_tiles(model, images: list[np.ndarray], plan: ScalePlan, device, precision: str):
+def predict_tiles(predictor: Predictor, images: list[np.ndarray], plan: ScalePlan, tta: bool):
     """(N, T, H, W) float32 probabilities of a batch; the backbone runs once per tile."""
-    x = torch.stack([image_to_tensor(img) for img in images]).to(device)
-    h, w = x.shape[-2:]
-    divisor = model.config.size_divisor
-    x = reflect_pad(x, -h % divisor, -w % divisor)
-    if precision == "bf16":  # the fast oneDNN path on CPU (docs: dependencies.md, ~1.3x)
-        x = x.contiguous(memory_format=torch.channels_last)
-    autocast = (
-        torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-        if precision == "bf16"
-        else contextlib.nullcontext()
-    )
-    transforms = dihedral_transforms(bool(getattr(model.inference, "tta", False)))
-    total = None
-    with torch.no_grad(), autocast:
-        for k, flip in transforms:
-            xt = torch.flip(x, (-1,)) if flip else x
-            xt = torch.rot90(xt, k, (-2, -1)) if k else xt
-            prob = foreground_probability(model.predict_tasks(xt, list(plan.tasks), plan.scale_id))
-            prob = torch.rot90(prob, -k, (-2, -1)) if k else prob
-            prob = torch.flip(prob, (-1,)) if flip else prob
-            total = prob if total is None else total + prob
-    return (total / len(transforms))[..., :h, :w].float().cpu().numpy()
+    x = torch.stack([image_to_tensor(img) for img in images])
+    return predictor.predict_tasks(x, plan.tasks, plan.scale_id, tta=tta).cpu().numpy()
 
 
 def _prefetched(
@@ -98,27 +88,21 @@ def _prefetched(
 def run_scale(
     reader: SlideReader,
     plan: ScalePlan,
-    model,
+    predictor: Predictor,
+    inference: InferenceSettings,
     store: WorkStore,
     needs_tile: Callable[[ScalePlan, Tile], bool],
-    *,
-    device: torch.device,
-    batch_size: int,
-    precision: str,
-    workers: int,
-    progress: str | None,
-    order_seed: int | None = None,
+    loop: TileLoop,
+    progress: str | None = None,
 ) -> TileStats:
-    """Predict every tissue tile of one scale into the store; returns tile counts.
-
-    ``order_seed`` processes the batches in a shuffled order (tests: results must not change).
-    """
-    tile, overlap = model.inference.tile_size, model.inference.tile_overlap
+    """Predict every tissue tile of one scale into the store; returns tile counts."""
+    batch_size = loop.batch_size
+    tile, overlap = inference.tile_size, inference.tile_overlap
     grid = grid_shape(plan.shape_hw, tile, overlap)
     windows = store.window_codes(plan.scale_id, len(plan.tasks), grid, tile)
     flags_array = store.done_flags(plan.scale_id, grid)
     done = np.asarray(flags_array[:])
-    thresholds = [model.inference.thresholds[t] for t in plan.tasks]
+    thresholds = [inference.thresholds[t] for t in plan.tasks]
     stats = TileStats()
     # Which tiles to run, as a grid-sized mask then an (n, 2) array of (row, col): a huge slide
     # has ~10^5 tiles, too many to hold as Python tuples.
@@ -136,8 +120,8 @@ def run_scale(
         ],
         dtype=np.int64,
     )
-    if order_seed is not None:
-        np.random.default_rng(order_seed).shuffle(starts)
+    if loop.order_seed is not None:
+        np.random.default_rng(loop.order_seed).shuffle(starts)
     stats.resumed = len(needed) - sum(len(needed[s : s + batch_size]) for s in starts)
     stats.processed = len(needed)
 
@@ -161,8 +145,8 @@ def run_scale(
         leave=False,
     )
     with bar:
-        for group, images in _prefetched(tile_groups, read, workers):
-            prob = predict_tiles(model, images, plan, device, precision)
+        for group, images in _prefetched(tile_groups, read, loop.workers):
+            prob = predict_tiles(predictor, images, plan, inference.tta)
             for t, p in zip(group, prob, strict=True):
                 slot_y, slot_x = t.row * tile, t.col * tile
                 windows[:, slot_y : slot_y + t.window.h, slot_x : slot_x + t.window.w] = (

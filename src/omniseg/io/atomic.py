@@ -11,6 +11,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,6 +75,57 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def is_temp_of(name: str, final: str) -> bool:
+    """True when `name` is a half-written temp file or folder of `final` (this module's
+    ``.<stem>.<random>.tmp<suffix>`` or ``.<final>.<random>`` patterns)."""
+    stem, suffix = Path(final).stem, Path(final).suffix
+    return name.startswith(f".{final}.") or (
+        name.startswith(f".{stem}.") and name.endswith(f".tmp{suffix}")
+    )
+
+
+def default_mode(is_dir: bool) -> int:
+    """Permissions a plain open()/mkdir() would give (mkstemp/mkdtemp make 0600/0700, which a
+    shared model or run folder must not keep)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if is_dir else 0o666) & ~umask
+
+
+def backup_of(folder: Path) -> Path:
+    """Where :func:`atomic_folder` keeps the previous folder during the swap."""
+    return folder.with_name(f".{folder.name}.old")
+
+
+@contextmanager
+def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temp sibling folder; on success it replaces `path` (the old one survives until
+    the new one is in place, as ``.<name>.old``, so a stop between the renames loses neither);
+    on error it is deleted and `path` is untouched."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        temp.chmod(default_mode(True))
+        yield temp
+        backup = backup_of(target)
+        if target.exists():
+            shutil.rmtree(backup, ignore_errors=True)
+            os.replace(target, backup)
+        os.replace(temp, target)
+        shutil.rmtree(backup, ignore_errors=True)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def write_synced(path: Path, data: bytes | memoryview) -> None:
+    """Write bytes and fsync them (a power cut cannot leave an empty 'finished' file)."""
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -15,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from omniseg.catalogue import default_catalogue
 from omniseg.errors import OmnisegError
+from omniseg.io.atomic import atomic_folder
 from omniseg.models.config import InferenceSettings, ModelConfig
 from omniseg.models.network import OmniSeg
 
@@ -43,12 +42,7 @@ def save_pretrained(
     from omniseg import __version__
 
     target = Path(directory)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; a model folder should be shareable
-    try:
+    with atomic_folder(target) as tmp:
         state = {
             k: v.detach()
             .to("cpu", storage_dtype if v.is_floating_point() else v.dtype)
@@ -69,16 +63,6 @@ def save_pretrained(
             **(extra or {}),
         }
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        if target.exists():
-            backup = target.with_name(f".{target.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
-            os.replace(target, backup)
-            os.replace(tmp, target)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -11,14 +11,13 @@ import io
 import json
 import os
 import random
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from omniseg.errors import OmnisegError
+from omniseg.io.atomic import atomic_folder, backup_of, write_synced
 
 STATE_NAME = "state.pt"
 META_NAME = "meta.json"
@@ -67,53 +66,29 @@ def _cpu(value):
     return value
 
 
-def _dir_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o777 & ~umask
-
-
-def _write_synced(path: Path, data) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
 def save_state(directory: str | os.PathLike, state: dict) -> Path:
     """Write ``state`` (plain data + tensors) to ``directory`` atomically."""
     target = Path(directory)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_folder(target) as tmp:
         payload = {"version": STATE_VERSION, **_cpu(state)}
         # Serialised in memory first: torch.save on a full disk raises an opaque RuntimeError
         # ("unexpected pos"), a plain write raises ENOSPC, which is reported as a full disk.
         buffer = io.BytesIO()
         torch.save(payload, buffer)
         try:
-            _write_synced(tmp / STATE_NAME, buffer.getbuffer())
+            write_synced(tmp / STATE_NAME, buffer.getbuffer())
         except OSError as exc:  # name the checkpoint, not the hidden temp folder
             raise OSError(exc.errno, exc.strerror, str(target / STATE_NAME)) from exc
         meta = {
             k: state[k] for k in ("step", "epoch", "batch_in_epoch", "best_metric") if k in state
         }
         (tmp / META_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        os.chmod(tmp, _dir_mode())
-        backup = target.with_name(f".{target.name}.old")
-        if target.exists():
-            shutil.rmtree(backup, ignore_errors=True)
-            os.replace(target, backup)
-        os.replace(tmp, target)
-        shutil.rmtree(backup, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
 def load_state(directory: str | os.PathLike) -> dict:
     path = Path(directory) / STATE_NAME
-    backup = Path(directory).with_name(f".{Path(directory).name}.old") / STATE_NAME
+    backup = backup_of(Path(directory)) / STATE_NAME
     if not path.is_file() and backup.is_file():
         path = backup  # a stop between the two renames of save_state
     if not path.is_file():

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import csv
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from omniseg.errors import OmnisegError
+from omniseg.io.atomic import atomic_write_text, is_temp_of
 from omniseg.training.config import TrainConfig, dump_train_config, load_train_config
 
 CONFIG_NAME = "config.yaml"
@@ -27,25 +26,6 @@ RESUMABLE_CHANGES = {
     "run.log_every_steps", "run.val_batch_size", "run.tune_thresholds", "run.val_every_epochs",
     "data.num_workers", "data.path", "run.out",
 }  # fmt: skip
-
-
-def default_mode(is_dir: bool) -> int:
-    """Permissions a plain open()/mkdir() would give (mkstemp/mkdtemp use 0600/0700)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return (0o777 if is_dir else 0o666) & ~umask
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, default_mode(False))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def saved_config(run_dir: Path) -> TrainConfig | None:
@@ -81,7 +61,7 @@ def check_resume_compatible(run_dir: Path, config: TrainConfig) -> None:
 
 def _is_our_temp(name: str) -> bool:
     """A half-written ``.<entry>.<random>`` file or folder of an interrupted atomic write."""
-    return any(name.startswith(f".{entry}.") for entry in RUN_ENTRIES)
+    return any(is_temp_of(name, entry) for entry in RUN_ENTRIES)
 
 
 def _remove(entry: Path) -> None:
@@ -144,7 +124,7 @@ def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> bool:
 
 
 def write_config(run_dir: Path, config: TrainConfig) -> None:
-    write_text_atomic(run_dir / CONFIG_NAME, dump_train_config(config))
+    atomic_write_text(run_dir / CONFIG_NAME, dump_train_config(config))
 
 
 class MetricsLog:
@@ -155,7 +135,7 @@ class MetricsLog:
         if resume_step is not None and self.path.is_file():
             self._truncate_after(resume_step)
         if not self.path.is_file():
-            write_text_atomic(self.path, ",".join(METRIC_COLUMNS) + "\n")
+            atomic_write_text(self.path, ",".join(METRIC_COLUMNS) + "\n")
         self.writer = None
         try:
             from torch.utils.tensorboard import SummaryWriter  # optional dependency
@@ -170,7 +150,7 @@ class MetricsLog:
             rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= step]
         lines = [",".join(METRIC_COLUMNS)]
         lines += [",".join(str(r.get(c, "")) for c in METRIC_COLUMNS) for r in rows]
-        write_text_atomic(self.path, "\n".join(lines) + "\n")
+        atomic_write_text(self.path, "\n".join(lines) + "\n")
 
     def log(self, row: dict) -> None:
         with open(self.path, "a", newline="", encoding="utf-8") as fh:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
 
@@ -10,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from omniseg.models import OmniSeg
+from omniseg.runtime import autocast
 from omniseg.training.config import TrainConfig
 from omniseg.training.losses import supervised_loss
 from omniseg.training.optim import encoder_parameters
@@ -20,13 +20,6 @@ from omniseg.training.semi import (
     semi_losses,
     teacher_probabilities,
 )
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CPU or CUDA; fp32 runs without autocast."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 @dataclass

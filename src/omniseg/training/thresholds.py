@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 from omniseg.catalogue import tissues
 from omniseg.data import PatchRecord, load_pair
 from omniseg.models import OmniSeg
+from omniseg.runtime import Predictor, TorchPredictor, image_to_tensor
 
 GRID = tuple(round(0.3 + 0.05 * i, 2) for i in range(9))  # 0.30 ... 0.70
 MIN_GAIN = 0.005
@@ -33,13 +33,12 @@ def tune_thresholds(
     model: OmniSeg,
     records: Sequence[PatchRecord],
     *,
-    precision: str = "fp32",
+    predictor: Predictor | None = None,
     grid: Sequence[float] = GRID,
     min_gain: float = MIN_GAIN,
 ) -> tuple[tuple[float, ...], dict]:
     """(thresholds for all tasks, report {task name: {threshold, dice, dice_at_previous, n}})."""
-    from omniseg.evaluation.predict import image_to_tensor, predict_probability
-
+    predictor = predictor or TorchPredictor(model)
     current = list(model.inference.thresholds)
     grid = sorted({*grid, *current})
     sums: dict[int, np.ndarray] = {}
@@ -47,10 +46,7 @@ def tune_thresholds(
     for record in records:
         image, mask = load_pair(record)
         x = image_to_tensor(image)[None]
-        with torch.no_grad():
-            prob = predict_probability(
-                model, x, [record.task_id], [record.scale_id], tta=False, precision=precision
-            )
+        prob = predictor.predict_probability(x, [record.task_id], [record.scale_id], tta=False)
         scores = dice_per_threshold(prob[0].cpu().numpy(), mask, grid)
         sums[record.task_id] = sums.get(record.task_id, 0.0) + scores
         counts[record.task_id] = counts.get(record.task_id, 0) + 1

@@ -10,7 +10,6 @@ import signal
 import statistics
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,6 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from omniseg.allocator import tune_allocator
 from omniseg.catalogue import scales
 from omniseg.data import PatchRecord, discover_patches, select_split
 from omniseg.data.dataset import PatchDataset, TaskBalancedBatchSampler, collate, stratified_split
@@ -35,6 +33,9 @@ from omniseg.models import (
     model_config,
     save_pretrained,
 )
+from omniseg.runtime import TorchPredictor, resolve_device, resolve_precision
+from omniseg.runtime.memory import tune_allocator
+from omniseg.scoring.records import score_records
 from omniseg.training import distributed
 from omniseg.training.checkpoint import capture_rng, load_state, restore_rng, save_state
 from omniseg.training.config import TrainConfig
@@ -132,38 +133,14 @@ def _workers(requested: int, device: torch.device) -> int:
     return 0 if device.type == "cpu" else min(8, max(1, (os.cpu_count() or 2) - 1))
 
 
-def cpu_has_native_bf16() -> bool:
-    """True when oneDNN can run bf16 convolutions natively (AVX512-BF16 / AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def _precision(name: str, device: torch.device) -> str:
-    """fp32 / bf16; auto = bf16 on a CUDA GPU with bf16 support, else fp32."""
-    if name == "auto":
-        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return "bf16" if cuda_bf16 else "fp32"
-    if name == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
-        warnings.warn(
-            "--precision bf16 on a CPU without native bf16 (no AVX512-BF16/AMX): convolutions "
-            "fall back to a slow path, typically many times slower than fp32; use --precision "
-            "fp32 (or auto) here",
-            stacklevel=2,
-        )
-    return name
-
-
 def _validate(model: OmniSeg, records: list[PatchRecord], config: TrainConfig, precision: str):
-    from omniseg.evaluation.evaluate import evaluate_records
-
-    result = evaluate_records(
-        model, records, tta=False, batch_size=config.run.val_batch_size, precision=precision
+    predictor = TorchPredictor(model, precision, allow_emulated=True)
+    _, summary = score_records(
+        predictor, model.inference, records, tta=False, batch_size=config.run.val_batch_size
     )
     model.train()
-    dice = result.summary["mean"]["dice"]
-    return (float(dice) if dice is not None else 0.0), result.summary
+    dice = summary["mean"]["dice"]
+    return (float(dice) if dice is not None else 0.0), summary
 
 
 def _save_model(model: OmniSeg, run_dir: Path, config: TrainConfig, info: dict) -> Path:
@@ -184,7 +161,8 @@ def _tune_saved_model(
     # Tune from neutral, so rerunning a finished run does not tune on top of its own tuning.
     neutral = InferenceSettings().thresholds
     best_model.inference = dataclasses.replace(best_model.inference, thresholds=neutral)
-    values, report = tune_thresholds(best_model, records, precision=precision)
+    predictor = TorchPredictor(best_model, precision, allow_emulated=True)
+    values, report = tune_thresholds(best_model, records, predictor=predictor)
     best_model.inference = dataclasses.replace(best_model.inference, thresholds=values)
     info = {k: v for k, v in info.items() if k != "config"}
     info.update(thresholds=list(values), threshold_search=report, threshold_source=source)
@@ -205,7 +183,6 @@ def train(
     ``callback(step, metrics)`` runs after every optimiser step (rank 0); raising from it stops
     the run (KeyboardInterrupt saves ``last/`` first, like Ctrl-C).
     """
-    from omniseg.evaluation.devices import resolve_device
 
     tune_allocator()
     info = distributed.dist_info()
@@ -259,7 +236,9 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 def _run(config, run_dir, info, device, has_state, records, model, callback) -> TrainResult:
     train_records, val_records, held_records = records
-    precision = _precision(config.run.precision, device)
+    precision = resolve_precision(
+        config.run.precision, device, allow_auto=True, allow_emulated=True
+    )
     model = model.to(device)
     model.frozen_norm_stats = config.finetune.freeze_norm_stats
     if config.run.channels_last:

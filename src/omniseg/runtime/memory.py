@@ -1,4 +1,7 @@
-"""Keep large tensor buffers inside the process instead of mmap/munmap per allocation (glibc).
+"""Process memory: keep large tensor buffers in the heap, and hand freed pages back.
+
+``tune_allocator`` keeps large tensor buffers inside the process instead of an mmap/munmap
+per allocation (glibc).
 
 glibc serves every allocation above ``M_MMAP_THRESHOLD`` (dynamic, at most 32 MiB) with a fresh
 mmap and returns it on free, so each batch of 512 px activations (~134 MiB per conv output at
@@ -8,8 +11,8 @@ batch 4) is page-faulted in again. On this project's 2-core CPU that cost 40 % o
 buffers reusable. The price is a constant, not a slide-size-dependent, amount of memory: the
 same forward peaked at 1478 MB instead of 1100 MB (heap fragmentation); ``omniseg segment
 CMU-1-Small-Region.svs --tasks dt,pt,capsule,tuft,vessel`` (1 thread) took 62.6 s and 1.99 GB
-peak RSS instead of 87.7 s and 1.44 GB. It is the same fix as dependencies note T5 (Dask's
-``MALLOC_TRIM_THRESHOLD_`` trap) in the other direction.
+peak RSS instead of 87.7 s and 1.44 GB. It is the reverse of Dask's trap,
+which sets ``MALLOC_TRIM_THRESHOLD_`` low and so slows torch down.
 
 Called at the start of a run (never at import). A user's own ``MALLOC_*`` environment wins, and
 ``OMNISEG_MALLOC_TUNING=0`` switches it off.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 
@@ -52,3 +56,22 @@ def tune_allocator() -> bool:
     ok = mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1 and ok
     _done = ok
     return ok
+
+
+def release_free_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    Chunk-sized numpy buffers freed by several threads stay in glibc's per-thread arenas and
+    would make RSS creep up over a long slide although live memory is constant.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None

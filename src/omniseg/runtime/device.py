@@ -1,4 +1,4 @@
-"""Pick the torch device from a user option ("auto", "cpu", "cuda", "cuda:N")."""
+"""Devices: the user's option ("auto", "cpu", "cuda", "cuda:N") and where a model lives."""
 
 from __future__ import annotations
 
@@ -39,3 +39,19 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
             )
         return device
     raise OmnisegError(f"--device {name}: unknown device; valid: {', '.join(DEVICE_CHOICES)}")
+
+
+def default_device() -> str:
+    """The device ``auto`` means here, as a name (reported by ``omniseg info``)."""
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where the model's parameters live (inputs follow the model, never a hard-coded device)."""
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")

@@ -1,4 +1,5 @@
-"""Result files of one slide, written through ``omniseg.export`` (each one atomically).
+"""The result files of one slide, written through ``omniseg.export`` (each one atomically),
+and the class names, colours and tallies they share.
 
 Everything except summary.json is a pure function of the slide, the model and the parameters, so
 a resumed run reproduces labels.ome.tif, objects.geojson, objects.csv and overlay.png byte for
@@ -7,7 +8,6 @@ byte; summary.json is written last and marks the result as finished.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +19,8 @@ from omniseg.export import render_overlay, write_geojson, write_label_ome_tiff, 
 from omniseg.export.objects import SlideObject
 from omniseg.inference.merge import GLOMERULUS, OBJECT_GROUPS
 from omniseg.inference.results import SUMMARY_NAME
-from omniseg.inference.store import release_free_memory
 from omniseg.io.atomic import atomic_write_json
+from omniseg.runtime.memory import release_free_memory
 
 UM2_PER_MM2 = 1e6
 GLOMERULUS_NAME = "glomerulus"
@@ -28,6 +28,7 @@ LABELS_NAME = "labels.ome.tif"
 GEOJSON_NAME = "objects.geojson"
 CSV_NAME = "objects.csv"
 OVERLAY_NAME = "overlay.png"
+OUTPUT_NAMES = (LABELS_NAME, GEOJSON_NAME, CSV_NAME, OVERLAY_NAME, SUMMARY_NAME)
 
 
 @dataclass(frozen=True)
@@ -101,37 +102,34 @@ def label_thumbnail(labels, shape_hw: tuple[int, int], downsample: float) -> np.
     return np.asarray(labels.oindex[rows, cols])
 
 
+@dataclass(frozen=True)
+class LabelImage:
+    """The level-0 label map as the writers read it: its shape, a tile reader, and its samples
+    on the thumbnail (for the overlay)."""
+
+    shape_hw: tuple[int, int]
+    read_tile: Callable
+    thumb: np.ndarray
+    thumb_labels: np.ndarray
+
+
 def write_outputs(
-    folder: Path,
-    summary: dict,
-    objects: Iterable[SlideObject],
-    *,
-    labels_shape: tuple[int, int],
-    read_tile: Callable,
-    thumb: np.ndarray,
-    thumb_labels: np.ndarray,
-    mpp: float,
-    model,
-    source: ModelSource | None,
-    settings,
-    timings: dict,
+    folder: Path, objects: Iterable[SlideObject], labels: LabelImage, *, mpp: float, object_type
 ) -> None:
-    """labels.ome.tif, objects.geojson, objects.csv, overlay.png, then summary.json.
+    """labels.ome.tif, objects.geojson, objects.csv and overlay.png (summary.json comes last,
+    from :func:`write_summary`, and marks the result finished).
 
     ``objects`` is iterated twice (GeoJSON, then CSV): a list, or a re-iterable stream in id
     order such as ``spool.ObjectSpool``."""
-    from omniseg import __version__
-
-    clock = time.perf_counter()
     release_free_memory()  # each writer starts from a trimmed heap (bounded peak RSS)
     write_label_ome_tiff(
-        folder / LABELS_NAME, labels_shape, read_tile, mpp=mpp, class_names=label_names()
+        folder / LABELS_NAME, labels.shape_hw, labels.read_tile, mpp=mpp, class_names=label_names()
     )
     release_free_memory()
     write_geojson(
         folder / GEOJSON_NAME,
         objects,
-        object_type=settings.object_type,
+        object_type=object_type,
         class_names=object_names(),
         class_colors=object_colors(),
     )
@@ -139,23 +137,12 @@ def write_outputs(
     release_free_memory()
     render_overlay(
         folder / OVERLAY_NAME,
-        thumb,
-        thumb_labels,
+        labels.thumb,
+        labels.thumb_labels,
         class_names=label_names(),
         class_colors=label_colors(),
     )
-    timings["outputs"] = time.perf_counter() - clock
-    timings["total"] = sum(v for k, v in timings.items() if k != "total")
-    summary = {
-        **summary,
-        "model": {
-            "architecture": getattr(getattr(model, "config", None), "architecture", None),
-            "weights": source.path if source else None,
-            "weights_sha256": source.sha256 if source else None,
-            **model.inference.to_dict(),
-        },
-        "omniseg_version": __version__,
-        "timings_s": {k: round(v, 3) for k, v in timings.items()},
-        "outputs": [LABELS_NAME, GEOJSON_NAME, CSV_NAME, OVERLAY_NAME, SUMMARY_NAME],
-    }
+
+
+def write_summary(folder: Path, summary: dict) -> None:
     atomic_write_json(folder / SUMMARY_NAME, summary)

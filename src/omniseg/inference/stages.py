@@ -1,0 +1,307 @@
+"""The stages of one slide run, each returning a typed value: tissue -> per-scale predictions ->
+merged label map -> objects -> outputs, and the :class:`SlideSummary` built once from them.
+
+:class:`SlideRun` carries what every stage reads (slide, settings, model, predictor, store,
+timings), so no stage takes a dozen arguments; ``pipeline.segment_slide`` runs them in order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from omniseg.catalogue import scales, tissue
+from omniseg.inference.assemble import (
+    Assembly,
+    Gates,
+    MergeSpec,
+    ScaleSource,
+    assemble,
+    iter_objects,
+    label_tile_reader,
+)
+from omniseg.inference.gates import GlassGate, TissueGate, grow_mask, roi_mask
+from omniseg.inference.outputs import (
+    OUTPUT_NAMES,
+    ClassTally,
+    LabelImage,
+    ModelSource,
+    label_thumbnail,
+    write_outputs,
+)
+from omniseg.inference.results import final_dir
+from omniseg.inference.settings import SegmentSettings
+from omniseg.inference.spool import ObjectSpool
+from omniseg.inference.store import WorkStore
+from omniseg.inference.tiles import ScalePlan, TileLoop, TileStats, processed_flags, run_scale
+from omniseg.inference.tiling import Tile, Window, grid_shape
+from omniseg.io import thumbnail
+from omniseg.io.base import SlideReader
+from omniseg.io.tissue import detect_tissue, glass_background, tissue_thresholds
+from omniseg.runtime import Predictor
+
+log = logging.getLogger(__name__)
+UM2_PER_MM2 = 1e6
+OBJECT_SPOOL_NAME = "objects.spool"  # in the work dir: objects stream through it to the writers
+
+
+@dataclass
+class SlideRun:
+    """Everything the stages of one slide share; ``timings`` and ``warnings`` fill as they run."""
+
+    slide: Path
+    reader: SlideReader
+    folder: Path  # where the result is built (the final folder, or its --overwrite staging)
+    settings: SegmentSettings
+    model: object  # a SegmentModel: ``inference`` settings and ``config.architecture``
+    predictor: Predictor
+    source: ModelSource | None
+    roi: object | None
+    plans: Sequence[ScalePlan]
+    store: WorkStore
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def mpp0(self) -> float:
+        return float(self.reader.info.mpp)
+
+    @property
+    def shape0(self) -> tuple[int, int]:
+        width, height = self.reader.info.dimensions
+        return height, width
+
+    def bar(self, stage: str) -> str | None:
+        return f"{self.slide.name}: {stage}" if self.settings.progress else None
+
+    def warn(self, message: str) -> None:
+        log.warning("%s: %s", self.slide.name, message)
+        self.warnings.append(message)
+
+    @contextlib.contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        clock = time.perf_counter()
+        yield
+        self.timings[stage] = time.perf_counter() - clock
+
+
+@dataclass(frozen=True)
+class TissueStage:
+    """The thumbnail, where to work on it (tissue ∩ ROI), and the full-resolution gates."""
+
+    thumb: np.ndarray
+    downsample: float  # level-0 px per thumbnail px
+    work: np.ndarray  # bool thumbnail mask
+    area_mm2: float
+    gates: Gates
+
+
+@dataclass(frozen=True)
+class ScaleStage:
+    name: str  # "10x"
+    source: ScaleSource
+    stats: TileStats
+
+
+def upsampling_warnings(run: SlideRun) -> None:
+    for plan in run.plans:
+        if plan.upsampled:
+            run.warn(
+                f"{tissue(plan.tasks[0]).scale.magnification}x ({plan.mpp} µm/px) is finer than "
+                f"the slide's level 0 ({run.mpp0:.4g} µm/px): tasks "
+                f"{', '.join(tissue(t).name for t in plan.tasks)} read upsampled from level 0"
+            )
+
+
+def find_tissue(run: SlideRun) -> TissueStage:
+    """Tissue on a thumbnail (inside the ROI), and the gates that keep labels off glass."""
+    settings, mpp0 = run.settings, run.mpp0
+    thumb, downsample = thumbnail(run.reader, settings.thumbnail_side)
+    cut_offs = tissue_thresholds(thumb)
+    found = detect_tissue(thumb, thresholds=cut_offs)
+    work = found.copy()
+    if run.roi is not None:
+        work &= _roi_on_thumbnail(run.roi, work.shape, downsample)
+    if not work.any():
+        run.warn("no tissue found on the thumbnail (inside the ROI): nothing was segmented")
+    gates = Gates(roi=run.roi)
+    if settings.tissue_margin_um is not None:
+        radius = math.ceil(settings.tissue_margin_um / (downsample * mpp0))
+        open_glass = glass_background(found, downsample * mpp0)
+        gates = Gates(
+            roi=run.roi,
+            tissue=TissueGate(grow_mask(work, radius), downsample),
+            glass=GlassGate(run.reader, cut_offs, open_glass, downsample),
+        )
+    area = float(work.sum()) * (downsample * mpp0) ** 2 / UM2_PER_MM2
+    return TissueStage(thumb, downsample, work, area, gates)
+
+
+def infer_scale(run: SlideRun, plan: ScalePlan, found: TissueStage) -> ScaleStage:
+    """Every tissue tile of one scale through the predictor into the work store."""
+    inference, settings = run.model.inference, run.settings
+    name = f"{scales()[plan.scale_id].magnification}x"
+    loop = TileLoop(settings.batch_size, settings.workers, settings.tile_order_seed)
+    needs = _needs_tile(found.work, found.downsample)
+    with run.timed(f"inference_{name}"):
+        stats = run_scale(
+            run.reader, plan, run.predictor, inference, run.store, needs, loop,
+            run.bar(f"inference {name}"),
+        )  # fmt: skip
+    tile, overlap = inference.tile_size, inference.tile_overlap
+    grid = grid_shape(plan.shape_hw, tile, overlap)
+    windows = run.store.window_codes(plan.scale_id, len(plan.tasks), grid, tile)
+    processed = processed_flags(run.store, plan, tile, overlap)
+    return ScaleStage(name, ScaleSource(plan, windows, processed), stats)
+
+
+def merge_scales(run: SlideRun, found: TissueStage, stages: Sequence[ScaleStage]) -> Assembly:
+    inference = run.model.inference
+    spec = MergeSpec(
+        thresholds=inference.thresholds,
+        min_area_um2=inference.min_area_um2,
+        mpp=run.mpp0,
+        tile=inference.tile_size,
+        overlap=inference.tile_overlap,
+        chunk=run.settings.merge_chunk,
+    )
+    with run.timed("merge"):
+        sources = [s.source for s in stages]
+        return assemble(sources, run.store, run.shape0, spec, found.gates, run.bar("merge"))
+
+
+def trace_objects(run: SlideRun, assembly: Assembly, spool: ObjectSpool) -> ClassTally:
+    """Objects traced one at a time into the on-disk spool; only per-class tallies stay in
+    memory, never a whole slide's polygons."""
+    tally = ClassTally()
+    with run.timed("objects"):
+        for obj in iter_objects(assembly, run.mpp0):
+            spool.append(obj)
+            tally.add(obj)
+    return tally
+
+
+def write_result_files(
+    run: SlideRun, found: TissueStage, assembly: Assembly, objects: ObjectSpool
+) -> None:
+    labels = LabelImage(
+        shape_hw=run.shape0,
+        read_tile=label_tile_reader(assembly, run.settings.merge_chunk),
+        thumb=found.thumb,
+        thumb_labels=label_thumbnail(assembly.labels, found.thumb.shape[:2], found.downsample),
+    )
+    with run.timed("outputs"):
+        write_outputs(
+            run.folder, objects, labels, mpp=run.mpp0, object_type=run.settings.object_type
+        )
+
+
+@dataclass(frozen=True)
+class SlideSummary:
+    """summary.json of one slide, built once from the stages' results."""
+
+    slide: str
+    result_dir: str
+    reader: str
+    vendor: str | None
+    dimensions_wh: list[int]
+    levels: int
+    mpp: float
+    mpp_source: str
+    objective_power: float | None
+    tissue_area_mm2: float
+    classes: dict
+    objects: int
+    scales: list[dict]
+    tiles: dict[str, dict]
+    tiles_processed: int
+    tiles_skipped: int
+    parameters: dict
+    warnings: list[str]
+    model: dict
+    omniseg_version: str
+    timings_s: dict[str, float]
+    outputs: list[str]
+
+    @classmethod
+    def build(
+        cls, run: SlideRun, found: TissueStage, stages: Sequence[ScaleStage], tally: ClassTally
+    ) -> SlideSummary:
+        from omniseg import __version__
+
+        info, source = run.reader.info, run.source
+        timings = {**run.timings, "total": sum(run.timings.values())}
+        return cls(
+            slide=str(run.slide.resolve()),
+            result_dir=str(final_dir(run.folder).resolve()),
+            reader=info.reader,
+            vendor=getattr(info, "vendor", None),
+            dimensions_wh=list(info.dimensions),
+            levels=info.level_count,
+            mpp=run.mpp0,
+            mpp_source=getattr(info, "mpp_source", "unknown"),
+            objective_power=info.objective_power,
+            tissue_area_mm2=round(found.area_mm2, 6),
+            **tally.tables(),
+            scales=[_scale_row(s.source.plan) for s in stages],
+            tiles={s.name: asdict(s.stats) for s in stages},
+            tiles_processed=sum(s.stats.processed for s in stages),
+            tiles_skipped=sum(s.stats.background for s in stages),
+            parameters=run.settings.to_dict(),
+            warnings=list(run.warnings),
+            model={
+                "architecture": getattr(getattr(run.model, "config", None), "architecture", None),
+                "weights": source.path if source else None,
+                "weights_sha256": source.sha256 if source else None,
+                **run.model.inference.to_dict(),
+            },
+            omniseg_version=__version__,
+            timings_s={k: round(v, 3) for k, v in timings.items()},
+            outputs=list(OUTPUT_NAMES),
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _scale_row(plan: ScalePlan) -> dict:
+    return {
+        "magnification": scales()[plan.scale_id].magnification,
+        "mpp": plan.mpp,
+        "tasks": [tissue(t).name for t in plan.tasks],
+        "shape_hw": list(plan.shape_hw),
+        "upsampled": plan.upsampled,
+    }
+
+
+def _needs_tile(work: np.ndarray, downsample: float):
+    """Tile filter: the tile's core touches tissue (and the ROI) on the thumbnail."""
+    height, width = work.shape
+
+    def needs(plan: ScalePlan, tile: Tile) -> bool:
+        f = plan.to_level0 / downsample
+        core = tile.core
+        y0 = min(math.floor(core.y * f), height - 1)
+        x0 = min(math.floor(core.x * f), width - 1)
+        y1 = max(math.ceil(core.y1 * f), y0 + 1)
+        x1 = max(math.ceil(core.x1 * f), x0 + 1)
+        return bool(work[y0:y1, x0:x1].any())
+
+    return needs
+
+
+def _roi_on_thumbnail(roi, shape_hw: tuple[int, int], downsample: float) -> np.ndarray:
+    """The ROI rasterised on the thumbnail grid (slightly generous: any touched pixel counts)."""
+    from shapely import affinity
+
+    scaled = affinity.scale(roi, 1 / downsample, 1 / downsample, origin=(0, 0))
+    inside = roi_mask(scaled, Window(0, 0, *shape_hw))
+    touched = roi_mask(scaled.buffer(0.75), Window(0, 0, *shape_hw))
+    return inside | touched

@@ -1,0 +1,167 @@
+"""The predictor: the ONE way an image batch becomes foreground probabilities.
+
+``evaluate``, threshold tuning and the whole-slide ``segment`` all call it, so a patch gets the
+same prediction whichever command ran: /255 scaling (no mean/std), reflect padding to the
+network's size divisor and crop back, optional 8-fold dihedral test-time augmentation averaged
+on foreground probabilities, under the run's precision.
+
+:class:`Predictor` is the interface the pipeline needs; :class:`TorchPredictor` runs a torch
+model. Other runtimes (ONNX Runtime, OpenVINO) implement the same two methods.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from omniseg.models import OmniSeg, foreground_probability
+from omniseg.runtime.device import model_device
+from omniseg.runtime.precision import autocast, resolve_precision
+
+UINT8_MAX = 255.0
+DIHEDRAL_ROTATIONS = 4  # rot90 by 0, 90, 180, 270 degrees, each with and without a flip
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """What ``segment`` and ``evaluate`` need from an inference backend."""
+
+    device: torch.device
+    precision: str
+
+    def predict_tasks(
+        self, images: Tensor, tasks: Sequence[int], scale_id: int, *, tta: bool
+    ) -> Tensor:
+        """(N, 3, H, W) in [0, 1] -> (N, len(tasks), H, W) float32; the backbone runs once."""
+        ...
+
+    def predict_probability(
+        self,
+        images: Tensor,
+        task_ids: Tensor | Sequence[int] | int,
+        scale_ids: Tensor | Sequence[int] | int,
+        *,
+        tta: bool,
+    ) -> Tensor:
+        """(N, 3, H, W) in [0, 1] -> (N, H, W) float32, each image for its own task and scale."""
+        ...
+
+
+def image_to_tensor(image: np.ndarray) -> Tensor:
+    """HxWx3 uint8 RGB -> (3, H, W) float32 in [0, 1] (the network was trained on exactly this)."""
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 uint8 RGB image, got {arr.dtype} {arr.shape}")
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float() / UINT8_MAX
+
+
+def reflect_pad(x: Tensor, bottom: int, right: int) -> Tensor:
+    """Mirror-pad (N, C, H, W) at the bottom/right, mirroring again if the pad exceeds the image."""
+    while bottom > 0 or right > 0:
+        h, w = x.shape[-2:]
+        step_b = min(bottom, h - 1)
+        step_r = min(right, w - 1)
+        if step_b == 0 and step_r == 0:  # a 1-px wide image cannot be mirrored
+            return F.pad(x, (0, right, 0, bottom), mode="replicate")
+        x = F.pad(x, (0, step_r, 0, step_b), mode="reflect")
+        bottom, right = bottom - step_b, right - step_r
+    return x
+
+
+def dihedral_transforms(tta: bool) -> list[tuple[int, bool]]:
+    """(rotations, flip) pairs: the identity only, or all 8 symmetries of the square."""
+    if not tta:
+        return [(0, False)]
+    return [(k, flip) for flip in (False, True) for k in range(DIHEDRAL_ROTATIONS)]
+
+
+def _dihedral(x: Tensor, k: int, flip: bool) -> Tensor:
+    x = torch.flip(x, dims=(-1,)) if flip else x
+    return torch.rot90(x, k, dims=(-2, -1)) if k else x
+
+
+def _undo_dihedral(x: Tensor, k: int, flip: bool) -> Tensor:
+    x = torch.rot90(x, -k, dims=(-2, -1)) if k else x
+    return torch.flip(x, dims=(-1,)) if flip else x
+
+
+@contextlib.contextmanager
+def inference_mode_of(model: torch.nn.Module) -> Iterator[None]:
+    """eval() + no_grad for the block, then the model's previous train/eval mode again."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+class TorchPredictor:
+    """A torch model on its own device. ``bf16`` also runs the input channels_last (oneDNN's
+    fast bf16 layout; the same maths). ``allow_emulated`` lets tests run bf16 on CPUs without
+    native kernels (slow; never the default)."""
+
+    def __init__(self, model: OmniSeg, precision: str = "fp32", *, allow_emulated=False) -> None:
+        self.model = model
+        self.device = model_device(model)
+        self.precision = resolve_precision(precision, self.device, allow_emulated=allow_emulated)
+
+    def predict_tasks(
+        self, images: Tensor, tasks: Sequence[int], scale_id: int, *, tta: bool
+    ) -> Tensor:
+        return self._run(images, lambda x: self.model.predict_tasks(x, list(tasks), scale_id), tta)
+
+    def predict_probability(
+        self,
+        images: Tensor,
+        task_ids: Tensor | Sequence[int] | int,
+        scale_ids: Tensor | Sequence[int] | int,
+        *,
+        tta: bool,
+    ) -> Tensor:
+        return self._run(images, lambda x: self.model(x, task_ids, scale_ids), tta)[:, 0]
+
+    def _run(self, images: Tensor, forward: Callable[[Tensor], Tensor], tta: bool) -> Tensor:
+        """Pad -> (each dihedral view: forward -> probability -> undo) -> mean -> crop.
+        ``forward`` returns logits (N, T, 2, H, W) or (N, 2, H, W); the result is (N, T, H, W)."""
+        config = self.model.config
+        if images.ndim != 4 or images.shape[1] != config.in_channels:
+            raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
+        if not images.is_floating_point():
+            raise ValueError("expected float images in [0, 1]; convert uint8 with image_to_tensor")
+        h, w = images.shape[-2:]
+        x = images.to(device=self.device, dtype=torch.float32)
+        x = reflect_pad(x, -h % config.size_divisor, -w % config.size_divisor)
+        if self.precision == "bf16":
+            x = x.contiguous(memory_format=torch.channels_last)
+        transforms = dihedral_transforms(tta)
+        total = None
+        with inference_mode_of(self.model), autocast(self.device, self.precision):
+            for k, flip in transforms:
+                prob = foreground_probability(forward(_dihedral(x, k, flip)))
+                prob = _undo_dihedral(prob if prob.ndim == 4 else prob[:, None], k, flip)
+                total = prob if total is None else total + prob
+        return (total / len(transforms))[..., :h, :w].float().contiguous()
+
+
+def predict_probability(
+    model: OmniSeg,
+    images: Tensor,
+    task_ids: Tensor | Sequence[int] | int,
+    scale_ids: Tensor | Sequence[int] | int,
+    *,
+    tta: bool,
+    precision: str = "fp32",
+) -> Tensor:
+    """(N, 3, H, W) float images in [0, 1] -> (N, H, W) float32 foreground probability, on the
+    model's device, each image for its own task and scale. Any H, W."""
+    return TorchPredictor(model, precision).predict_probability(
+        images, task_ids, scale_ids, tta=tta
+    )
