@@ -19,9 +19,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from omniseg.data.synthetic import pyramid, slide_array, write_svs
 from omniseg.export import write_label_ome_tiff
 from omniseg.io import open_slide, read_at_mpp, thumbnail
-from tests._wsi_synthetic import pyramid, slide_array, write_svs
 
 TILE = 512
 

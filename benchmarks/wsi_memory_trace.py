@@ -20,8 +20,8 @@ import wsi_memory
 import omniseg.inference.pipeline as pipeline
 import omniseg.inference.stages as stages
 from omniseg.inference import SegmentSettings
-from omniseg.inference.standin import PointwiseModel
 from omniseg.models import InferenceSettings
+from omniseg.testing import PointwiseModel
 
 
 def main() -> None:

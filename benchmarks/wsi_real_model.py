@@ -22,7 +22,7 @@ from pathlib import Path
 
 
 def make_slide(path: Path, size: int) -> None:
-    from omniseg.inference.demo import DemoSlideSpec, write_demo_slide
+    from omniseg.data.synthetic import DemoSlideSpec, write_demo_slide
 
     write_demo_slide(path, DemoSlideSpec(width=size, height=size, downsamples=(4, 16, 64)))
 

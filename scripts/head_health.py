@@ -1,4 +1,4 @@
-"""Dead-head check (issue 5): hidden-unit activity of each task's generated head.
+"""Dead-head check: hidden-unit activity of each task's generated head.
 
     .venv/bin/python scripts/head_health.py MODEL_DIR [MODEL_DIR ...] [--fresh omniseg] \
         [--data ../shared/data/kidney-patches] [--split val] [--json OUT]

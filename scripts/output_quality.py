@@ -1,4 +1,4 @@
-"""Measure what a user sees in `omniseg segment` results (issue 14) and print JSON.
+"""Measure what a user sees in `omniseg segment` results and print JSON.
 
 For each result folder: features that are bare rectangles, polygon area vs pixel area, the seam
 index on the run's tile grids (label changes per boundary on tile-core borders / elsewhere, on

@@ -1,4 +1,4 @@
-"""segment vs evaluate on every shared patch (issue 14): Dice of each patch segmented alone at its
+"""segment vs evaluate on every shared patch: Dice of each patch segmented alone at its
 own scale, with and without the tissue/glass gates, against evaluate's Dice. Prints one row per
 patch and the largest and mean gaps; writes /tmp/parity.json.
 

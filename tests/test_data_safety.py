@@ -1,4 +1,4 @@
-"""Data safety (issue 20): hostile names, giant headers, CMYK, link loops, locks, overwrite."""
+"""Data safety: hostile names, giant headers, CMYK, link loops, locks, overwrite."""
 
 from __future__ import annotations
 
@@ -141,7 +141,7 @@ def test_a_resumed_run_removes_the_half_written_temp_files(tmp_path):
     train(load_train_config(None, _train_overrides(manifest, run)))
     (run / ".metrics.csv.k3j2").write_text("half")
     (run / ".last.x8").mkdir()
-    (run / ".config.0f3a9c2b1d4e.tmp.yaml").write_text("half")  # io.atomic's own pattern
+    (run / ".config.0f3a9c2b1d4e.tmp.yaml").write_text("half")  # omniseg.atomic's own pattern
     overrides = {**_train_overrides(manifest, run), "run.max_steps": 2}
     train(load_train_config(None, overrides), resume=True)
     assert not any(
@@ -172,8 +172,8 @@ class _Broken:
 
 def test_segment_overwrite_keeps_the_old_result_until_the_new_one_is_complete(tmp_path):
     from omniseg.inference import SegmentSettings, segment_slide
-    from omniseg.inference.standin import PointwiseModel
     from omniseg.models import InferenceSettings
+    from omniseg.testing import PointwiseModel
 
     slide = _tiny_slide(tmp_path)
     model = PointwiseModel(InferenceSettings(tile_size=64, tile_overlap=16))
@@ -196,9 +196,9 @@ def test_a_live_writer_locks_the_folder_and_a_dead_ones_lock_is_taken_over(tmp_p
     import json as _json
 
     from omniseg.inference import SegmentSettings, segment_slide
-    from omniseg.inference.standin import PointwiseModel
     from omniseg.locks import folder_lock, lock_path
     from omniseg.models import InferenceSettings
+    from omniseg.testing import PointwiseModel
 
     slide = _tiny_slide(tmp_path)
     model = PointwiseModel(InferenceSettings(tile_size=64, tile_overlap=16))
@@ -296,7 +296,7 @@ def test_convert_checkpoint_overwrite_replaces_only_a_model_folder(tmp_path, cap
 def test_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
     import errno
 
-    from omniseg.io.atomic import atomic_write_text
+    from omniseg.atomic import atomic_write_text
 
     target = tmp_path / "summary.json"
     target.write_text("old")
@@ -366,7 +366,7 @@ def test_a_tiff_with_a_short_offset_table_is_corrupt_not_sparse(tmp_path):
         TiffReader(path, mpp=0.5)
 
 
-# ---- more bad inputs (issue 15) ----------------------------------------------------------------
+# ---- more bad inputs ---------------------------------------------------------------------------
 
 
 def test_float_and_one_bit_images_become_rgb(tmp_path):
@@ -406,8 +406,8 @@ def test_self_intersecting_roi_is_repaired_not_refused(tmp_path):
 
 def test_slide_names_with_spaces_and_non_ascii_work(tmp_path):
     from omniseg.inference import SegmentSettings, segment_slide
-    from omniseg.inference.standin import PointwiseModel
     from omniseg.models import InferenceSettings
+    from omniseg.testing import PointwiseModel
 
     slide = _tiny_slide(tmp_path).rename(tmp_path / "Niere Übersicht 腎臓.tif")
     model = PointwiseModel(InferenceSettings(tile_size=64, tile_overlap=16))
@@ -419,8 +419,8 @@ def test_slide_names_with_spaces_and_non_ascii_work(tmp_path):
 def test_a_read_only_output_folder_is_one_clear_error(tmp_path, monkeypatch):
     """Simulated (tests may run as root, who writes anywhere): the first write is refused."""
     from omniseg.inference import SegmentSettings, results, segment_slide
-    from omniseg.inference.standin import PointwiseModel
     from omniseg.models import InferenceSettings
+    from omniseg.testing import PointwiseModel
 
     def refuse(path, *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(path))

@@ -14,6 +14,7 @@ import tifffile
 from PIL import Image
 from shapely.geometry import MultiPolygon, Polygon, shape
 
+from omniseg.atomic import atomic_path, atomic_write_json, atomic_write_text
 from omniseg.export import (
     SlideObject,
     render_overlay,
@@ -24,7 +25,6 @@ from omniseg.export import (
 from omniseg.export.label_tiff import pyramid_shapes
 from omniseg.export.overlay import draw_legend, draw_outlines
 from omniseg.io import ArraySlide, load_roi, open_slide
-from omniseg.io.atomic import atomic_path, atomic_write_json, atomic_write_text
 
 MPP = 0.25
 CLASS_NAMES_BY_LABEL = {0: "background", 1: "dt", 2: "pt", 6: "ptc"}

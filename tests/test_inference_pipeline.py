@@ -12,11 +12,12 @@ import torch
 from PIL import Image
 
 from omniseg.catalogue import tissue
+from omniseg.data.synthetic import synthetic_tissue, write_tiff
 from omniseg.errors import OmnisegError
 from omniseg.inference import SegmentSettings, segment_slide, segment_slides
-from omniseg.inference.standin import PointwiseModel
 from omniseg.models import InferenceSettings, create_model
 from omniseg.runtime import image_to_tensor, predict_probability
+from omniseg.testing import PointwiseModel
 
 OUTPUTS = ("labels.ome.tif", "objects.geojson", "objects.csv", "overlay.png")
 WHITE = 245
@@ -25,26 +26,6 @@ NO_MIN_AREA = (0.0,) * 6
 
 def tiny_inference(tile=64, overlap=16, min_area=NO_MIN_AREA) -> InferenceSettings:
     return InferenceSettings(tile_size=tile, tile_overlap=overlap, min_area_um2=min_area)
-
-
-def synthetic_tissue(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """White glass with red rings (tubule-like, with lumens) and purple discs."""
-    rng = np.random.default_rng(seed)
-    img = np.full((h, w, 3), WHITE, dtype=np.uint8)
-    yy, xx = np.mgrid[:h, :w]
-    for _ in range(6):
-        cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(12, 40)
-        d = np.hypot(yy - cy, xx - cx)
-        img[(d < r) & (d >= r * 0.45)] = (225, 110, 120)
-    for _ in range(3):
-        cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(8, 20)
-        img[np.hypot(yy - cy, xx - cx) < r] = (110, 60, 140)
-    return img
-
-
-def write_tiff(path: Path, img: np.ndarray, mpp: float) -> Path:
-    tifffile.imwrite(path, img, resolution=(1e4 / mpp, 1e4 / mpp), resolutionunit="CENTIMETER")
-    return path
 
 
 def quiet(**kw) -> SegmentSettings:
@@ -365,7 +346,7 @@ def test_cli_segment_with_weights(tmp_path, capsys):
 KILL_SCRIPT = """
 import sys, time
 from omniseg.inference import SegmentSettings, segment_slide
-from omniseg.inference.standin import PointwiseModel
+from omniseg.testing import PointwiseModel
 from omniseg.models import InferenceSettings
 
 class Slow(PointwiseModel):

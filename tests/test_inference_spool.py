@@ -18,8 +18,8 @@ from omniseg.inference.outputs import (
 )
 from omniseg.inference.results import WORK_NAME
 from omniseg.inference.spool import ObjectSpool
-from omniseg.inference.standin import PointwiseModel
 from omniseg.models import InferenceSettings
+from omniseg.testing import PointwiseModel
 
 MPP = 0.25
 

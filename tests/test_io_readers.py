@@ -11,9 +11,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from omniseg.errors import OmnisegError
-from omniseg.io import ArraySlide, OpenSlideReader, PillowReader, TiffReader, open_slide
-from tests._wsi_synthetic import (
+from omniseg.data.synthetic import (
     SVS_MPP,
     SVS_POWER,
     pyramid,
@@ -22,6 +20,8 @@ from tests._wsi_synthetic import (
     write_ome_subifds,
     write_svs,
 )
+from omniseg.errors import OmnisegError
+from omniseg.io import ArraySlide, OpenSlideReader, PillowReader, TiffReader, open_slide
 
 REGIONS = [(0, 0, 0, 64, 48), (0, 301, 257, 130, 97), (1, 40, 33, 100, 80), (2, 10, 5, 60, 50)]
 
@@ -47,7 +47,7 @@ def test_readers_return_source_pixels(slide_files, levels, kind, reader_class):
     with reader_class(slide_files[kind]) as reader:
         for level, x, y, w, h in REGIONS:
             if level >= reader.info.level_count:
-                continue  # OpenSlide sees SubIFD pyramids as one level (trap T6)
+                continue  # OpenSlide sees SubIFD pyramids as one level (openslide reads only the top-level IFDs)
             region = reader.read_region(level, x, y, w, h)
             assert region.dtype == np.uint8 and region.shape == (h, w, 3)
             np.testing.assert_array_equal(region, levels[level][y : y + h, x : x + w])

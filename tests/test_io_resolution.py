@@ -10,10 +10,10 @@ import tifffile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from omniseg.data.synthetic import pyramid, slide_array, write_svs
 from omniseg.errors import OmnisegError
 from omniseg.io import ArraySlide, open_slide, plan_level, read_at_mpp, target_shape, thumbnail
 from omniseg.io.resolution import ome_mpp, resolve_mpp, tiff_tag_mpp
-from tests._wsi_synthetic import pyramid, slide_array, write_svs
 
 MPP0 = 0.25
 RAMP_SIDE = 250  # R = x, G = y exactly (one grey level per level-0 pixel)

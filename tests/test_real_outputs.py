@@ -16,11 +16,11 @@ import tifffile
 
 from omniseg.catalogue import tissue
 from omniseg.data import discover_patches, read_mask
+from omniseg.data.synthetic import DemoSlideSpec, write_demo_slide
 from omniseg.evaluation.mosaic import write_mosaic_slide
 from omniseg.evaluation.output_quality import glass_share, outline_report, slide_glass
 from omniseg.evaluation.predict import predict_record
 from omniseg.inference import SegmentSettings, segment_slide
-from omniseg.inference.demo import DemoSlideSpec, write_demo_slide
 from omniseg.inference.loading import load_segment_model
 from omniseg.scoring.metrics import dice
 

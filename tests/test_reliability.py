@@ -262,8 +262,8 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 def test_a_full_disk_during_segment_keeps_earlier_results_and_resumes_to_the_same_bytes(
     tmp_path, small_disk
 ):
+    from omniseg.data.synthetic import pyramid, slide_array, write_svs
     from omniseg.models import save_pretrained
-    from tests._wsi_synthetic import pyramid, slide_array, write_svs
 
     for name, seed in (("a", 0), ("b", 1)):
         write_svs(tmp_path / f"{name}.svs", pyramid(slide_array(seed=seed)))

@@ -1,4 +1,4 @@
-"""Fine-tuning a pretrained encoder and known-negative samples (issue 13)."""
+"""Fine-tuning a pretrained encoder and known-negative samples."""
 
 from __future__ import annotations
 

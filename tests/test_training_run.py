@@ -57,10 +57,10 @@ def test_max_steps_run_writes_loadable_model_and_last(manifest, tmp_path):
 def test_select_best_false_saves_the_final_weights_not_the_best_on_val(
     manifest, tmp_path, monkeypatch, select_best
 ):
-    import omniseg.training.trainer as trainer
+    import omniseg.training.fit as fit
 
     scores = iter([0.9, 0.1, 0.1])  # the first validation (step 3) is the best one
-    monkeypatch.setattr(trainer, "_validate", lambda *args: (next(scores), {}))
+    monkeypatch.setattr(fit, "validation_score", lambda *args: (next(scores), {}))
     extra = {"run.max_steps": 6, "run.val_every_epochs": 1, "run.tune_thresholds": False}
     result = train(config(manifest, tmp_path / "run", **extra, **{"run.select_best": select_best}))
     info = json.loads((result.model_dir / "config.json").read_text())["training"]

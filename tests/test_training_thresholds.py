@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+import omniseg.training.fit as trainer
 import omniseg.training.thresholds as thresholds_module
-import omniseg.training.trainer as trainer
 from omniseg.cli.main import main as cli_main
 from omniseg.data import discover_patches, select_split
 from omniseg.errors import OmnisegError

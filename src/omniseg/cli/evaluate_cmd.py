@@ -7,15 +7,15 @@ from typing import Annotated
 
 import typer
 
-from omniseg.cli.segment_cmd import AllowUnverifiedOption
-
-AllowOutsideOption = Annotated[
-    bool,
-    typer.Option(
-        "--allow-outside-paths",
-        help="Let manifest rows point outside the manifest's folder.",
-    ),
-]
+from omniseg.cli.options import (
+    AllowOutsideOption,
+    AllowUnverifiedOption,
+    BatchOption,
+    DeviceOption,
+    PrecisionOption,
+    WeightsOption,
+    given,
+)
 
 # (key, column title, digits). Distances in µm: comparable across the tasks' scales (px in JSON).
 TABLE_METRICS = (
@@ -105,10 +105,7 @@ def register(app: typer.Typer) -> None:
         data: Annotated[
             Path, typer.Argument(help="Manifest CSV, or a folder of patches (original layout).")
         ],
-        weights: Annotated[
-            Path | None,
-            typer.Option("--weights", help="Model folder (default: the bundled model)."),
-        ] = None,
+        weights: WeightsOption = None,
         json_out: Annotated[
             Path | None, typer.Option("--json", help="Write the summary report (JSON) here.")
         ] = None,
@@ -131,11 +128,9 @@ def register(app: typer.Typer) -> None:
                 help="Override the model's: 0.5 (all tasks), six values, or vessel=0.3,dt=0.4.",
             ),
         ] = None,
-        device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-        batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 4,
-        precision: Annotated[
-            str, typer.Option("--precision", help="fp32 (reference) or bf16 autocast.")
-        ] = "fp32",
+        device: DeviceOption = None,
+        batch_size: BatchOption = None,
+        precision: PrecisionOption = None,
         bootstrap: Annotated[
             int,
             typer.Option(
@@ -154,15 +149,13 @@ def register(app: typer.Typer) -> None:
             split=split,
             tta=tta,
             thresholds=parse_thresholds(thresholds),
-            device=device,
-            batch_size=batch_size,
-            precision=precision,
             json_path=json_out,
             csv_path=csv_out,
             progress=True,
             allow_unverified=allow_unverified,
             allow_outside_paths=allow_outside_paths,
             bootstrap=bootstrap,
+            **given(device=device, batch_size=batch_size, precision=precision),
         )
         print_summary(result.summary, result.weights)
         for path in (json_out, csv_out):

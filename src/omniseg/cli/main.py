@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         print(interrupted_message(args), file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:
-        from omniseg.io.atomic import is_disk_full
+        from omniseg.atomic import is_disk_full
 
         if is_disk_full(exc):
             if debug:

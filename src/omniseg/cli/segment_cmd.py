@@ -7,24 +7,16 @@ from typing import Annotated
 
 import typer
 
-AllowUnverifiedOption = Annotated[
-    bool,
-    typer.Option(
-        "--allow-unverified",
-        help="Load a model folder whose config.json records no SHA-256 of its weights.",
-    ),
-]
-WeightsOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--weights",
-        help="Model folder (config.json + model.safetensors); default: the bundled model.",
-    ),
-]
-DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu or cuda[:N].")]
-BatchOption = Annotated[int, typer.Option("--batch-size", help="Tiles per network batch.")]
-WorkersOption = Annotated[int, typer.Option("--workers", help="Background reader threads.")]
-QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+from omniseg.cli.options import (
+    AllowUnverifiedOption,
+    BatchOption,
+    DeviceOption,
+    PrecisionOption,
+    QuietOption,
+    WeightsOption,
+    WorkersOption,
+    given,
+)
 
 
 def _setup_logging() -> None:
@@ -76,10 +68,10 @@ def register(app: typer.Typer) -> None:
         roi: Annotated[
             Path | None, typer.Option("--roi", help="ImageScope XML, GeoJSON or mask image.")
         ] = None,
-        device: DeviceOption = "auto",
-        batch_size: BatchOption = 4,
-        precision: Annotated[str, typer.Option("--precision", help="fp32 or bf16.")] = "fp32",
-        workers: WorkersOption = 2,
+        device: DeviceOption = None,
+        batch_size: BatchOption = None,
+        precision: PrecisionOption = None,
+        workers: WorkersOption = None,
         object_type: Annotated[
             str, typer.Option("--object-type", help="GeoJSON objectType: annotation or detection.")
         ] = "annotation",
@@ -93,12 +85,13 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--keep-intermediate", help="Keep OUT/<slide>/.work (zarr maps).")
         ] = False,
         tissue_margin: Annotated[
-            float,
+            float | None,
             typer.Option(
                 "--tissue-margin",
-                help="Keep labels within this many µm of detected tissue (negative: no gate).",
+                help="Keep labels within this many µm of detected tissue (negative: no gate) "
+                "[default: 25].",
             ),
-        ] = 25.0,
+        ] = None,
         quiet: QuietOption = False,
     ):
         """Segment whole slides: labels.ome.tif, objects.geojson/.csv, overlay.png, summary.json."""
@@ -107,23 +100,25 @@ def register(app: typer.Typer) -> None:
         from omniseg.inference.loading import load_segment_model
         from omniseg.io.opener import expand_slide_paths
 
+        margin = {}  # a negative margin switches the tissue gate off
+        if tissue_margin is not None:
+            margin["tissue_margin_um"] = None if tissue_margin < 0 else tissue_margin
         settings = SegmentSettings(
             tasks=tuple(t.id for t in parse_tasks(tasks)),
             mpp=mpp,
             magnification=magnification,
             roi=roi,
-            device=device,
-            batch_size=batch_size,
-            precision=precision,
-            workers=workers,
             object_type=object_type,
             resume=resume,
             overwrite=overwrite,
             keep_intermediate=keep_intermediate,
-            tissue_margin_um=None if tissue_margin < 0 else tissue_margin,
             progress=not quiet,
+            **given(device=device, batch_size=batch_size, precision=precision, workers=workers),
+            **margin,
         )
-        model, source = load_segment_model(weights, device, precision, verify=not allow_unverified)
+        model, source = load_segment_model(
+            weights, settings.device, settings.precision, verify=not allow_unverified
+        )
         _setup_logging()
         _report(
             segment_slides(expand_slide_paths(slides), out, settings, model, model_source=source)
@@ -134,16 +129,10 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")],
         weights: WeightsOption = None,
         allow_unverified: AllowUnverifiedOption = False,
-        device: DeviceOption = "auto",
-        batch_size: BatchOption = 4,
-        precision: Annotated[
-            str,
-            typer.Option(
-                "--precision",
-                help="fp32 or bf16 (bf16 is fast only on CPUs with AVX512-BF16/AMX, or on a GPU).",
-            ),
-        ] = "fp32",
-        workers: WorkersOption = 2,
+        device: DeviceOption = None,
+        batch_size: BatchOption = None,
+        precision: PrecisionOption = None,
+        workers: WorkersOption = None,
         resume: Annotated[
             bool, typer.Option("--resume", help="Continue an interrupted demo.")
         ] = False,
@@ -158,15 +147,14 @@ def register(app: typer.Typer) -> None:
         from omniseg.inference.loading import load_segment_model
 
         settings = SegmentSettings(
-            device=device,
-            batch_size=batch_size,
-            precision=precision,
-            workers=workers,
             resume=resume,
             overwrite=overwrite,
             progress=not quiet,
+            **given(device=device, batch_size=batch_size, precision=precision, workers=workers),
         )
-        model, source = load_segment_model(weights, device, precision, verify=not allow_unverified)
+        model, source = load_segment_model(
+            weights, settings.device, settings.precision, verify=not allow_unverified
+        )
         _setup_logging()
         typer.echo(
             f"writing a SYNTHETIC demo slide (generated, not real tissue): {out / DEMO_NAME}"

@@ -10,9 +10,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from omniseg.atomic import atomic_path
 from omniseg.data import PatchRecord, discover_patches, select_split
 from omniseg.errors import OmnisegError
-from omniseg.io.atomic import atomic_path
 from omniseg.models import OmniSeg
 from omniseg.runtime import TorchPredictor, resolve_device, resolve_precision
 from omniseg.runtime.memory import tune_allocator
@@ -74,7 +74,7 @@ def _json_safe(value):
 
 
 def _write_atomic(path: Path, write: Callable) -> None:
-    """Never a half-written report (io.atomic: temp file, fsync, rename)."""
+    """Never a half-written report (omniseg.atomic: temp file, fsync, rename)."""
     if path.is_dir():
         raise OmnisegError(f"{path}: is a folder; pass a file path for the report")
     with atomic_path(path) as temp, open(temp, "w", encoding="utf-8", newline="") as fh:

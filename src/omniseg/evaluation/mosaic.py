@@ -19,7 +19,7 @@ import numpy as np
 
 from omniseg.catalogue import tissue
 from omniseg.data import PatchRecord, read_image
-from omniseg.inference.demo import DemoSlideSpec, write_aperio_slide
+from omniseg.data.synthetic import DemoSlideSpec, write_aperio_slide
 
 GLASS_RGB = (243, 241, 246)
 GLASS_NOISE_SD = 3.0

@@ -16,7 +16,7 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 import tifffile
 
-from omniseg.io.atomic import atomic_path
+from omniseg.atomic import atomic_path
 
 MICRONS_PER_CM = 10_000.0
 OME_NAMESPACE = "http://www.openmicroscopy.org/Schemas/OME/2016-06"

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from omniseg.io.atomic import atomic_path
+from omniseg.atomic import atomic_path
 
 OUTLINE_PX_PER_1000 = 2  # outline thickness: 2 px per 1000 px of the longest side (min 1)
 LEGEND_FONT = cv2.FONT_HERSHEY_SIMPLEX

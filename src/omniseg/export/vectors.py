@@ -21,8 +21,8 @@ from shapely.geometry import MultiPolygon, Polygon, mapping
 from shapely.geometry.base import BaseGeometry
 from shapely.geometry.polygon import orient
 
+from omniseg.atomic import atomic_path
 from omniseg.export.objects import SlideObject
-from omniseg.io.atomic import atomic_path
 
 DECIMALS = 3  # 1/1000 px: far below any pixel-derived precision, keeps files compact
 OBJECT_TYPES = ("annotation", "detection")

@@ -33,7 +33,7 @@ from omniseg.inference.components import (
 from omniseg.inference.gates import GlassGate, TissueGate, roi_mask
 from omniseg.inference.merge import CODE_MAX, OBJECT_GROUPS, merge_labels, threshold_code
 from omniseg.inference.resample import resample_bilinear, source_window
-from omniseg.inference.tiles import ScalePlan
+from omniseg.inference.scale_runner import ScalePlan
 from omniseg.inference.tiling import Window, core_size, iter_chunk_windows
 from omniseg.runtime.memory import release_free_memory
 

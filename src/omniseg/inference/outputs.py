@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from omniseg.atomic import atomic_write_json
 from omniseg.catalogue import tissues
 from omniseg.export import render_overlay, write_geojson, write_label_ome_tiff, write_objects_csv
 from omniseg.export.objects import SlideObject
 from omniseg.inference.merge import GLOMERULUS, OBJECT_GROUPS
 from omniseg.inference.results import SUMMARY_NAME
-from omniseg.io.atomic import atomic_write_json
 from omniseg.runtime.memory import release_free_memory
 
 UM2_PER_MM2 = 1e6

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from omniseg.atomic import DiskFullError, is_disk_full
 from omniseg.catalogue import scales, tissue
 from omniseg.errors import OmnisegError
 from omniseg.inference.outputs import ModelSource, write_summary
@@ -29,12 +30,13 @@ from omniseg.inference.results import (
     staging_dir,
     swap_in,
 )
+from omniseg.inference.scale_runner import ScalePlan
 from omniseg.inference.settings import SegmentSettings
+from omniseg.inference.slide_summary import SlideSummary
 from omniseg.inference.spool import ObjectSpool
 from omniseg.inference.stages import (
     OBJECT_SPOOL_NAME,
     SlideRun,
-    SlideSummary,
     find_tissue,
     infer_scale,
     merge_scales,
@@ -43,15 +45,14 @@ from omniseg.inference.stages import (
     write_result_files,
 )
 from omniseg.inference.store import WorkStore
-from omniseg.inference.tiles import ScalePlan
 from omniseg.inference.tiling import check_tiling
 from omniseg.io import open_slide, plan_level, target_shape
-from omniseg.io.atomic import DiskFullError, is_disk_full
 from omniseg.io.base import SlideInfo
 from omniseg.io.roi import load_roi
 from omniseg.locks import folder_lock
 from omniseg.runtime import TorchPredictor
 from omniseg.runtime.memory import tune_allocator
+from omniseg.runtime.predictor import SegmentModel
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def segment_slide(
     path: str | Path,
     out_dir: str | Path,
     settings: SegmentSettings,
-    model,
+    model: SegmentModel,
     *,
     model_source: ModelSource | None = None,
     result_folder: Path | None = None,
@@ -193,7 +194,7 @@ def segment_slides(
     paths: Sequence[str | Path],
     out: str | Path,
     settings: SegmentSettings,
-    model,
+    model: SegmentModel,
     *,
     model_source: ModelSource | None = None,
 ) -> list[SlideResult]:

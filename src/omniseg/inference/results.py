@@ -14,8 +14,8 @@ import os
 import shutil
 from pathlib import Path
 
+from omniseg.atomic import atomic_write_json
 from omniseg.errors import OmnisegError
-from omniseg.io.atomic import atomic_write_json
 
 SOURCE_NAME = ".source.json"
 WORK_NAME = ".work"

@@ -11,7 +11,6 @@ from omniseg.errors import OmnisegError
 from omniseg.runtime.precision import PRECISIONS
 
 OBJECT_TYPES = ("annotation", "detection")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The stages of one slide run, each returning a typed value: tissue -> per-scale predictions ->
-merged label map -> objects -> outputs, and the :class:`SlideSummary` built once from them.
+merged label map -> objects -> outputs (``slide_summary.SlideSummary`` is built from them).
 
 :class:`SlideRun` carries what every stage reads (slide, settings, model, predictor, store,
 timings), so no stage takes a dozen arguments; ``pipeline.segment_slide`` runs them in order.
@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,23 +29,28 @@ from omniseg.inference.assemble import (
 )
 from omniseg.inference.gates import GlassGate, TissueGate, grow_mask, roi_mask
 from omniseg.inference.outputs import (
-    OUTPUT_NAMES,
     ClassTally,
     LabelImage,
     ModelSource,
     label_thumbnail,
     write_outputs,
 )
-from omniseg.inference.results import final_dir
+from omniseg.inference.scale_runner import (
+    ScalePlan,
+    TileLoop,
+    TileStats,
+    processed_flags,
+    run_scale,
+)
 from omniseg.inference.settings import SegmentSettings
 from omniseg.inference.spool import ObjectSpool
 from omniseg.inference.store import WorkStore
-from omniseg.inference.tiles import ScalePlan, TileLoop, TileStats, processed_flags, run_scale
 from omniseg.inference.tiling import Tile, Window, grid_shape
 from omniseg.io import thumbnail
 from omniseg.io.base import SlideReader
 from omniseg.io.tissue import detect_tissue, glass_background, tissue_thresholds
 from omniseg.runtime import Predictor
+from omniseg.runtime.predictor import SegmentModel
 
 log = logging.getLogger(__name__)
 UM2_PER_MM2 = 1e6
@@ -60,7 +65,7 @@ class SlideRun:
     reader: SlideReader
     folder: Path  # where the result is built (the final folder, or its --overwrite staging)
     settings: SegmentSettings
-    model: object  # a SegmentModel: ``inference`` settings and ``config.architecture``
+    model: SegmentModel
     predictor: Predictor
     source: ModelSource | None
     roi: object | None
@@ -201,84 +206,6 @@ def write_result_files(
         write_outputs(
             run.folder, objects, labels, mpp=run.mpp0, object_type=run.settings.object_type
         )
-
-
-@dataclass(frozen=True)
-class SlideSummary:
-    """summary.json of one slide, built once from the stages' results."""
-
-    slide: str
-    result_dir: str
-    reader: str
-    vendor: str | None
-    dimensions_wh: list[int]
-    levels: int
-    mpp: float
-    mpp_source: str
-    objective_power: float | None
-    tissue_area_mm2: float
-    classes: dict
-    objects: int
-    scales: list[dict]
-    tiles: dict[str, dict]
-    tiles_processed: int
-    tiles_skipped: int
-    parameters: dict
-    warnings: list[str]
-    model: dict
-    omniseg_version: str
-    timings_s: dict[str, float]
-    outputs: list[str]
-
-    @classmethod
-    def build(
-        cls, run: SlideRun, found: TissueStage, stages: Sequence[ScaleStage], tally: ClassTally
-    ) -> SlideSummary:
-        from omniseg import __version__
-
-        info, source = run.reader.info, run.source
-        timings = {**run.timings, "total": sum(run.timings.values())}
-        return cls(
-            slide=str(run.slide.resolve()),
-            result_dir=str(final_dir(run.folder).resolve()),
-            reader=info.reader,
-            vendor=getattr(info, "vendor", None),
-            dimensions_wh=list(info.dimensions),
-            levels=info.level_count,
-            mpp=run.mpp0,
-            mpp_source=getattr(info, "mpp_source", "unknown"),
-            objective_power=info.objective_power,
-            tissue_area_mm2=round(found.area_mm2, 6),
-            **tally.tables(),
-            scales=[_scale_row(s.source.plan) for s in stages],
-            tiles={s.name: asdict(s.stats) for s in stages},
-            tiles_processed=sum(s.stats.processed for s in stages),
-            tiles_skipped=sum(s.stats.background for s in stages),
-            parameters=run.settings.to_dict(),
-            warnings=list(run.warnings),
-            model={
-                "architecture": getattr(getattr(run.model, "config", None), "architecture", None),
-                "weights": source.path if source else None,
-                "weights_sha256": source.sha256 if source else None,
-                **run.model.inference.to_dict(),
-            },
-            omniseg_version=__version__,
-            timings_s={k: round(v, 3) for k, v in timings.items()},
-            outputs=list(OUTPUT_NAMES),
-        )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _scale_row(plan: ScalePlan) -> dict:
-    return {
-        "magnification": scales()[plan.scale_id].magnification,
-        "mpp": plan.mpp,
-        "tasks": [tissue(t).name for t in plan.tasks],
-        "shape_hw": list(plan.shape_hw),
-        "upsampled": plan.upsampled,
-    }
 
 
 def _needs_tile(work: np.ndarray, downsample: float):

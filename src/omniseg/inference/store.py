@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from omniseg.atomic import atomic_write_json
 from omniseg.errors import OmnisegError
-from omniseg.io.atomic import atomic_write_json
 
 STORE_NAME = "work.zarr"
 KEY_NAME = "params.json"

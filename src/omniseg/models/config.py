@@ -208,7 +208,10 @@ class InferenceSettings:
     @classmethod
     def from_dict(cls, raw: dict) -> InferenceSettings:
         known = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in raw.items() if k in known}
+        unknown = set(raw) - known
+        if unknown:  # a typo ("tile_sise") must not silently run with the default
+            raise OmnisegError(f"unknown inference settings keys: {sorted(unknown)}")
+        kw = dict(raw)
         for key in ("thresholds", "min_area_um2"):
             if key in kw:
                 kw[key] = tuple(float(v) for v in kw[key])

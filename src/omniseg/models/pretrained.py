@@ -11,9 +11,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from omniseg.atomic import atomic_folder
 from omniseg.catalogue import default_catalogue
 from omniseg.errors import OmnisegError
-from omniseg.io.atomic import atomic_folder
 from omniseg.models.config import InferenceSettings, ModelConfig
 from omniseg.models.network import OmniSeg
 

@@ -20,12 +20,37 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from omniseg.models import OmniSeg, foreground_probability
+from omniseg.models import InferenceSettings, OmniSeg, foreground_probability
 from omniseg.runtime.device import model_device
 from omniseg.runtime.precision import autocast, resolve_precision
 
 UINT8_MAX = 255.0
 DIHEDRAL_ROTATIONS = 4  # rot90 by 0, 90, 180, 270 degrees, each with and without a flip
+
+
+class SegmentModel(Protocol):
+    """What the predictor and the slide pipeline need from a model (``OmniSeg``, or a test
+    double such as :class:`omniseg.testing.PointwiseModel`): its inference settings, its
+    config (``size_divisor``, ``in_channels``), the two forward passes, and nn.Module's
+    ``parameters``/``eval``/``train``."""
+
+    inference: InferenceSettings
+    config: object
+    training: bool
+
+    def predict_tasks(self, x: Tensor, task_ids: Sequence[int], scale_id) -> Tensor:
+        """(N, 3, H, W) -> (N, T, 2, H, W) logits, the backbone run once for all T tasks."""
+        ...
+
+    def __call__(self, x: Tensor, task_ids, scale_ids) -> Tensor:
+        """(N, 3, H, W) -> (N, 2, H, W) logits, each image for its own task and scale."""
+        ...
+
+    def parameters(self) -> Iterator[torch.nn.Parameter]: ...
+
+    def eval(self) -> SegmentModel: ...
+
+    def train(self, mode: bool = True) -> SegmentModel: ...
 
 
 @runtime_checkable
@@ -108,7 +133,9 @@ class TorchPredictor:
     fast bf16 layout; the same maths). ``allow_emulated`` lets tests run bf16 on CPUs without
     native kernels (slow; never the default)."""
 
-    def __init__(self, model: OmniSeg, precision: str = "fp32", *, allow_emulated=False) -> None:
+    def __init__(
+        self, model: SegmentModel, precision: str = "fp32", *, allow_emulated: bool = False
+    ) -> None:
         self.model = model
         self.device = model_device(model)
         self.precision = resolve_precision(precision, self.device, allow_emulated=allow_emulated)

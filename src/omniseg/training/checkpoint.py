@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from omniseg.atomic import atomic_folder, backup_of, write_synced
 from omniseg.errors import OmnisegError
-from omniseg.io.atomic import atomic_folder, backup_of, write_synced
 
 STATE_NAME = "state.pt"
 META_NAME = "meta.json"

@@ -19,7 +19,6 @@ import yaml
 
 from omniseg.data.augment import AugmentConfig
 from omniseg.errors import OmnisegError
-from omniseg.models.config import HEAD_ACTIVATIONS, HEAD_INITS
 
 # Default of both seeds below; one value, so a run that sets neither splits as it always did.
 DEFAULT_SEED = 1234
@@ -159,18 +158,13 @@ class TrainConfig:
     semi: SemiConfig = field(default_factory=SemiConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
+    def __post_init__(self) -> None:
+        from omniseg.training.config_checks import validate
+
+        validate(self)  # Python callers get the CLI's checks too
+
     def to_dict(self) -> dict:
         return _to_plain(self)
-
-
-CHOICES = {
-    "optim.name": ("adamw", "sgd"),
-    "optim.schedule": ("cosine", "poly", "constant"),
-    "run.device": ("auto", "cpu", "cuda"),
-    "run.precision": ("fp32", "bf16", "auto"),
-    "run.head_init": HEAD_INITS,
-    "run.head_activation": HEAD_ACTIVATIONS,
-}
 
 
 def _to_plain(value: Any) -> Any:
@@ -253,51 +247,8 @@ def _merge(base: dict, dotted: dict[str, Any]) -> dict:
     return out
 
 
-def validate(config: TrainConfig) -> TrainConfig:
-    """Reject values that would fail later (or silently train something else)."""
-    plain = config.to_dict()
-    for key, allowed in CHOICES.items():
-        section, name = key.split(".")
-        if plain[section][name] not in allowed:
-            raise OmnisegError(f"{key}={plain[section][name]!r} is invalid; valid: {allowed}")
-    d, s, r = config.data, config.semi, config.run
-    if d.batch_size < 1:
-        raise OmnisegError(f"data.batch_size={d.batch_size}: must be >= 1")
-    if not 0.0 < d.val_fraction < 1.0:
-        raise OmnisegError(f"data.val_fraction={d.val_fraction}: must lie in (0, 1)")
-    if not 0.0 <= d.negatives < 1.0:
-        raise OmnisegError(f"data.negatives={d.negatives}: must lie in [0, 1)")
-    if not 0.0 <= d.threshold_holdout < 1.0:
-        raise OmnisegError(f"data.threshold_holdout={d.threshold_holdout}: must lie in [0, 1)")
-    if d.threshold_holdout > 0 and not r.tune_thresholds:
-        raise OmnisegError(
-            f"data.threshold_holdout={d.threshold_holdout} holds patches back only to tune "
-            "thresholds on: set run.tune_thresholds: true, or data.threshold_holdout: 0"
-        )
-    if not 0.0 <= s.tau_lo < 0.5 < s.tau_hi <= 1.0:
-        raise OmnisegError(
-            f"semi.tau_lo/tau_hi={s.tau_lo}/{s.tau_hi}: need 0 <= lo < 0.5 < hi <= 1"
-        )
-    if not 0.0 <= s.ema_decay < 1.0:
-        raise OmnisegError(f"semi.ema_decay={s.ema_decay}: must lie in [0, 1)")
-    if r.epochs < 1 and r.max_steps < 1:
-        raise OmnisegError("run.epochs and run.max_steps are both < 1; set --epochs or --max-steps")
-    f = config.finetune
-    if f.encoder_lr_scale < 0:
-        raise OmnisegError(f"finetune.encoder_lr_scale={f.encoder_lr_scale}: must be >= 0")
-    if f.freeze_encoder_steps < 0:
-        raise OmnisegError(f"finetune.freeze_encoder_steps={f.freeze_encoder_steps}: must be >= 0")
-    if r.val_every_epochs < 1:
-        raise OmnisegError(f"run.val_every_epochs={r.val_every_epochs}: must be >= 1")
-    if r.log_every_steps < 1:
-        raise OmnisegError(f"run.log_every_steps={r.log_every_steps}: must be >= 1")
-    if r.checkpoint_minutes <= 0:
-        raise OmnisegError(f"run.checkpoint_minutes={r.checkpoint_minutes}: must be > 0")
-    return config
-
-
 def config_from_dict(raw: dict, source: str = "config") -> TrainConfig:
-    return validate(_build(TrainConfig, raw or {}, "", source))
+    return _build(TrainConfig, raw or {}, "", source)  # validated on construction
 
 
 def with_legacy_split_seed(raw: dict) -> dict:

@@ -2,7 +2,7 @@
 
 The model's foreground probability is softmax(l)[1] = sigmoid(l1 - l0), so both terms act on the
 margin ``d = l1 - l0``: BCE-with-logits on d and soft Dice on sigmoid(d). This fixes the original's
-defects (reference §3.2): sigmoid applied to each channel independently, the edge weight only in
+defects (the original Omni-Seg training code): sigmoid applied to each channel independently, the edge weight only in
 the Dice numerator, and +1 smoothing that swamps small objects. Here the per-pixel edge weight
 multiplies numerator and denominator alike and the BCE term, and the smoothing is a config value.
 """

@@ -6,8 +6,8 @@ import csv
 import shutil
 from pathlib import Path
 
+from omniseg.atomic import atomic_write_text, is_temp_of
 from omniseg.errors import OmnisegError
-from omniseg.io.atomic import atomic_write_text, is_temp_of
 from omniseg.training.config import TrainConfig, dump_train_config, load_train_config
 
 CONFIG_NAME = "config.yaml"

@@ -85,27 +85,20 @@ def _prefetched(
             yield done_group, [f.result() for f in futures]
 
 
-def run_scale(
-    reader: SlideReader,
+def _pending_batches(
     plan: ScalePlan,
-    predictor: Predictor,
-    inference: InferenceSettings,
-    store: WorkStore,
     needs_tile: Callable[[ScalePlan, Tile], bool],
+    done: np.ndarray,
+    tile: int,
+    overlap: int,
     loop: TileLoop,
-    progress: str | None = None,
-) -> TileStats:
-    """Predict every tissue tile of one scale into the store; returns tile counts."""
+) -> tuple[np.ndarray, np.ndarray, TileStats]:
+    """(tissue tiles as an (n, 2) array of (row, col) in grid order, start index of each batch
+    still to run, tile counts). Batches are fixed groups of consecutive tissue tiles, so a
+    resumed run recomputes exactly the batches an uninterrupted one would."""
     batch_size = loop.batch_size
-    tile, overlap = inference.tile_size, inference.tile_overlap
-    grid = grid_shape(plan.shape_hw, tile, overlap)
-    windows = store.window_codes(plan.scale_id, len(plan.tasks), grid, tile)
-    flags_array = store.done_flags(plan.scale_id, grid)
-    done = np.asarray(flags_array[:])
-    thresholds = [inference.thresholds[t] for t in plan.tasks]
     stats = TileStats()
-    # Which tiles to run, as a grid-sized mask then an (n, 2) array of (row, col): a huge slide
-    # has ~10^5 tiles, too many to hold as Python tuples.
+    # A grid-sized mask then an array: a huge slide has ~10^5 tiles, too many for tuples.
     wanted = np.zeros(done.shape, dtype=bool)
     for t in iter_tiles(plan.shape_hw, tile, overlap):
         stats.total += 1
@@ -124,6 +117,28 @@ def run_scale(
         np.random.default_rng(loop.order_seed).shuffle(starts)
     stats.resumed = len(needed) - sum(len(needed[s : s + batch_size]) for s in starts)
     stats.processed = len(needed)
+    return needed, starts, stats
+
+
+def run_scale(
+    reader: SlideReader,
+    plan: ScalePlan,
+    predictor: Predictor,
+    inference: InferenceSettings,
+    store: WorkStore,
+    needs_tile: Callable[[ScalePlan, Tile], bool],
+    loop: TileLoop,
+    progress: str | None = None,
+) -> TileStats:
+    """Predict every tissue tile of one scale into the store; returns tile counts."""
+    batch_size = loop.batch_size
+    tile, overlap = inference.tile_size, inference.tile_overlap
+    grid = grid_shape(plan.shape_hw, tile, overlap)
+    windows = store.window_codes(plan.scale_id, len(plan.tasks), grid, tile)
+    flags_array = store.done_flags(plan.scale_id, grid)
+    done = np.asarray(flags_array[:])
+    thresholds = [inference.thresholds[t] for t in plan.tasks]
+    needed, starts, stats = _pending_batches(plan, needs_tile, done, tile, overlap, loop)
 
     def read(t: Tile) -> np.ndarray:
         w = t.window

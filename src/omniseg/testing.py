@@ -1,8 +1,8 @@
-"""A cheap pointwise stand-in for the network (tests and memory benchmarks).
+"""Test doubles: a cheap pointwise stand-in for the network (tests and memory benchmarks).
 
 Each pixel's logits depend only on its own RGB value, computed with elementwise operations in a
 fixed order, so any correct tiling/stitching reproduces the whole-image result bit for bit. It
-has the ``predict_tasks`` / ``inference`` / ``config.size_divisor`` interface of ``OmniSeg``.
+implements :class:`omniseg.runtime.predictor.SegmentModel`, the interface the pipeline needs.
 """
 
 from __future__ import annotations

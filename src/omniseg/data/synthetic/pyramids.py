@@ -1,4 +1,5 @@
-"""Synthetic slides written with tifffile for the io/export tests (tiny, lossless, deterministic)."""
+"""Small pyramidal TIFFs in the layouts real scanners write (Aperio SVS, generic tiled pyramid,
+OME-TIFF with SubIFDs), tiny, lossless and deterministic: for reader tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def write_svs(
     power: int = SVS_POWER,
     compression: str = "zlib",
 ) -> Path:
-    """Aperio layout: tiled level 0, stripped thumbnail, tiled reduced levels (dependencies.md §3).
+    """Aperio layout: tiled level 0, a stripped thumbnail page, tiled reduced levels.
 
     `mpp=None` leaves the MPP field out (only AppMag remains)."""
     height, width = levels[0].shape[:2]
@@ -86,7 +87,8 @@ def write_generic_pyramid(path: Path, levels: list[np.ndarray], mpp: float = SVS
 
 
 def write_ome_subifds(path: Path, levels: list[np.ndarray], mpp: float = SVS_MPP) -> Path:
-    """OME-TIFF with the pyramid in SubIFDs (OpenSlide sees one level only: trap T6)."""
+    """OME-TIFF with the pyramid in SubIFDs (OpenSlide sees only level 0 of such files; our
+    tifffile reader sees them all)."""
     with tifffile.TiffWriter(path, ome=True) as writer:
         writer.write(
             levels[0],
@@ -102,4 +104,25 @@ def write_ome_subifds(path: Path, levels: list[np.ndarray], mpp: float = SVS_MPP
             writer.write(
                 level, tile=(TILE, TILE), photometric="rgb", compression="zlib", subfiletype=1
             )
+    return path
+
+
+def synthetic_tissue(h: int, w: int, seed: int = 0, glass: int = 245) -> np.ndarray:
+    """Glass with red rings (tubule-like, with lumens) and purple discs."""
+    rng = np.random.default_rng(seed)
+    img = np.full((h, w, 3), glass, dtype=np.uint8)
+    yy, xx = np.mgrid[:h, :w]
+    for _ in range(6):
+        cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(12, 40)
+        d = np.hypot(yy - cy, xx - cx)
+        img[(d < r) & (d >= r * 0.45)] = (225, 110, 120)
+    for _ in range(3):
+        cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(8, 20)
+        img[np.hypot(yy - cy, xx - cx) < r] = (110, 60, 140)
+    return img
+
+
+def write_tiff(path: Path, img: np.ndarray, mpp: float) -> Path:
+    """A single-level TIFF with its resolution in the standard tags."""
+    tifffile.imwrite(path, img, resolution=(1e4 / mpp, 1e4 / mpp), resolutionunit="CENTIMETER")
     return path

@@ -1,0 +1,55 @@
+"""Typer options shared by several commands. Tuning options default to None, which means "the
+library's default": the CLI passes only what the user gave (see :func:`given`), so defaults
+live in one place, the settings dataclasses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+AllowUnverifiedOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-unverified",
+        help="Load a model folder whose config.json records no SHA-256 of its weights.",
+    ),
+]
+AllowOutsideOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-outside-paths",
+        help="Let manifest rows point outside the manifest's folder.",
+    ),
+]
+WeightsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--weights",
+        help="Model folder (config.json + model.safetensors); default: the bundled model.",
+    ),
+]
+DeviceOption = Annotated[
+    str | None, typer.Option("--device", help="auto, cpu or cuda[:N] [default: auto].")
+]
+PrecisionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--precision",
+        help="fp32 or bf16 (bf16 is fast only on CPUs with AVX512-BF16/AMX, or on a GPU) "
+        "[default: fp32].",
+    ),
+]
+BatchOption = Annotated[
+    int | None, typer.Option("--batch-size", help="Images per network batch [default: 4].")
+]
+WorkersOption = Annotated[
+    int | None, typer.Option("--workers", help="Background reader threads [default: 2].")
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+
+
+def given(**options) -> dict:
+    """The options the user actually passed (None = not given: the library default applies)."""
+    return {k: v for k, v in options.items() if v is not None}

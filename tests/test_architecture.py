@@ -1,0 +1,114 @@
+"""The walls of the house: one predictor for segment and evaluate, one-way layers, settings
+checked wherever they are built."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+import omniseg
+from omniseg.catalogue import tissue
+from omniseg.errors import OmnisegError
+from omniseg.inference import SegmentSettings, segment_slide
+from omniseg.models import InferenceSettings, create_model
+from omniseg.runtime import TorchPredictor, image_to_tensor
+
+PACKAGE = Path(omniseg.__file__).parent
+CODE_STEP = 1 / 255  # segment stores probabilities as 8-bit codes between stages
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+@pytest.mark.parametrize("layer", ["inference", "training", "runtime", "scoring", "models", "io"])
+def test_lower_layers_never_import_evaluation(layer):
+    """evaluation is a top layer (reports, analyses); the predictor and the scores it needs
+    live in runtime and scoring, so inference and training stand without it."""
+    offenders = [
+        f"{path.relative_to(PACKAGE)} imports {name}"
+        for path in sorted((PACKAGE / layer).rglob("*.py"))
+        for name in _imports(path)
+        if name == "omniseg.evaluation" or name.startswith("omniseg.evaluation.")
+    ]
+    assert not offenders
+
+
+def _tissue_like(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Pink/purple stained texture (found as tissue by the thumbnail detector)."""
+    base = np.array([205, 120, 175], dtype=float)
+    blobs = rng.normal(0, 1, (size // 8, size // 8, 3)).repeat(8, 0).repeat(8, 1)
+    image = base + 30 * blobs + rng.normal(0, 8, (size, size, 3))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("tta", [False, True])
+def test_segment_predicts_what_evaluate_predicts(tmp_path, monkeypatch, precision, tta):
+    """A patch segmented alone (post-processing off) is the evaluate mask: every pixel whose
+    probability is more than one 8-bit code step from the threshold gets the same label."""
+    if precision == "bf16":  # run the bf16 path even where it is emulated (slow, tiny model)
+        monkeypatch.setattr("omniseg.runtime.precision.native_bf16", lambda device: True)
+    torch.manual_seed(0)
+    task = tissue("dt")
+    model = create_model("omniseg-tiny")
+    image = _tissue_like(np.random.default_rng(3), 96)
+    x = image_to_tensor(image)[None]
+    prob = (
+        TorchPredictor(model, precision)
+        .predict_probability(x, [task.id], [task.scale_id], tta=tta)[0]
+        .numpy()
+    )
+    cut = float(np.median(prob))  # a threshold that splits the patch in two
+    thresholds = tuple(cut if t == task.id else 0.5 for t in range(6))
+    model.inference = dataclasses.replace(
+        model.inference, tta=tta, tile_size=128, tile_overlap=16, thresholds=thresholds,
+        min_area_um2=(0.0,) * 6,
+    )  # fmt: skip
+    slide = tmp_path / "patch.tif"
+    tifffile.imwrite(slide, image)
+    settings = SegmentSettings(
+        tasks=(task.id,), mpp=task.mpp, workers=0, tissue_margin_um=None, precision=precision,
+        progress=False,
+    )  # fmt: skip
+    result = segment_slide(slide, tmp_path / "out", settings, model)
+    labels = tifffile.imread(result.out_dir / "labels.ome.tif", level=0).reshape(image.shape[:2])
+    segmented = labels == task.label_value
+    evaluated = prob > cut
+    clear = np.abs(prob - cut) > CODE_STEP
+    assert clear.sum() > 2000 and evaluated[clear].any() and not evaluated[clear].all()
+    assert np.array_equal(segmented[clear], evaluated[clear])
+    assert result.summary["parameters"]["precision"] == precision
+
+
+def test_configs_are_checked_however_they_are_built():
+    from omniseg.training import TrainConfig
+    from omniseg.training.config import DataConfig
+
+    with pytest.raises(OmnisegError, match="batch_size"):
+        TrainConfig(data=DataConfig(batch_size=0))  # a Python caller, no CLI in between
+    with pytest.raises(OmnisegError, match="tile_sise"):
+        InferenceSettings.from_dict({"tile_sise": 256})  # a typo is not silently the default
+    with pytest.raises(OmnisegError, match="precision"):
+        SegmentSettings(precision="fp16")
+
+
+def test_cli_passes_only_the_options_a_user_gave():
+    from omniseg.cli.options import given
+
+    assert given(device=None, batch_size=8, precision=None) == {"batch_size": 8}
+    defaults = SegmentSettings()
+    assert SegmentSettings(**given(device=None, workers=None)) == defaults
