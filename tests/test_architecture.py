@@ -112,3 +112,46 @@ def test_cli_passes_only_the_options_a_user_gave():
     assert given(device=None, batch_size=8, precision=None) == {"batch_size": 8}
     defaults = SegmentSettings()
     assert SegmentSettings(**given(device=None, workers=None)) == defaults
+
+
+def test_a_model_carries_its_own_class_names_and_colours_into_the_outputs(tmp_path):
+    """A model saved with another catalogue (renamed, recoloured classes) is segmented with its
+    own names: summary.json, GeoJSON and CSV use them, and --tasks accepts them."""
+    import json
+
+    from omniseg.catalogue import catalogue_from_dict, default_catalogue
+    from omniseg.cli.main import main
+    from omniseg.data.synthetic import synthetic_tissue, write_tiff
+    from omniseg.models import load_pretrained, save_pretrained
+
+    raw = default_catalogue().to_dict()
+    for row in raw["tissues"]:
+        row["name"], row["color"] = f"my-{row['name']}", [1, 2, 3]
+    model = create_model("omniseg-tiny")
+    model.catalogue = catalogue_from_dict(raw)
+    save_pretrained(model, tmp_path / "m")
+    assert load_pretrained(tmp_path / "m").catalogue == model.catalogue
+    write_tiff(tmp_path / "s.tif", synthetic_tissue(160, 224), 0.25)
+    args = ["segment", str(tmp_path / "s.tif"), "-o", str(tmp_path / "out"), "--weights",
+            str(tmp_path / "m"), "--tasks", "my-dt,my-vessel", "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "out/s/summary.json").read_text())
+    assert set(summary["classes"]) == {f"my-{t.name}" for t in default_catalogue().tissues} - {
+        "my-tuft"
+    }
+    assert summary["scales"][0]["tasks"] == ["my-dt", "my-vessel"]
+    csv_header = (tmp_path / "out/s/objects.csv").read_text().splitlines()[0]
+    assert csv_header.startswith("id,")
+
+
+def test_a_catalogue_that_does_not_fit_the_model_is_refused(tmp_path):
+    import json
+
+    from omniseg.models import load_pretrained, save_pretrained
+
+    save_pretrained(create_model("omniseg-tiny"), tmp_path / "m")
+    config = json.loads((tmp_path / "m/config.json").read_text())
+    config["catalogue"]["tissues"] = config["catalogue"]["tissues"][:5]
+    (tmp_path / "m/config.json").write_text(json.dumps(config))
+    with pytest.raises(OmnisegError, match=r"config.json.*5 tissues"):
+        load_pretrained(tmp_path / "m")

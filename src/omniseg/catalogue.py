@@ -54,8 +54,32 @@ class Tissue:
 
 @dataclass(frozen=True)
 class Catalogue:
+    """The classes of one model (saved in its config.json) and the scale slots."""
+
     tissues: tuple[Tissue, ...]
     scales: tuple[Scale, ...]
+
+    def scale_of(self, t: Tissue) -> Scale:
+        return self.scales[t.scale_id]
+
+    def tissue(self, key: int | str) -> Tissue:
+        """Look a tissue up by id or short name, with an error that lists the valid ones."""
+        for t in self.tissues:
+            if key == t.id or (isinstance(key, str) and key.lower() == t.name):
+                return t
+        valid = ", ".join(f"{t.id}={t.name}" for t in self.tissues)
+        raise OmnisegError(f"unknown tissue {key!r}; valid: {valid}")
+
+    def parse_tasks(self, spec: str | None) -> tuple[Tissue, ...]:
+        """``"dt,pt,capsule"`` -> tissues (None or "all" = every task)."""
+        if spec is None or spec.strip().lower() in ("", "all"):
+            return self.tissues
+        chosen = [
+            self.tissue(int(p) if p.strip().isdigit() else p.strip())
+            for p in spec.split(",")
+            if p.strip()
+        ]
+        return tuple(sorted(set(chosen), key=lambda t: t.id))
 
     def to_dict(self) -> dict:
         return {
@@ -120,22 +144,18 @@ def scales() -> tuple[Scale, ...]:
 
 
 def tissue(key: int | str) -> Tissue:
-    """Look a tissue up by id or short name, with an error that lists the valid ones."""
-    for t in tissues():
-        if key == t.id or (isinstance(key, str) and key.lower() == t.name):
-            return t
-    valid = ", ".join(f"{t.id}={t.name}" for t in tissues())
-    raise OmnisegError(f"unknown tissue {key!r}; valid: {valid}")
+    """A tissue of the package's catalogue by id or short name."""
+    return default_catalogue().tissue(key)
 
 
 def parse_tasks(spec: str | None) -> tuple[Tissue, ...]:
-    """Parse a comma-separated task list such as ``"dt,pt,capsule"`` (None or "all" = every task)."""
-    if spec is None or spec.strip().lower() in ("", "all"):
-        return tissues()
-    chosen = [
-        tissue(int(p) if p.strip().isdigit() else p.strip()) for p in spec.split(",") if p.strip()
-    ]
-    return tuple(sorted(set(chosen), key=lambda t: t.id))
+    """A comma-separated task list of the package's catalogue (None or "all" = every task)."""
+    return default_catalogue().parse_tasks(spec)
+
+
+def catalogue_of(model) -> Catalogue:
+    """The model's own catalogue (a model folder saves it), else the package's."""
+    return getattr(model, "catalogue", None) or default_catalogue()
 
 
 def scale_for_mpp(mpp: float) -> Scale:

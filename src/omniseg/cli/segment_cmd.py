@@ -95,7 +95,9 @@ def register(app: typer.Typer) -> None:
         quiet: QuietOption = False,
     ):
         """Segment whole slides: labels.ome.tif, objects.geojson/.csv, overlay.png, summary.json."""
-        from omniseg.catalogue import parse_tasks
+        from dataclasses import replace
+
+        from omniseg.catalogue import catalogue_of
         from omniseg.inference import SegmentSettings, segment_slides
         from omniseg.inference.loading import load_segment_model
         from omniseg.io.opener import expand_slide_paths
@@ -104,7 +106,6 @@ def register(app: typer.Typer) -> None:
         if tissue_margin is not None:
             margin["tissue_margin_um"] = None if tissue_margin < 0 else tissue_margin
         settings = SegmentSettings(
-            tasks=tuple(t.id for t in parse_tasks(tasks)),
             mpp=mpp,
             magnification=magnification,
             roi=roi,
@@ -119,6 +120,9 @@ def register(app: typer.Typer) -> None:
         model, source = load_segment_model(
             weights, settings.device, settings.precision, verify=not allow_unverified
         )
+        # --tasks names the model's own classes (its catalogue travels in its config.json)
+        chosen = catalogue_of(model).parse_tasks(tasks)
+        settings = replace(settings, tasks=tuple(t.id for t in chosen))
         _setup_logging()
         _report(
             segment_slides(expand_slide_paths(slides), out, settings, model, model_source=source)

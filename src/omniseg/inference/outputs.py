@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from omniseg.atomic import atomic_write_json
-from omniseg.catalogue import tissues
+from omniseg.catalogue import Catalogue, default_catalogue
 from omniseg.export import render_overlay, write_geojson, write_label_ome_tiff, write_objects_csv
 from omniseg.export.objects import SlideObject
-from omniseg.inference.merge import GLOMERULUS, OBJECT_GROUPS
+from omniseg.inference.merge import GLOMERULUS, OBJECT_GROUPS, TUFT
 from omniseg.inference.results import SUMMARY_NAME
 from omniseg.runtime.memory import release_free_memory
 
@@ -39,26 +39,31 @@ class ModelSource:
     sha256: str | None
 
 
-def label_names() -> dict[int, str]:
+def label_names(catalogue: Catalogue | None = None) -> dict[int, str]:
     """Label value -> name of the label map (0 = background)."""
-    return {0: "background", **{t.label_value: t.name for t in tissues()}}
+    cat = catalogue or default_catalogue()
+    return {0: "background", **{t.label_value: t.name for t in cat.tissues}}
 
 
-def label_colors() -> dict[int, tuple[int, int, int]]:
-    return {t.label_value: t.color for t in tissues()}
+def label_colors(catalogue: Catalogue | None = None) -> dict[int, tuple[int, int, int]]:
+    cat = catalogue or default_catalogue()
+    return {t.label_value: t.color for t in cat.tissues}
 
 
-def object_names() -> dict[int, str]:
-    """Object class id -> name (the glomerular unit, capsule ∪ tuft, uses the capsule's id)."""
-    names = {t.id: t.name for t in tissues()}
+def object_names(catalogue: Catalogue | None = None) -> dict[int, str]:
+    """Object class id -> name. The glomerular unit (capsule ∪ tuft) uses the capsule's id and
+    is called "glomerulus" while those two classes keep their kidney names."""
+    cat = catalogue or default_catalogue()
+    names = {t.id: t.name for t in cat.tissues}
+    kidney = names.get(GLOMERULUS) == "capsule" and names.get(TUFT) == "tuft"
     return {
-        group: (GLOMERULUS_NAME if group == GLOMERULUS else names[group])
+        group: (GLOMERULUS_NAME if group == GLOMERULUS and kidney else names[group])
         for group, _ in OBJECT_GROUPS
     }
 
 
-def object_colors() -> dict[int, tuple[int, int, int]]:
-    colours = {t.id: t.color for t in tissues()}
+def object_colors(catalogue: Catalogue | None = None) -> dict[int, tuple[int, int, int]]:
+    colours = {t.id: t.color for t in (catalogue or default_catalogue()).tissues}
     return {group: colours[group] for group, _ in OBJECT_GROUPS}
 
 
@@ -66,9 +71,10 @@ class ClassTally:
     """Per-class object count and summed area, gathered one object at a time (objects themselves
     are not kept: a whole slide's worth does not fit in memory)."""
 
-    def __init__(self) -> None:
-        self.count = dict.fromkeys(object_names(), 0)
-        self.area_um2 = dict.fromkeys(object_names(), 0.0)
+    def __init__(self, catalogue: Catalogue | None = None) -> None:
+        self.names = object_names(catalogue)
+        self.count = dict.fromkeys(self.names, 0)
+        self.area_um2 = dict.fromkeys(self.names, 0.0)
 
     def add(self, obj: SlideObject) -> None:
         self.count[obj.class_id] += 1
@@ -81,7 +87,7 @@ class ClassTally:
                 "count": self.count[group],
                 "area_mm2": round(self.area_um2[group] / UM2_PER_MM2, 6),
             }
-            for group, name in object_names().items()
+            for group, name in self.names.items()
         }
         return {"classes": table, "objects": sum(self.count.values())}
 
@@ -114,7 +120,13 @@ class LabelImage:
 
 
 def write_outputs(
-    folder: Path, objects: Iterable[SlideObject], labels: LabelImage, *, mpp: float, object_type
+    folder: Path,
+    objects: Iterable[SlideObject],
+    labels: LabelImage,
+    *,
+    mpp: float,
+    object_type: str,
+    catalogue: Catalogue | None = None,
 ) -> None:
     """labels.ome.tif, objects.geojson, objects.csv and overlay.png (summary.json comes last,
     from :func:`write_summary`, and marks the result finished).
@@ -123,24 +135,28 @@ def write_outputs(
     order such as ``spool.ObjectSpool``."""
     release_free_memory()  # each writer starts from a trimmed heap (bounded peak RSS)
     write_label_ome_tiff(
-        folder / LABELS_NAME, labels.shape_hw, labels.read_tile, mpp=mpp, class_names=label_names()
+        folder / LABELS_NAME,
+        labels.shape_hw,
+        labels.read_tile,
+        mpp=mpp,
+        class_names=label_names(catalogue),
     )
     release_free_memory()
     write_geojson(
         folder / GEOJSON_NAME,
         objects,
         object_type=object_type,
-        class_names=object_names(),
-        class_colors=object_colors(),
+        class_names=object_names(catalogue),
+        class_colors=object_colors(catalogue),
     )
-    write_objects_csv(folder / CSV_NAME, objects, object_names())
+    write_objects_csv(folder / CSV_NAME, objects, object_names(catalogue))
     release_free_memory()
     render_overlay(
         folder / OVERLAY_NAME,
         labels.thumb,
         labels.thumb_labels,
-        class_names=label_names(),
-        class_colors=label_colors(),
+        class_names=label_names(catalogue),
+        class_colors=label_colors(catalogue),
     )
 
 

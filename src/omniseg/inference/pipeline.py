@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from omniseg.atomic import DiskFullError, is_disk_full
-from omniseg.catalogue import scales, tissue
+from omniseg.catalogue import Catalogue, catalogue_of, default_catalogue
 from omniseg.errors import OmnisegError
 from omniseg.inference.outputs import ModelSource, write_summary
 from omniseg.inference.results import (
@@ -73,11 +73,14 @@ class SlideResult:
         return self.error is None
 
 
-def plan_scales(info: SlideInfo, task_ids: Sequence[int]) -> list[ScalePlan]:
+def plan_scales(
+    info: SlideInfo, task_ids: Sequence[int], catalogue: Catalogue | None = None
+) -> list[ScalePlan]:
     """One plan per magnification used by the chosen tasks, coarse to fine."""
+    cat = catalogue or default_catalogue()
     plans = []
-    for scale in sorted(scales(), key=lambda s: -s.mpp):
-        chosen = tuple(t for t in sorted(task_ids) if tissue(t).scale_id == scale.id)
+    for scale in sorted(cat.scales, key=lambda s: -s.mpp):
+        chosen = tuple(t for t in sorted(task_ids) if cat.tissue(t).scale_id == scale.id)
         if not chosen:
             continue
         level = plan_level(info, scale.mpp)
@@ -123,7 +126,7 @@ def segment_slide(
     try:
         info = reader.info
         roi = load_roi(settings.roi, info) if settings.roi is not None else None
-        plans = plan_scales(info, settings.tasks)
+        plans = plan_scales(info, settings.tasks, catalogue_of(model))
         folder = result_folder or result_dir(Path(out_dir), slide)
         with folder_lock(folder):
             # --overwrite builds the new result beside the old one and swaps at the end, so a

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from omniseg.catalogue import scales, tissue
+from omniseg.catalogue import Catalogue
 from omniseg.inference.outputs import OUTPUT_NAMES, ClassTally
 from omniseg.inference.results import final_dir
 from omniseg.inference.scale_runner import ScalePlan
@@ -62,7 +62,7 @@ class SlideSummary:
             objective_power=info.objective_power,
             tissue_area_mm2=round(found.area_mm2, 6),
             **tally.tables(),
-            scales=[_scale_row(s.source.plan) for s in stages],
+            scales=[_scale_row(s.source.plan, run.catalogue) for s in stages],
             tiles={s.name: asdict(s.stats) for s in stages},
             tiles_processed=sum(s.stats.processed for s in stages),
             tiles_skipped=sum(s.stats.background for s in stages),
@@ -83,11 +83,11 @@ class SlideSummary:
         return asdict(self)
 
 
-def _scale_row(plan: ScalePlan) -> dict:
+def _scale_row(plan: ScalePlan, catalogue: Catalogue) -> dict:
     return {
-        "magnification": scales()[plan.scale_id].magnification,
+        "magnification": catalogue.scales[plan.scale_id].magnification,
         "mpp": plan.mpp,
-        "tasks": [tissue(t).name for t in plan.tasks],
+        "tasks": [catalogue.tissue(t).name for t in plan.tasks],
         "shape_hw": list(plan.shape_hw),
         "upsampled": plan.upsampled,
     }

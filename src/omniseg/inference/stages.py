@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from omniseg.catalogue import scales, tissue
+from omniseg.catalogue import Catalogue, catalogue_of
 from omniseg.inference.assemble import (
     Assembly,
     Gates,
@@ -75,6 +75,10 @@ class SlideRun:
     warnings: list[str] = field(default_factory=list)
 
     @property
+    def catalogue(self) -> Catalogue:
+        return catalogue_of(self.model)
+
+    @property
     def mpp0(self) -> float:
         return float(self.reader.info.mpp)
 
@@ -116,12 +120,13 @@ class ScaleStage:
 
 
 def upsampling_warnings(run: SlideRun) -> None:
+    cat = run.catalogue
     for plan in run.plans:
         if plan.upsampled:
             run.warn(
-                f"{tissue(plan.tasks[0]).scale.magnification}x ({plan.mpp} µm/px) is finer than "
+                f"{cat.scales[plan.scale_id].magnification}x ({plan.mpp} µm/px) is finer than "
                 f"the slide's level 0 ({run.mpp0:.4g} µm/px): tasks "
-                f"{', '.join(tissue(t).name for t in plan.tasks)} read upsampled from level 0"
+                f"{', '.join(cat.tissue(t).name for t in plan.tasks)} read upsampled from level 0"
             )
 
 
@@ -152,7 +157,7 @@ def find_tissue(run: SlideRun) -> TissueStage:
 def infer_scale(run: SlideRun, plan: ScalePlan, found: TissueStage) -> ScaleStage:
     """Every tissue tile of one scale through the predictor into the work store."""
     inference, settings = run.model.inference, run.settings
-    name = f"{scales()[plan.scale_id].magnification}x"
+    name = f"{run.catalogue.scales[plan.scale_id].magnification}x"
     loop = TileLoop(settings.batch_size, settings.workers, settings.tile_order_seed)
     needs = _needs_tile(found.work, found.downsample)
     with run.timed(f"inference_{name}"):
@@ -185,7 +190,7 @@ def merge_scales(run: SlideRun, found: TissueStage, stages: Sequence[ScaleStage]
 def trace_objects(run: SlideRun, assembly: Assembly, spool: ObjectSpool) -> ClassTally:
     """Objects traced one at a time into the on-disk spool; only per-class tallies stay in
     memory, never a whole slide's polygons."""
-    tally = ClassTally()
+    tally = ClassTally(run.catalogue)
     with run.timed("objects"):
         for obj in iter_objects(assembly, run.mpp0):
             spool.append(obj)
@@ -204,8 +209,9 @@ def write_result_files(
     )
     with run.timed("outputs"):
         write_outputs(
-            run.folder, objects, labels, mpp=run.mpp0, object_type=run.settings.object_type
-        )
+            run.folder, objects, labels, mpp=run.mpp0, object_type=run.settings.object_type,
+            catalogue=run.catalogue,
+        )  # fmt: skip
 
 
 def _needs_tile(work: np.ndarray, downsample: float):

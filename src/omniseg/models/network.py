@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from omniseg.catalogue import Catalogue, default_catalogue
+from omniseg.errors import OmnisegError
 from omniseg.models.blocks import make_stage, norm_relu_conv1x1
 from omniseg.models.config import InferenceSettings, ModelConfig
 from omniseg.models.heads import (
@@ -29,10 +31,23 @@ class OmniSeg(nn.Module):
     channel 1 is the foreground probability of each sample's task.
     """
 
-    def __init__(self, config: ModelConfig, inference: InferenceSettings | None = None) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        inference: InferenceSettings | None = None,
+        catalogue: Catalogue | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
         self.inference = inference or InferenceSettings()
+        # The classes this model was trained on (names, colours, scales): saved in and read back
+        # from its config.json, so its outputs carry its own names.
+        self.catalogue = catalogue or default_catalogue()
+        if len(self.catalogue.tissues) != config.num_tasks:
+            raise OmnisegError(
+                f"the tissue catalogue lists {len(self.catalogue.tissues)} tissues but the model "
+                f"has {config.num_tasks} tasks"
+            )
         c = config
         if c.encoder == "resunet":
             bottleneck = self._build_resunet(c)

@@ -12,7 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from omniseg.atomic import atomic_folder
-from omniseg.catalogue import default_catalogue
+from omniseg.catalogue import catalogue_from_dict, default_catalogue
 from omniseg.errors import OmnisegError
 from omniseg.models.config import InferenceSettings, ModelConfig
 from omniseg.models.network import OmniSeg
@@ -56,7 +56,7 @@ def save_pretrained(
             "architecture": model.config.architecture,
             "model": model.config.to_dict(),
             "inference": model.inference.to_dict(),
-            "catalogue": default_catalogue().to_dict(),
+            "catalogue": getattr(model, "catalogue", default_catalogue()).to_dict(),
             "storage_dtype": str(storage_dtype).removeprefix("torch."),
             "omniseg_version": __version__,
             "sha256": sha256_of(tmp / WEIGHTS_NAME),
@@ -130,11 +130,13 @@ def load_pretrained(
     try:
         config = ModelConfig.from_dict(raw["model"])
         inference = InferenceSettings.from_dict(raw.get("inference", {}))
+        saved = raw.get("catalogue")
+        catalogue = catalogue_from_dict(saved) if saved is not None else default_catalogue()
+        model = OmniSeg(config, inference, catalogue)
     except OmnisegError as exc:
         raise OmnisegError(f"{directory / CONFIG_NAME}: {exc}") from exc
     except (KeyError, TypeError, ValueError) as exc:
         raise OmnisegError(f"{directory / CONFIG_NAME}: invalid model section ({exc!r})") from exc
-    model = OmniSeg(config, inference)
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as exc:
