@@ -26,8 +26,8 @@ def load_segment_model(
     """
     folder = require_model_dir(weights)
     torch_device = resolve_device(device)
-    resolve_precision(precision, torch_device)  # emulated bf16 is refused, as in evaluate
+    chosen = resolve_precision(precision, torch_device)  # emulated bf16 refused, as in evaluate
     model = load_pretrained(folder, device=torch_device, verify=verify)
-    if precision == "bf16":
+    if chosen == "bf16":
         model = model.to(memory_format=torch.channels_last)
     return model, ModelSource(str(Path(folder).resolve()), sha256_of(Path(folder) / WEIGHTS_NAME))

@@ -50,7 +50,7 @@ from omniseg.io import open_slide, plan_level, target_shape
 from omniseg.io.base import SlideInfo
 from omniseg.io.roi import load_roi
 from omniseg.locks import folder_lock
-from omniseg.runtime import TorchPredictor
+from omniseg.runtime import Predictor, TorchPredictor
 from omniseg.runtime.memory import tune_allocator
 from omniseg.runtime.predictor import SegmentModel
 
@@ -97,9 +97,12 @@ def plan_scales(
     return plans
 
 
-def _work_key(settings: SegmentSettings, model, source: ModelSource | None) -> dict:
+def _work_key(
+    settings: SegmentSettings, model, source: ModelSource | None, predictor: Predictor
+) -> dict:
     return {
         **settings.work_key(),
+        "precision": predictor.precision,  # what ``auto`` resolved to on this machine
         "inference": model.inference.to_dict(),
         "weights_sha256": source.sha256 if source else None,
     }
@@ -120,6 +123,7 @@ def segment_slide(
     """
     slide = Path(path)
     check_tiling(model.inference.tile_size, model.inference.tile_overlap)
+    predictor = TorchPredictor(model, settings.precision)  # refuses emulated bf16 up front
     tune_allocator()
     started = time.perf_counter()
     reader = open_slide(slide, mpp=settings.mpp, magnification=settings.magnification)
@@ -146,12 +150,12 @@ def segment_slide(
                 return SlideResult(slide, folder, summary, skipped=True)
             store = WorkStore(
                 work_folder / WORK_NAME,
-                _work_key(settings, model, model_source),
+                _work_key(settings, model, model_source, predictor),
                 resume=settings.resume,
             )
             run = SlideRun(
-                slide, reader, work_folder, settings, model, TorchPredictor(model, settings.precision),
-                model_source, roi, plans, store, timings={"open": time.perf_counter() - started},
+                slide, reader, work_folder, settings, model, predictor, model_source, roi,
+                plans, store, timings={"open": time.perf_counter() - started},
             )  # fmt: skip
             summary = _run(run)
             if staging is not None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from omniseg.catalogue import tissues
 from omniseg.errors import OmnisegError
-from omniseg.runtime.precision import PRECISIONS
+from omniseg.runtime.precision import AUTO, PRECISIONS
 
 OBJECT_TYPES = ("annotation", "detection")
 
@@ -23,7 +23,7 @@ class SegmentSettings:
     roi: Path | None = None
     device: str = "auto"
     batch_size: int = 4
-    precision: str = "fp32"
+    precision: str = "auto"  # bf16 where native (AVX512-BF16/AMX CPU, GPU), else fp32
     workers: int = 2  # background reader threads (0 = read in the main thread)
     object_type: str = "annotation"
     resume: bool = False
@@ -44,8 +44,10 @@ class SegmentSettings:
             raise OmnisegError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.workers < 0:
             raise OmnisegError(f"--workers must be >= 0, got {self.workers}")
-        if self.precision not in PRECISIONS:
-            raise OmnisegError(f"--precision {self.precision}: valid: {', '.join(PRECISIONS)}")
+        if self.precision not in (*PRECISIONS, AUTO):
+            raise OmnisegError(
+                f"--precision {self.precision}: valid: {', '.join((*PRECISIONS, AUTO))}"
+            )
         if self.object_type not in OBJECT_TYPES:
             raise OmnisegError(
                 f"--object-type {self.object_type}: valid: {', '.join(OBJECT_TYPES)}"

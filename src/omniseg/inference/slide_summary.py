@@ -38,6 +38,7 @@ class SlideSummary:
     parameters: dict
     warnings: list[str]
     model: dict
+    runtime: dict  # backend, precision chosen (and asked for), device, the CPU that decided
     omniseg_version: str
     timings_s: dict[str, float]
     outputs: list[str]
@@ -74,6 +75,7 @@ class SlideSummary:
                 "weights_sha256": source.sha256 if source else None,
                 **run.model.inference.to_dict(),
             },
+            runtime=runtime_record(run),
             omniseg_version=__version__,
             timings_s={k: round(v, 3) for k, v in timings.items()},
             outputs=list(OUTPUT_NAMES),
@@ -81,6 +83,22 @@ class SlideSummary:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def runtime_record(run: SlideRun) -> dict:
+    import torch
+
+    from omniseg.runtime.cpu import cpu_capabilities
+
+    predictor = run.predictor
+    return {
+        "backend": getattr(predictor, "backend", type(predictor).__name__),
+        "precision": predictor.precision,
+        "precision_requested": run.settings.precision,
+        "device": str(predictor.device),
+        "torch": torch.__version__,
+        "cpu": cpu_capabilities(),
+    }
 
 
 def _scale_row(plan: ScalePlan, catalogue: Catalogue) -> dict:

@@ -31,29 +31,37 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
+def auto_precision(device: torch.device, *, cpu_bf16: bool = True) -> str:
+    """What ``auto`` means here: bf16 where it runs natively (a CUDA GPU with bf16, or, with
+    ``cpu_bf16``, a CPU with AVX512-BF16/AMX), fp32 elsewhere."""
+    if device.type == "cpu" and not cpu_bf16:
+        return "fp32"
+    return "bf16" if device.type in ("cpu", "cuda") and native_bf16(device) else "fp32"
+
+
 def resolve_precision(
     name: str,
     device: torch.device,
     *,
-    allow_auto: bool = False,
     allow_emulated: bool = False,
+    cpu_auto_bf16: bool = True,
     option: str = "--precision",
 ) -> str:
-    """'fp32' or 'bf16' for this device.
+    """'fp32' or 'bf16' for this device; ``auto`` per :func:`auto_precision`.
 
-    ``auto`` (where allowed) is bf16 on a CUDA GPU with bf16 support, else fp32. Emulated bf16
-    is an error unless ``allow_emulated`` (then a warning).
+    Emulated bf16 is an error unless ``allow_emulated`` (then a warning). Training passes
+    ``cpu_auto_bf16=False``: its ``auto`` keeps fp32 on every CPU.
     """
-    choices = (*PRECISIONS, AUTO) if allow_auto else PRECISIONS
+    choices = (*PRECISIONS, AUTO)
     if name not in choices:
         raise OmnisegError(f"{option} {name}: unknown; valid: {', '.join(choices)}")
     if name == AUTO:
-        return "bf16" if device.type == "cuda" and native_bf16(device) else "fp32"
+        return auto_precision(device, cpu_bf16=cpu_auto_bf16)
     if name == "bf16" and not native_bf16(device):
         message = (
             f"{option} bf16: this {device.type} device has no native bf16 support (needs "
             "AVX512-BF16/AMX on CPU, or a GPU), so bf16 is emulated and many times slower; "
-            f"use {option} fp32"
+            f"use {option} fp32 or auto"
         )
         if not allow_emulated:
             raise OmnisegError(message)

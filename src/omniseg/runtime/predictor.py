@@ -57,6 +57,7 @@ class SegmentModel(Protocol):
 class Predictor(Protocol):
     """What ``segment`` and ``evaluate`` need from an inference backend."""
 
+    backend: str  # "torch", "onnxruntime", ... (recorded in summary.json)
     device: torch.device
     precision: str
 
@@ -132,6 +133,8 @@ class TorchPredictor:
     """A torch model on its own device. ``bf16`` also runs the input channels_last (oneDNN's
     fast bf16 layout; the same maths). ``allow_emulated`` lets tests run bf16 on CPUs without
     native kernels (slow; never the default)."""
+
+    backend = "torch"
 
     def __init__(
         self, model: SegmentModel, precision: str = "fp32", *, allow_emulated: bool = False

@@ -142,7 +142,7 @@ def train(
         try:
             has_state = distributed.broadcast_flag(info, has_state, device)
             precision = resolve_precision(
-                config.run.precision, device, allow_auto=True, allow_emulated=True
+                config.run.precision, device, allow_emulated=True, cpu_auto_bf16=False
             )
             with _terminate_as_interrupt():
                 run = Fit(config, run_dir, info, device, precision, records, model, has_state)

@@ -1,0 +1,54 @@
+"""Precision and machine facts are decided at run time, per machine, never assumed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from omniseg.errors import OmnisegError
+from omniseg.runtime.cpu import CPU_FLAGS, cpu_capabilities
+from omniseg.runtime.precision import resolve_precision
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_picks_bf16_only_where_it_is_native(monkeypatch, native):
+    monkeypatch.setattr("omniseg.runtime.precision.native_bf16", lambda device: native)
+    assert resolve_precision("auto", CPU) == ("bf16" if native else "fp32")
+    assert resolve_precision("auto", CPU, cpu_auto_bf16=False) == "fp32"  # training's rule
+    assert resolve_precision("fp32", CPU) == "fp32"
+    if native:
+        assert resolve_precision("bf16", CPU) == "bf16"
+    else:
+        with pytest.raises(OmnisegError, match="emulated"):
+            resolve_precision("bf16", CPU)
+        with pytest.warns(UserWarning, match="emulated"):
+            assert resolve_precision("bf16", CPU, allow_emulated=True) == "bf16"
+
+
+def test_unknown_precision_names_the_choices():
+    with pytest.raises(OmnisegError, match="fp32, bf16, auto"):
+        resolve_precision("fp16", CPU)
+
+
+def test_cpu_capabilities_report_every_flag_that_decides_kernels():
+    caps = cpu_capabilities()
+    assert set(CPU_FLAGS) <= set(caps) and all(isinstance(caps[f], bool) for f in CPU_FLAGS)
+    assert caps["threads"] == torch.get_num_threads() and caps["model"]
+
+
+def test_segment_records_the_precision_it_chose_and_why(tmp_path, monkeypatch):
+    from omniseg.data.synthetic import synthetic_tissue, write_tiff
+    from omniseg.inference import SegmentSettings, segment_slide
+    from omniseg.models import InferenceSettings
+    from omniseg.testing import PointwiseModel
+
+    monkeypatch.setattr("omniseg.runtime.precision.native_bf16", lambda device: False)
+    slide = write_tiff(tmp_path / "s.tif", synthetic_tissue(96, 128), 0.25)
+    model = PointwiseModel(InferenceSettings(tile_size=64, tile_overlap=16))
+    result = segment_slide(slide, tmp_path / "out", SegmentSettings(progress=False), model)
+    runtime = result.summary["runtime"]
+    assert runtime["precision_requested"] == "auto" and runtime["precision"] == "fp32"
+    assert runtime["backend"] == "torch" and runtime["device"] == "cpu"
+    assert set(CPU_FLAGS) <= set(runtime["cpu"])
