@@ -68,6 +68,25 @@ def convert_checkpoint(
     typer.echo(f"wrote {path}")
 
 
+@app.command("export-onnx")
+def export_onnx_command(
+    model_dir: Annotated[Path, typer.Argument(help="Model folder (config.json + weights).")],
+    out: Annotated[Path, typer.Argument(help="ONNX file to write.")],
+    allow_unverified: Annotated[
+        bool, typer.Option("--allow-unverified", help="Load a folder without a recorded SHA-256.")
+    ] = False,
+):
+    """Export backbone + controller + dynamic head to ONNX (dynamic batch, size and task count).
+
+    Inputs: images (N, 3, H, W) float in [0, 1] with H, W multiples of the model's size divisor,
+    task_ids and scale_ids (N, T) int64; output: logits (N, T, 2, H, W)."""
+    from omniseg.models import load_pretrained
+    from omniseg.runtime.onnx_backend import export_onnx
+
+    model = load_pretrained(model_dir, verify=not allow_unverified)
+    typer.echo(f"wrote {export_onnx(model, out)}")
+
+
 def _register_stage_commands() -> None:
     from omniseg.cli import evaluate_cmd, segment_cmd, train_cmd
 

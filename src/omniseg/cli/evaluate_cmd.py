@@ -10,6 +10,7 @@ import typer
 from omniseg.cli.options import (
     AllowOutsideOption,
     AllowUnverifiedOption,
+    BackendOption,
     BatchOption,
     DeviceOption,
     PrecisionOption,
@@ -131,6 +132,7 @@ def register(app: typer.Typer) -> None:
         device: DeviceOption = None,
         batch_size: BatchOption = None,
         precision: PrecisionOption = None,
+        backend: BackendOption = None,
         bootstrap: Annotated[
             int,
             typer.Option(
@@ -155,7 +157,7 @@ def register(app: typer.Typer) -> None:
             allow_unverified=allow_unverified,
             allow_outside_paths=allow_outside_paths,
             bootstrap=bootstrap,
-            **given(device=device, batch_size=batch_size, precision=precision),
+            **given(device=device, batch_size=batch_size, precision=precision, backend=backend),
         )
         print_summary(result.summary, result.weights)
         for path in (json_out, csv_out):

@@ -47,6 +47,14 @@ BatchOption = Annotated[
 WorkersOption = Annotated[
     int | None, typer.Option("--workers", help="Background reader threads [default: 2].")
 ]
+BackendOption = Annotated[
+    str | None,
+    typer.Option(
+        "--backend",
+        help="torch, or onnxruntime (CPU fp32, exported once and cached beside the model) "
+        "[default: torch].",
+    ),
+]
 QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 
 

@@ -9,6 +9,7 @@ import typer
 
 from omniseg.cli.options import (
     AllowUnverifiedOption,
+    BackendOption,
     BatchOption,
     DeviceOption,
     PrecisionOption,
@@ -71,6 +72,7 @@ def register(app: typer.Typer) -> None:
         device: DeviceOption = None,
         batch_size: BatchOption = None,
         precision: PrecisionOption = None,
+        backend: BackendOption = None,
         workers: WorkersOption = None,
         object_type: Annotated[
             str, typer.Option("--object-type", help="GeoJSON objectType: annotation or detection.")
@@ -114,7 +116,13 @@ def register(app: typer.Typer) -> None:
             overwrite=overwrite,
             keep_intermediate=keep_intermediate,
             progress=not quiet,
-            **given(device=device, batch_size=batch_size, precision=precision, workers=workers),
+            **given(
+                device=device,
+                batch_size=batch_size,
+                precision=precision,
+                workers=workers,
+                backend=backend,
+            ),
             **margin,
         )
         model, source = load_segment_model(
@@ -136,6 +144,7 @@ def register(app: typer.Typer) -> None:
         device: DeviceOption = None,
         batch_size: BatchOption = None,
         precision: PrecisionOption = None,
+        backend: BackendOption = None,
         workers: WorkersOption = None,
         resume: Annotated[
             bool, typer.Option("--resume", help="Continue an interrupted demo.")
@@ -154,7 +163,13 @@ def register(app: typer.Typer) -> None:
             resume=resume,
             overwrite=overwrite,
             progress=not quiet,
-            **given(device=device, batch_size=batch_size, precision=precision, workers=workers),
+            **given(
+                device=device,
+                batch_size=batch_size,
+                precision=precision,
+                workers=workers,
+                backend=backend,
+            ),
         )
         model, source = load_segment_model(
             weights, settings.device, settings.precision, verify=not allow_unverified

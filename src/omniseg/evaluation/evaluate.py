@@ -14,9 +14,10 @@ from omniseg.atomic import atomic_path
 from omniseg.data import PatchRecord, discover_patches, select_split
 from omniseg.errors import OmnisegError
 from omniseg.models import OmniSeg
-from omniseg.runtime import TorchPredictor, resolve_device, resolve_precision
+from omniseg.runtime import Predictor, TorchPredictor, resolve_device, resolve_precision
+from omniseg.runtime.backends import BACKENDS, make_predictor
 from omniseg.runtime.memory import tune_allocator
-from omniseg.runtime.precision import PRECISIONS
+from omniseg.runtime.precision import AUTO, PRECISIONS
 from omniseg.scoring.records import ThresholdsLike, score_records
 
 CSV_COLUMNS = (
@@ -92,6 +93,7 @@ def evaluate_records(
     progress: bool = False,
     split: str | None = None,
     bootstrap: int = 0,
+    predictor: Predictor | None = None,
 ) -> EvaluationResult:
     """Predict and score every record (``split`` selects and labels a subset; None = all).
 
@@ -101,7 +103,7 @@ def evaluate_records(
     """
     _check_bootstrap(bootstrap)
     per_image, summary = score_records(
-        TorchPredictor(model, precision),
+        predictor or TorchPredictor(model, precision),
         model.inference,
         records,
         tta=tta,
@@ -131,6 +133,7 @@ def evaluate_path(
     device: str = "auto",
     batch_size: int = 4,
     precision: str = "fp32",
+    backend: str = "torch",
     thresholds: ThresholdsLike = None,
     json_path: str | os.PathLike | None = None,
     csv_path: str | os.PathLike | None = None,
@@ -154,8 +157,11 @@ def evaluate_path(
         records = select_split(found, split)
     except OmnisegError as exc:
         raise OmnisegError(f"{data}: --split {split}: {exc}") from exc
-    if precision not in PRECISIONS:  # spelled out before the model loads: fails in seconds
-        raise OmnisegError(f"--precision {precision}: unknown; valid: {', '.join(PRECISIONS)}")
+    choices = (*PRECISIONS, AUTO)  # checked before the model loads: mistakes fail in seconds
+    if precision not in choices:
+        raise OmnisegError(f"--precision {precision}: unknown; valid: {', '.join(choices)}")
+    if backend not in BACKENDS:
+        raise OmnisegError(f"--backend {backend}: unknown; valid: {', '.join(BACKENDS)}")
     if batch_size < 1:
         raise OmnisegError(f"--batch-size {batch_size}: must be at least 1")
     _check_bootstrap(bootstrap)
@@ -167,6 +173,8 @@ def evaluate_path(
     model_dir = require_model_dir(weights)
     label = str(weights) if weights is not None else f"bundled:{model_dir.name}"
     model = load_pretrained(model_dir, device=torch_device, verify=not allow_unverified)
+    sha256 = sha256_of(model_dir / WEIGHTS_NAME)
+    predictor = make_predictor(model, backend, precision, model_dir=model_dir, sha256=sha256)
     result = evaluate_records(
         model,
         records,
@@ -177,12 +185,10 @@ def evaluate_path(
         progress=progress,
         split=split,
         bootstrap=bootstrap,
+        predictor=predictor,
     )
-    result = replace(
-        result,
-        weights=label,
-        weights_sha256=sha256_of(model_dir / WEIGHTS_NAME),
-    )
+    result = replace(result, weights=label, weights_sha256=sha256)
+    result.summary["backend"] = predictor.backend
     if json_path is not None:
         result.to_json(json_path)
     if csv_path is not None:

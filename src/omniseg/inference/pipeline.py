@@ -50,7 +50,8 @@ from omniseg.io import open_slide, plan_level, target_shape
 from omniseg.io.base import SlideInfo
 from omniseg.io.roi import load_roi
 from omniseg.locks import folder_lock
-from omniseg.runtime import Predictor, TorchPredictor
+from omniseg.runtime import Predictor
+from omniseg.runtime.backends import make_predictor
 from omniseg.runtime.memory import tune_allocator
 from omniseg.runtime.predictor import SegmentModel
 
@@ -123,7 +124,11 @@ def segment_slide(
     """
     slide = Path(path)
     check_tiling(model.inference.tile_size, model.inference.tile_overlap)
-    predictor = TorchPredictor(model, settings.precision)  # refuses emulated bf16 up front
+    predictor = make_predictor(  # refuses emulated bf16 or a missing runtime up front
+        model, settings.backend, settings.precision,
+        model_dir=model_source.path if model_source else None,
+        sha256=model_source.sha256 if model_source else None,
+    )  # fmt: skip
     tune_allocator()
     started = time.perf_counter()
     reader = open_slide(slide, mpp=settings.mpp, magnification=settings.magnification)

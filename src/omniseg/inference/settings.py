@@ -8,6 +8,7 @@ from pathlib import Path
 
 from omniseg.catalogue import tissues
 from omniseg.errors import OmnisegError
+from omniseg.runtime.backends import BACKENDS
 from omniseg.runtime.precision import AUTO, PRECISIONS
 
 OBJECT_TYPES = ("annotation", "detection")
@@ -24,6 +25,7 @@ class SegmentSettings:
     device: str = "auto"
     batch_size: int = 4
     precision: str = "auto"  # bf16 where native (AVX512-BF16/AMX CPU, GPU), else fp32
+    backend: str = "torch"  # or "onnxruntime" (CPU, fp32; ~2x faster on an AVX2 CPU)
     workers: int = 2  # background reader threads (0 = read in the main thread)
     object_type: str = "annotation"
     resume: bool = False
@@ -48,6 +50,8 @@ class SegmentSettings:
             raise OmnisegError(
                 f"--precision {self.precision}: valid: {', '.join((*PRECISIONS, AUTO))}"
             )
+        if self.backend not in BACKENDS:
+            raise OmnisegError(f"--backend {self.backend}: valid: {', '.join(BACKENDS)}")
         if self.object_type not in OBJECT_TYPES:
             raise OmnisegError(
                 f"--object-type {self.object_type}: valid: {', '.join(OBJECT_TYPES)}"
@@ -80,6 +84,7 @@ class SegmentSettings:
             "magnification",
             "roi",
             "precision",
+            "backend",
             "merge_chunk",
             "thumbnail_side",
             "tissue_margin_um",

@@ -129,7 +129,71 @@ def inference_mode_of(model: torch.nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-class TorchPredictor:
+class PaddedPredictor:
+    """What every backend shares: pad to the size divisor, run the dihedral TTA views, undo them,
+    average foreground probabilities, crop back. A backend supplies the logits of a padded
+    (N, 3, H, W) float32 batch: ``_task_logits`` (every image, the same T tasks, one backbone
+    pass) -> (N, T, 2, H, W) and ``_sample_logits`` (each image its own task and scale) ->
+    (N, 2, H, W)."""
+
+    backend = "abstract"
+    device: torch.device
+    precision: str
+    size_divisor: int
+    in_channels: int = 3
+
+    def _task_logits(self, x: Tensor, tasks: list[int], scale_ids: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _sample_logits(self, x: Tensor, task_ids: Tensor, scale_ids: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _context(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+    def predict_tasks(
+        self, images: Tensor, tasks: Sequence[int], scale_id: int, *, tta: bool
+    ) -> Tensor:
+        scale_ids = torch.full((images.shape[0],), int(scale_id), dtype=torch.long)
+        task_list = [int(t) for t in tasks]
+        return self._run(images, lambda x: self._task_logits(x, task_list, scale_ids), tta)
+
+    def predict_probability(
+        self,
+        images: Tensor,
+        task_ids: Tensor | Sequence[int] | int,
+        scale_ids: Tensor | Sequence[int] | int,
+        *,
+        tta: bool,
+    ) -> Tensor:
+        n = images.shape[0]
+        tasks = torch.as_tensor(task_ids, dtype=torch.long).reshape(-1).expand(n)
+        scales = torch.as_tensor(scale_ids, dtype=torch.long).reshape(-1).expand(n)
+        logits = lambda x: self._sample_logits(x, tasks, scales)[:, None]  # noqa: E731
+        return self._run(images, logits, tta)[:, 0]
+
+    def _run(self, images: Tensor, logits: Callable[[Tensor], Tensor], tta: bool) -> Tensor:
+        """Pad -> (each dihedral view: logits -> probability -> undo) -> mean -> crop."""
+        if images.ndim != 4 or images.shape[1] != self.in_channels:
+            raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
+        if not images.is_floating_point():
+            raise ValueError("expected float images in [0, 1]; convert uint8 with image_to_tensor")
+        h, w = images.shape[-2:]
+        x = images.to(device=self.device, dtype=torch.float32)
+        x = reflect_pad(x, -h % self.size_divisor, -w % self.size_divisor)
+        if self.precision == "bf16":
+            x = x.contiguous(memory_format=torch.channels_last)
+        transforms = dihedral_transforms(tta)
+        total = None
+        with self._context():
+            for k, flip in transforms:
+                prob = foreground_probability(logits(_dihedral(x, k, flip)))
+                prob = _undo_dihedral(prob, k, flip)
+                total = prob if total is None else total + prob
+        return (total / len(transforms))[..., :h, :w].float().contiguous()
+
+
+class TorchPredictor(PaddedPredictor):
     """A torch model on its own device. ``bf16`` also runs the input channels_last (oneDNN's
     fast bf16 layout; the same maths). ``allow_emulated`` lets tests run bf16 on CPUs without
     native kernels (slow; never the default)."""
@@ -142,43 +206,20 @@ class TorchPredictor:
         self.model = model
         self.device = model_device(model)
         self.precision = resolve_precision(precision, self.device, allow_emulated=allow_emulated)
+        self.size_divisor = model.config.size_divisor
+        self.in_channels = model.config.in_channels
 
-    def predict_tasks(
-        self, images: Tensor, tasks: Sequence[int], scale_id: int, *, tta: bool
-    ) -> Tensor:
-        return self._run(images, lambda x: self.model.predict_tasks(x, list(tasks), scale_id), tta)
+    def _context(self) -> contextlib.AbstractContextManager:
+        stack = contextlib.ExitStack()
+        stack.enter_context(inference_mode_of(self.model))
+        stack.enter_context(autocast(self.device, self.precision))
+        return stack
 
-    def predict_probability(
-        self,
-        images: Tensor,
-        task_ids: Tensor | Sequence[int] | int,
-        scale_ids: Tensor | Sequence[int] | int,
-        *,
-        tta: bool,
-    ) -> Tensor:
-        return self._run(images, lambda x: self.model(x, task_ids, scale_ids), tta)[:, 0]
+    def _task_logits(self, x: Tensor, tasks: list[int], scale_ids: Tensor) -> Tensor:
+        return self.model.predict_tasks(x, tasks, scale_ids)
 
-    def _run(self, images: Tensor, forward: Callable[[Tensor], Tensor], tta: bool) -> Tensor:
-        """Pad -> (each dihedral view: forward -> probability -> undo) -> mean -> crop.
-        ``forward`` returns logits (N, T, 2, H, W) or (N, 2, H, W); the result is (N, T, H, W)."""
-        config = self.model.config
-        if images.ndim != 4 or images.shape[1] != config.in_channels:
-            raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
-        if not images.is_floating_point():
-            raise ValueError("expected float images in [0, 1]; convert uint8 with image_to_tensor")
-        h, w = images.shape[-2:]
-        x = images.to(device=self.device, dtype=torch.float32)
-        x = reflect_pad(x, -h % config.size_divisor, -w % config.size_divisor)
-        if self.precision == "bf16":
-            x = x.contiguous(memory_format=torch.channels_last)
-        transforms = dihedral_transforms(tta)
-        total = None
-        with inference_mode_of(self.model), autocast(self.device, self.precision):
-            for k, flip in transforms:
-                prob = foreground_probability(forward(_dihedral(x, k, flip)))
-                prob = _undo_dihedral(prob if prob.ndim == 4 else prob[:, None], k, flip)
-                total = prob if total is None else total + prob
-        return (total / len(transforms))[..., :h, :w].float().contiguous()
+    def _sample_logits(self, x: Tensor, task_ids: Tensor, scale_ids: Tensor) -> Tensor:
+        return self.model(x, task_ids, scale_ids)
 
 
 def predict_probability(

@@ -1,0 +1,137 @@
+"""ONNX Runtime backend: the model exported once to ONNX (backbone + controller + dynamic head,
+dynamic batch, size and task count), cached beside the model, run by ONNX Runtime's CPU kernels.
+
+On a 2-core AVX2 CPU a 4 x 512² batch of the bundled model took 1.38 s in ONNX Runtime fp32
+against 3.20 s in torch fp32 + channels_last (``benchmarks/run.py``). The exported graph is the
+same maths: logits agree with torch to ~1e-5.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from omniseg.atomic import atomic_path
+from omniseg.errors import OmnisegError
+from omniseg.models import OmniSeg
+from omniseg.models.heads import apply_dynamic_head
+from omniseg.runtime.predictor import PaddedPredictor
+
+OPSET = 17
+EXPORT_SIDE = 64  # px of the example input; every axis but the channels is dynamic
+CACHE_DIR_NAME = ".onnx-cache"
+INPUTS = ("images", "task_ids", "scale_ids")
+
+
+def require_onnxruntime():
+    try:
+        import onnx  # noqa: F401 - the exporter needs it
+        import onnxruntime
+    except ImportError as exc:
+        raise OmnisegError(
+            "--backend onnxruntime needs the onnxruntime package; install it with "
+            "pip install 'omniseg[onnx]' (or use --backend torch)"
+        ) from exc
+    return onnxruntime
+
+
+class _ExportGraph(nn.Module):
+    """(images, task_ids (N, T), scale_ids (N, T)) -> (N, T, 2, H, W) logits."""
+
+    def __init__(self, model: OmniSeg) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor, task_ids: Tensor, scale_ids: Tensor) -> Tensor:
+        features, gap = self.model.encode(images)
+        params = self.model.head_params(gap, task_ids, scale_ids)
+        return apply_dynamic_head(features, params.to(features.dtype), self.model.config.head)
+
+
+def export_onnx(model: OmniSeg, path: str | os.PathLike) -> Path:
+    """Write ``model`` as one ONNX graph (fp32, opset 17), atomically."""
+    require_onnxruntime()
+    graph = _ExportGraph(model.float().eval().to(memory_format=torch.contiguous_format)).cpu()
+    side = max(EXPORT_SIDE, model.config.size_divisor)
+    example = (
+        torch.rand(1, model.config.in_channels, side, side),
+        torch.zeros(1, 1, dtype=torch.long),
+        torch.zeros(1, 1, dtype=torch.long),
+    )
+    dynamic = {
+        "images": {0: "n", 2: "h", 3: "w"},
+        "task_ids": {0: "n", 1: "t"},
+        "scale_ids": {0: "n", 1: "t"},
+        "logits": {0: "n", 1: "t", 3: "h", 4: "w"},
+    }
+    with atomic_path(path) as temp, warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(
+            graph, example, str(temp), dynamo=False, opset_version=OPSET, input_names=list(INPUTS),
+            output_names=["logits"], dynamic_axes=dynamic,
+        )  # fmt: skip
+    return Path(path)
+
+
+def cached_onnx(model: OmniSeg, model_dir: Path | None, sha256: str | None) -> Path:
+    """The model's ONNX file, exported once and reused: beside the model folder when it is
+    writable (``.onnx-cache/``), else in the user's cache; keyed by the weights' SHA-256 and the
+    torch and ONNX Runtime versions, so new weights or runtimes export again."""
+    ort = require_onnxruntime()
+    key = f"{(sha256 or 'unverified')[:16]}-torch{torch.__version__}-ort{ort.__version__}.onnx"
+    for folder in _cache_dirs(model_dir):
+        path = folder / key
+        if path.is_file():
+            return path
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            return export_onnx(model, path)
+        except OSError:
+            continue  # read-only (an installed package): try the next place
+    raise OmnisegError(f"no writable place to cache the ONNX export of {model_dir}")
+
+
+def _cache_dirs(model_dir: Path | None) -> list[Path]:
+    user = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "omniseg" / "onnx"
+    places = [model_dir / CACHE_DIR_NAME] if model_dir is not None else []
+    return [*places, user, Path(tempfile.gettempdir()) / "omniseg-onnx"]
+
+
+class OnnxPredictor(PaddedPredictor):
+    """ONNX Runtime on the CPU (fp32). Same padding, TTA and crop as the torch predictor."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, model: OmniSeg, onnx_path: str | os.PathLike, threads: int = 0) -> None:
+        ort = require_onnxruntime()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            str(onnx_path), options, providers=["CPUExecutionProvider"]
+        )
+        self.device = torch.device("cpu")
+        self.precision = "fp32"
+        self.size_divisor = model.config.size_divisor
+        self.in_channels = model.config.in_channels
+
+    def _run_graph(self, x: Tensor, task_ids: Tensor, scale_ids: Tensor) -> Tensor:
+        feed = {
+            "images": np.ascontiguousarray(x.numpy(), dtype=np.float32),
+            "task_ids": task_ids.numpy().astype(np.int64),
+            "scale_ids": scale_ids.numpy().astype(np.int64),
+        }
+        return torch.from_numpy(self.session.run(None, feed)[0])
+
+    def _task_logits(self, x: Tensor, tasks: list[int], scale_ids: Tensor) -> Tensor:
+        task_ids = torch.as_tensor(tasks, dtype=torch.long).expand(x.shape[0], -1)
+        return self._run_graph(x, task_ids, scale_ids[:, None].expand_as(task_ids))
+
+    def _sample_logits(self, x: Tensor, task_ids: Tensor, scale_ids: Tensor) -> Tensor:
+        return self._run_graph(x, task_ids[:, None], scale_ids[:, None])[:, 0]

@@ -1,0 +1,124 @@
+"""The ONNX Runtime backend predicts what torch predicts, exports once, and says what it needs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from omniseg.errors import OmnisegError
+from omniseg.models import InferenceSettings, create_model, save_pretrained
+from omniseg.runtime import TorchPredictor
+from omniseg.runtime.backends import make_predictor
+
+pytest.importorskip("onnxruntime")  # a dev dependency; the [onnx] extra for users
+TOLERANCE = 1e-4  # probability; measured ~1e-6 on the tiny models
+
+
+@pytest.fixture(scope="module", params=["omniseg-tiny", "omniseg-lite0-tiny"])
+def model_dir(request, tmp_path_factory):
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("m") / request.param
+    save_pretrained(create_model(request.param), folder)
+    return folder
+
+
+def _predictors(model_dir):
+    from omniseg.models import load_pretrained
+    from omniseg.models.pretrained import WEIGHTS_NAME, sha256_of
+
+    model = load_pretrained(model_dir)
+    sha = sha256_of(model_dir / WEIGHTS_NAME)
+    onnx = make_predictor(model, "onnxruntime", "fp32", model_dir=model_dir, sha256=sha)
+    return model, TorchPredictor(model, "fp32"), onnx
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_onnxruntime_agrees_with_torch_for_any_batch_size_and_tasks(model_dir, tta):
+    _, torch_pred, onnx_pred = _predictors(model_dir)
+    assert onnx_pred.backend == "onnxruntime" and onnx_pred.precision == "fp32"
+    x = torch.rand(3, 3, 70, 52)  # padded to the size divisor and cropped back
+    for tasks, scale in (([0, 1, 4], 1), ([5], 3), ([2, 3], 0)):
+        ours = onnx_pred.predict_tasks(x, tasks, scale, tta=tta)
+        ref = torch_pred.predict_tasks(x, tasks, scale, tta=tta)
+        assert ours.shape == ref.shape == (3, len(tasks), 70, 52)
+        assert float((ours - ref).abs().max()) < TOLERANCE
+    ours = onnx_pred.predict_probability(x[:2], [0, 5], [1, 3], tta=tta)
+    ref = torch_pred.predict_probability(x[:2], [0, 5], [1, 3], tta=tta)
+    assert float((ours - ref).abs().max()) < TOLERANCE
+
+
+def test_the_export_is_cached_beside_the_model_and_reused(model_dir):
+    _predictors(model_dir)
+    (cached,) = (model_dir / ".onnx-cache").iterdir()
+    stamp = cached.stat().st_mtime_ns
+    _predictors(model_dir)
+    assert [p.name for p in (model_dir / ".onnx-cache").iterdir()] == [cached.name]
+    assert cached.stat().st_mtime_ns == stamp  # not exported again
+    from omniseg.models.pretrained import WEIGHTS_NAME, sha256_of
+
+    assert cached.name.startswith(sha256_of(model_dir / WEIGHTS_NAME)[:16])  # keyed by weights
+    assert f"ort{__import__('onnxruntime').__version__}" in cached.name  # and by runtime
+
+
+def test_segment_with_onnxruntime_gives_the_torch_labels(tmp_path):
+    from omniseg.data.synthetic import synthetic_tissue, write_tiff
+    from omniseg.inference import ModelSource, SegmentSettings, segment_slide
+    from omniseg.models import load_pretrained
+    from omniseg.models.pretrained import WEIGHTS_NAME, sha256_of
+
+    torch.manual_seed(0)
+    save_pretrained(create_model("omniseg-tiny"), tmp_path / "m")
+    model = load_pretrained(tmp_path / "m")
+    model.inference = InferenceSettings(tile_size=64, tile_overlap=16)
+    source = ModelSource(str(tmp_path / "m"), sha256_of(tmp_path / "m" / WEIGHTS_NAME))
+    slide = write_tiff(tmp_path / "s.tif", synthetic_tissue(120, 150), 0.5)
+    labels = {}
+    for backend in ("torch", "onnxruntime"):
+        settings = SegmentSettings(progress=False, backend=backend, tissue_margin_um=None)
+        result = segment_slide(slide, tmp_path / backend, settings, model, model_source=source)
+        assert result.summary["runtime"]["backend"] == backend
+        import tifffile
+
+        labels[backend] = tifffile.imread(result.out_dir / "labels.ome.tif", level=0)
+    agree = float(np.mean(labels["torch"] == labels["onnxruntime"]))
+    assert agree > 0.999, agree  # only pixels within ~1e-6 of a threshold may differ
+
+
+def test_onnxruntime_refuses_bf16_and_unknown_backends(model_dir):
+    from omniseg.models import load_pretrained
+
+    model = load_pretrained(model_dir)
+    with pytest.raises(OmnisegError, match="fp32 only"):
+        make_predictor(model, "onnxruntime", "bf16", model_dir=model_dir)
+    with pytest.raises(OmnisegError, match="valid: torch, onnxruntime"):
+        make_predictor(model, "tensorrt")
+
+
+def test_a_missing_onnxruntime_is_one_clear_line(monkeypatch, tmp_path, capsys):
+    import sys
+
+    from omniseg.cli.main import main
+
+    save_pretrained(create_model("omniseg-tiny"), tmp_path / "m")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    assert main(["export-onnx", str(tmp_path / "m"), str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "pip install 'omniseg[onnx]'" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_onnx_writes_a_graph_onnxruntime_runs(model_dir, tmp_path):
+    import onnxruntime
+
+    from omniseg.cli.main import main
+
+    assert main(["export-onnx", str(model_dir), str(tmp_path / "m.onnx")]) == 0
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"))
+    feed = {
+        "images": np.random.default_rng(0).random((2, 3, 64, 96), dtype=np.float32),
+        "task_ids": np.array([[0, 1], [0, 1]], dtype=np.int64),
+        "scale_ids": np.ones((2, 2), dtype=np.int64),
+    }
+    (logits,) = session.run(None, feed)
+    assert logits.shape == (2, 2, 2, 64, 96)
