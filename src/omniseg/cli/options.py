@@ -51,8 +51,8 @@ BackendOption = Annotated[
     str | None,
     typer.Option(
         "--backend",
-        help="torch, or onnxruntime (CPU fp32, exported once and cached beside the model) "
-        "[default: torch].",
+        help="torch, onnxruntime or openvino (CPU fp32, from one ONNX export cached beside the "
+        "model) [default: torch].",
     ),
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]

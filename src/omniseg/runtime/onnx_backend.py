@@ -135,3 +135,47 @@ class OnnxPredictor(PaddedPredictor):
 
     def _sample_logits(self, x: Tensor, task_ids: Tensor, scale_ids: Tensor) -> Tensor:
         return self._run_graph(x, task_ids[:, None], scale_ids[:, None])[:, 0]
+
+
+def require_openvino():
+    try:
+        import openvino
+    except ImportError as exc:
+        raise OmnisegError(
+            "--backend openvino needs the openvino package; install it with "
+            "pip install 'omniseg[openvino]' (or use --backend torch)"
+        ) from exc
+    return openvino
+
+
+class OpenVinoPredictor(PaddedPredictor):
+    """OpenVINO on the CPU (fp32), compiled from the same cached ONNX export."""
+
+    backend = "openvino"
+
+    def __init__(self, model: OmniSeg, onnx_path: str | os.PathLike, threads: int = 0) -> None:
+        ov = require_openvino()
+        core = ov.Core()
+        config = {
+            "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "f32",  # never a silent bf16/f16 on capable CPUs
+        }
+        self.compiled = core.compile_model(core.read_model(str(onnx_path)), "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.device = torch.device("cpu")
+        self.precision = "fp32"
+        self.size_divisor = model.config.size_divisor
+        self.in_channels = model.config.in_channels
+
+    def _run_graph(self, x: Tensor, task_ids: Tensor, scale_ids: Tensor) -> Tensor:
+        feed = {
+            "images": np.ascontiguousarray(x.numpy(), dtype=np.float32),
+            "task_ids": task_ids.numpy().astype(np.int64),
+            "scale_ids": scale_ids.numpy().astype(np.int64),
+        }
+        result = self.request.infer(feed)
+        return torch.from_numpy(np.array(result[self.compiled.output(0)]))
+
+    _task_logits = OnnxPredictor._task_logits
+    _sample_logits = OnnxPredictor._sample_logits
