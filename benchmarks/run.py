@@ -179,6 +179,9 @@ def main() -> None:
     args = parser.parse_args()
     quick = args.quick
     started = time.perf_counter()
+    from omniseg.runtime.memory import tune_allocator
+
+    tune_allocator()  # as segment does: model-only and pipeline run with the same allocator
     model, folder, sha = load_model()
     result: dict = {"command": " ".join(sys.argv), "quick": quick, "machine": machine()}
     result["model"] = {"architecture": model.config.architecture, "weights_sha256": sha}
@@ -187,7 +190,7 @@ def main() -> None:
     result["model_only_tiles_per_s"] = {
         n: model_only(predictor_for(n, model, folder, sha), batch, repeats) for n in names
     }
-    sides = (1500, 3000) if quick else (4000, 8000)
+    sides = (1500, 3000) if quick else (3000, 6000)
     result["pipeline"] = {}
     with tempfile.TemporaryDirectory(prefix="omniseg-bench-") as tmp_name:
         tmp = Path(tmp_name)

@@ -114,20 +114,18 @@ def assemble(
     progress: str | None = None,
 ) -> Assembly:
     """Merged, component-labelled and size-filtered level-0 label map (in the work store)."""
-    thresholds, min_area_um2, mpp = spec.thresholds, spec.min_area_um2, spec.mpp
-    tile, overlap, chunk = spec.tile, spec.overlap, spec.chunk
-    roi, tissue, glass = gates.roi, gates.tissue, gates.glass
-    core_size(tile, overlap)
+    chunk = spec.chunk
+    core_size(spec.tile, spec.overlap)
     labels = store.fresh("labels", shape_hw, chunk, "uint8")
     ids = store.fresh("ids", shape_hw, chunk, "uint32")
-    cuts = {t: threshold_code(thr) for t, thr in enumerate(thresholds)}
+    cuts = {t: threshold_code(thr) for t, thr in enumerate(spec.thresholds)}
     labeller = ChunkLabeller(
         shape_hw[1],
         OBJECT_GROUPS,
-        min_area={group: min_area_um2[group] for group, _ in OBJECT_GROUPS},
-        pixel_area=mpp * mpp,
+        min_area={group: spec.min_area_um2[group] for group, _ in OBJECT_GROUPS},
+        pixel_area=spec.mpp * spec.mpp,
     )
-    roi_prepared = prepared.prep(roi) if roi is not None else None
+    roi_prepared = prepared.prep(gates.roi) if gates.roi is not None else None
     nonempty = set()
     windows = iter_chunk_windows(shape_hw, chunk)
     total = -(-shape_hw[0] // chunk) * -(-shape_hw[1] // chunk)
@@ -138,25 +136,8 @@ def assemble(
         if window.x == 0:
             labeller.start_row(window.y)
             release_free_memory()
-        codes = None
-        in_roi = roi_prepared is None or roi_prepared.intersects(
-            box(window.x, window.y, window.x1, window.y1)
-        )
-        on_tissue = tissue.window(window) if tissue is not None else None
-        if in_roi and (on_tissue is None or on_tissue.any()):  # no I/O for gated-out chunks
-            codes = _chunk_codes(sources, window, tile, overlap)
-        if not codes:
-            labeller.skip_chunk(window.x, window.w)
-            continue
-        merged, winner = merge_labels(codes, cuts)
-        gate = roi_mask(roi, window)
-        if gate is not None:
-            merged[~gate] = 0
-        if on_tissue is not None:
-            merged[~on_tissue] = 0
-        if glass is not None and merged.any():
-            merged[glass.window(window)] = 0
-        if not merged.any():
+        merged, winner = _gated_chunk(sources, window, spec, gates, roi_prepared, cuts)
+        if merged is None or not merged.any():
             labeller.skip_chunk(window.x, window.w)
             continue
         chunk_ids = labeller.label_chunk(window.y, window.x, merged, winner)  # erases specks
@@ -171,6 +152,29 @@ def assemble(
     keep = labeller.kept(components)
     _remove_small(labels, ids, components, keep, nonempty, chunk)
     return Assembly(labels, ids, components, keep, frozenset(nonempty))
+
+
+def _gated_chunk(sources, window: Window, spec: MergeSpec, gates: Gates, roi_prepared, cuts):
+    """(merged labels, winning codes) of one chunk inside the gates, or (None, None) when the
+    chunk is gated out (no I/O then) or no scale predicted there."""
+    in_roi = roi_prepared is None or roi_prepared.intersects(
+        box(window.x, window.y, window.x1, window.y1)
+    )
+    on_tissue = gates.tissue.window(window) if gates.tissue is not None else None
+    if not in_roi or (on_tissue is not None and not on_tissue.any()):
+        return None, None
+    codes = _chunk_codes(sources, window, spec.tile, spec.overlap)
+    if not codes:
+        return None, None
+    merged, winner = merge_labels(codes, cuts)
+    gate = roi_mask(gates.roi, window)
+    if gate is not None:
+        merged[~gate] = 0
+    if on_tissue is not None:
+        merged[~on_tissue] = 0
+    if gates.glass is not None and merged.any():
+        merged[gates.glass.window(window)] = 0
+    return merged, winner
 
 
 def _remove_small(labels, ids, components: Components, keep, nonempty, chunk: int) -> None:

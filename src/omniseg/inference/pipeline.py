@@ -9,11 +9,12 @@ objects.csv, overlay.png, summary.json last).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,48 +125,32 @@ def segment_slide(
     """
     slide = Path(path)
     check_tiling(model.inference.tile_size, model.inference.tile_overlap)
-    predictor = make_predictor(  # refuses emulated bf16 or a missing runtime up front
-        model, settings.backend, settings.precision,
-        model_dir=model_source.path if model_source else None,
-        sha256=model_source.sha256 if model_source else None,
-    )  # fmt: skip
+    predictor = _predictor(model, settings, model_source)  # a bad choice fails up front
     tune_allocator()
     started = time.perf_counter()
     reader = open_slide(slide, mpp=settings.mpp, magnification=settings.magnification)
     try:
-        info = reader.info
-        roi = load_roi(settings.roi, info) if settings.roi is not None else None
-        plans = plan_scales(info, settings.tasks, catalogue_of(model))
-        folder = result_folder or result_dir(Path(out_dir), slide)
-        with folder_lock(folder):
-            # --overwrite builds the new result beside the old one and swaps at the end, so a
-            # failure (disk full, a crash) never costs the user both.
-            staging = staging_dir(folder) if settings.overwrite and has_content(folder) else None
-            work_folder = staging or folder
-            if staging is not None:
-                shutil.rmtree(staging, ignore_errors=True)
-            if prepare_result_dir(
-                work_folder,
-                slide,
-                resume=settings.resume,
-                overwrite=settings.overwrite and staging is None,
-            ):
-                summary = json.loads((folder / SUMMARY_NAME).read_text(encoding="utf-8"))
-                log.info("%s: finished result found in %s; kept (--resume)", slide.name, folder)
-                return SlideResult(slide, folder, summary, skipped=True)
-            store = WorkStore(
-                work_folder / WORK_NAME,
-                _work_key(settings, model, model_source, predictor),
-                resume=settings.resume,
-            )
-            run = SlideRun(
-                slide, reader, work_folder, settings, model, predictor, model_source, roi,
-                plans, store, timings={"open": time.perf_counter() - started},
+        with _output_errors(out_dir):
+            return _segment_open_slide(
+                slide, reader, out_dir, settings, model, predictor, model_source,
+                result_folder, started,
             )  # fmt: skip
-            summary = _run(run)
-            if staging is not None:
-                swap_in(staging, folder)
-        return SlideResult(slide, folder, summary.to_dict(), warnings=summary.warnings)
+    finally:
+        reader.close()
+
+
+def _predictor(model, settings: SegmentSettings, source: ModelSource | None) -> Predictor:
+    return make_predictor(
+        model, settings.backend, settings.precision,
+        model_dir=source.path if source else None, sha256=source.sha256 if source else None,
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _output_errors(out_dir) -> Iterator[None]:
+    """A non-writable or full output disk becomes one clear line (with the resume advice)."""
+    try:
+        yield
     except PermissionError as exc:
         raise OmnisegError(
             f"{exc.filename or out_dir}: permission denied; choose an output folder you can write"
@@ -176,8 +161,45 @@ def segment_slide(
         where = getattr(exc, "path", None) or getattr(exc, "filename", None) or out_dir
         advice = "finished outputs and tiles are kept: free space and rerun with --resume"
         raise DiskFullError(Path(where), advice) from exc
-    finally:
-        reader.close()
+
+
+def _segment_open_slide(
+    slide, reader, out_dir, settings, model, predictor, model_source, result_folder, started
+) -> SlideResult:
+    """Lock the result folder, honour --resume/--overwrite, run the stages."""
+    info = reader.info
+    roi = load_roi(settings.roi, info) if settings.roi is not None else None
+    plans = plan_scales(info, settings.tasks, catalogue_of(model))
+    folder = result_folder or result_dir(Path(out_dir), slide)
+    with folder_lock(folder):
+        # --overwrite builds the new result beside the old one and swaps at the end, so a
+        # failure (disk full, a crash) never costs the user both.
+        staging = staging_dir(folder) if settings.overwrite and has_content(folder) else None
+        work_folder = staging or folder
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        if prepare_result_dir(
+            work_folder,
+            slide,
+            resume=settings.resume,
+            overwrite=settings.overwrite and staging is None,
+        ):
+            summary = json.loads((folder / SUMMARY_NAME).read_text(encoding="utf-8"))
+            log.info("%s: finished result found in %s; kept (--resume)", slide.name, folder)
+            return SlideResult(slide, folder, summary, skipped=True)
+        store = WorkStore(
+            work_folder / WORK_NAME,
+            _work_key(settings, model, model_source, predictor),
+            resume=settings.resume,
+        )
+        run = SlideRun(
+            slide, reader, work_folder, settings, model, predictor, model_source, roi,
+            plans, store, timings={"open": time.perf_counter() - started},
+        )  # fmt: skip
+        summary = _run(run)
+        if staging is not None:
+            swap_in(staging, folder)
+    return SlideResult(slide, folder, summary.to_dict(), warnings=summary.warnings)
 
 
 def _run(run: SlideRun) -> SlideSummary:
