@@ -1,9 +1,9 @@
 """ONNX Runtime backend: the model exported once to ONNX (backbone + controller + dynamic head,
 dynamic batch, size and task count), cached beside the model, run by ONNX Runtime's CPU kernels.
 
-On a 2-core AVX2 CPU a 4 x 512² batch of the bundled model took 1.38 s in ONNX Runtime fp32
-against 3.20 s in torch fp32 + channels_last (``benchmarks/run.py``). The exported graph is the
-same maths: logits agree with torch to ~1e-5.
+Measured on a 2-core AVX2 CPU with the bundled model (``docs/performance.md``): in ``segment``
+the 40x stage of a 6000² slide took 34 s (ONNX Runtime) and 30 s (OpenVINO) against 49 s in
+torch fp32. The exported graph is the same maths: probabilities agree with torch to ~1e-5.
 """
 
 from __future__ import annotations
