@@ -27,6 +27,11 @@ from omniseg.runtime import Predictor, image_to_tensor
 from omniseg.runtime.memory import release_free_memory
 
 PREFETCH_BATCHES = 2  # batches being read while the current one runs
+# Hand freed heap back to the OS only every this many batches: trimming after each one made the
+# next batch page-fault its activations in again (40x stage of a 3000² slide: 12.6 s trimming
+# every batch, 9.9 s without, +188 MB peak RSS), while never trimming lets per-thread arenas
+# creep on a long slide.
+TRIM_EVERY_BATCHES = 16
 
 
 @dataclass(frozen=True)
@@ -159,6 +164,7 @@ def run_scale(
         unit="tile",
         leave=False,
     )
+    batches = 0
     with bar:
         for group, images in _prefetched(tile_groups, read, loop.workers):
             prob = predict_tiles(predictor, images, plan, inference.tta)
@@ -173,7 +179,9 @@ def run_scale(
             top, bottom = min(rows), max(rows) + 1
             flags_array[top:bottom, :] = done[top:bottom, :]
             bar.update(len(group))
-            release_free_memory()
+            batches += 1
+            if batches % TRIM_EVERY_BATCHES == 0:
+                release_free_memory()
     return stats
 
 
