@@ -2,8 +2,8 @@
 dynamic batch, size and task count), cached beside the model, run by ONNX Runtime's CPU kernels.
 
 Measured on a 2-core AVX2 CPU with the bundled model (``docs/performance.md``): in ``segment``
-the 40x stage of a 6000² slide took 34 s (ONNX Runtime) and 30 s (OpenVINO) against 49 s in
-torch fp32. The exported graph is the same maths: over the 88 shared patches the largest
+the 40x stage of a 6000² slide took 32.9 s (ONNX Runtime) and 26.1 s (OpenVINO) against 33.5 s
+in torch fp32. The exported graph is the same maths: over the 88 shared patches the largest
 probability difference from torch was 1.3e-3 and every task's mean Dice was identical to 4
 decimals (``scripts/backend_parity.py``).
 """
