@@ -129,3 +129,15 @@ def test_export_onnx_writes_a_graph_onnxruntime_runs(model_dir, tmp_path):
     }
     (logits,) = session.run(None, feed)
     assert logits.shape == (2, 2, 2, 64, 96)
+
+
+def test_models_without_a_recorded_hash_never_share_an_export(tmp_path, monkeypatch):
+    """No SHA-256 (a Python caller without a model folder): the key comes from the weights."""
+    from omniseg.runtime.onnx_backend import cached_onnx
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    first, second = create_model("omniseg-tiny"), create_model("omniseg-tiny")
+    a, b = cached_onnx(first, None, None), cached_onnx(second, None, None)
+    assert a != b and a.parent == b.parent == tmp_path / "cache" / "omniseg" / "onnx"
+    assert cached_onnx(first, None, None) == a  # the same weights reuse their export

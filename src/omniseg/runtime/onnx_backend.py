@@ -10,6 +10,7 @@ decimals (``scripts/backend_parity.py``).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import warnings
@@ -86,7 +87,8 @@ def cached_onnx(model: OmniSeg, model_dir: Path | None, sha256: str | None) -> P
     writable (``.onnx-cache/``), else in the user's cache; keyed by the weights' SHA-256 and the
     torch and ONNX Runtime versions, so new weights or runtimes export again."""
     ort = require_onnxruntime()
-    key = f"{(sha256 or 'unverified')[:16]}-torch{torch.__version__}-ort{ort.__version__}.onnx"
+    digest = sha256 or weights_digest(model)  # never one shared key for unverified models
+    key = f"{digest[:16]}-torch{torch.__version__}-ort{ort.__version__}.onnx"
     for folder in _cache_dirs(model_dir):
         path = folder / key
         if path.is_file():
@@ -99,29 +101,34 @@ def cached_onnx(model: OmniSeg, model_dir: Path | None, sha256: str | None) -> P
     raise OmnisegError(f"no writable place to cache the ONNX export of {model_dir}")
 
 
+def weights_digest(model: OmniSeg) -> str:
+    """SHA-256 over the model's parameters and buffers (names, shapes, dtypes, values)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        value = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tuple(value.shape)}:{value.dtype};".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _cache_dirs(model_dir: Path | None) -> list[Path]:
     user = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "omniseg" / "onnx"
     places = [model_dir / CACHE_DIR_NAME] if model_dir is not None else []
     return [*places, user, Path(tempfile.gettempdir()) / "omniseg-onnx"]
 
 
-class OnnxPredictor(PaddedPredictor):
-    """ONNX Runtime on the CPU (fp32). Same padding, TTA and crop as the torch predictor."""
+class _GraphPredictor(PaddedPredictor):
+    """A runtime that runs the exported graph on the CPU in fp32: feeds it numpy arrays and
+    maps both predictor calls onto its (images, task_ids, scale_ids) inputs."""
 
-    backend = "onnxruntime"
-
-    def __init__(self, model: OmniSeg, onnx_path: str | os.PathLike, threads: int = 0) -> None:
-        ort = require_onnxruntime()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            str(onnx_path), options, providers=["CPUExecutionProvider"]
-        )
+    def __init__(self, model: OmniSeg) -> None:
         self.device = torch.device("cpu")
         self.precision = "fp32"
         self.size_divisor = model.config.size_divisor
         self.in_channels = model.config.in_channels
+
+    def _infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
 
     def _run_graph(self, x: Tensor, task_ids: Tensor, scale_ids: Tensor) -> Tensor:
         feed = {
@@ -129,7 +136,7 @@ class OnnxPredictor(PaddedPredictor):
             "task_ids": task_ids.numpy().astype(np.int64),
             "scale_ids": scale_ids.numpy().astype(np.int64),
         }
-        return torch.from_numpy(self.session.run(None, feed)[0])
+        return torch.from_numpy(np.asarray(self._infer(feed)))
 
     def _task_logits(self, x: Tensor, tasks: list[int], scale_ids: Tensor) -> Tensor:
         task_ids = torch.as_tensor(tasks, dtype=torch.long).expand(x.shape[0], -1)
@@ -137,6 +144,25 @@ class OnnxPredictor(PaddedPredictor):
 
     def _sample_logits(self, x: Tensor, task_ids: Tensor, scale_ids: Tensor) -> Tensor:
         return self._run_graph(x, task_ids[:, None], scale_ids[:, None])[:, 0]
+
+
+class OnnxPredictor(_GraphPredictor):
+    """ONNX Runtime on the CPU (fp32). Same padding, TTA and crop as the torch predictor."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, model: OmniSeg, onnx_path: str | os.PathLike, threads: int = 0) -> None:
+        super().__init__(model)
+        ort = require_onnxruntime()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            str(onnx_path), options, providers=["CPUExecutionProvider"]
+        )
+
+    def _infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run(None, feed)[0]
 
 
 def require_openvino():
@@ -150,12 +176,13 @@ def require_openvino():
     return openvino
 
 
-class OpenVinoPredictor(PaddedPredictor):
+class OpenVinoPredictor(_GraphPredictor):
     """OpenVINO on the CPU (fp32), compiled from the same cached ONNX export."""
 
     backend = "openvino"
 
     def __init__(self, model: OmniSeg, onnx_path: str | os.PathLike, threads: int = 0) -> None:
+        super().__init__(model)
         ov = require_openvino()
         core = ov.Core()
         config = {
@@ -165,19 +192,6 @@ class OpenVinoPredictor(PaddedPredictor):
         }
         self.compiled = core.compile_model(core.read_model(str(onnx_path)), "CPU", config)
         self.request = self.compiled.create_infer_request()
-        self.device = torch.device("cpu")
-        self.precision = "fp32"
-        self.size_divisor = model.config.size_divisor
-        self.in_channels = model.config.in_channels
 
-    def _run_graph(self, x: Tensor, task_ids: Tensor, scale_ids: Tensor) -> Tensor:
-        feed = {
-            "images": np.ascontiguousarray(x.numpy(), dtype=np.float32),
-            "task_ids": task_ids.numpy().astype(np.int64),
-            "scale_ids": scale_ids.numpy().astype(np.int64),
-        }
-        result = self.request.infer(feed)
-        return torch.from_numpy(np.array(result[self.compiled.output(0)]))
-
-    _task_logits = OnnxPredictor._task_logits
-    _sample_logits = OnnxPredictor._sample_logits
+    def _infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        return self.request.infer(feed)[self.compiled.output(0)]
