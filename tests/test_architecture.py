@@ -155,3 +155,21 @@ def test_a_catalogue_that_does_not_fit_the_model_is_refused(tmp_path):
     (tmp_path / "m/config.json").write_text(json.dumps(config))
     with pytest.raises(OmnisegError, match=r"config.json.*5 tissues"):
         load_pretrained(tmp_path / "m")
+
+
+def test_the_defaults_the_cli_shows_are_the_library_defaults():
+    """The CLI passes None for an option not given; --help displays the dataclass default."""
+    import typing
+
+    from omniseg.cli import options
+
+    defaults = SegmentSettings()
+    shown = {
+        name: typing.get_args(getattr(options, alias))[1].show_default
+        for name, alias in (("device", "DeviceOption"), ("batch_size", "BatchOption"),
+                            ("workers", "WorkersOption"), ("backend", "BackendOption"))
+    }  # fmt: skip
+    assert shown == {k: str(getattr(defaults, k)) for k in shown}
+    precision = typing.get_args(options.PrecisionOption)[1].show_default
+    assert precision.startswith(f"{defaults.precision} (segment")
+    assert defaults.tissue_margin_um == 25.0  # shown as 25 by `segment --help`

@@ -1,6 +1,6 @@
 """Typer options shared by several commands. Tuning options default to None, which means "the
 library's default": the CLI passes only what the user gave (see :func:`given`), so defaults
-live in one place, the settings dataclasses."""
+live in one place, the settings dataclasses (``show_default`` only displays them)."""
 
 from __future__ import annotations
 
@@ -31,28 +31,30 @@ WeightsOption = Annotated[
     ),
 ]
 DeviceOption = Annotated[
-    str | None, typer.Option("--device", help="auto, cpu or cuda[:N] [default: auto].")
+    str | None, typer.Option("--device", help="auto, cpu or cuda[:N].", show_default="auto")
 ]
 PrecisionOption = Annotated[
     str | None,
     typer.Option(
         "--precision",
-        help="fp32 or bf16 (bf16 is fast only on CPUs with AVX512-BF16/AMX, or on a GPU) "
-        "[default: fp32].",
+        help="auto, fp32 or bf16; auto = bf16 where it runs natively (AVX512-BF16/AMX CPU, or a "
+        "GPU), else fp32.",
+        show_default="auto (segment, demo), fp32 (evaluate)",
     ),
 ]
 BatchOption = Annotated[
-    int | None, typer.Option("--batch-size", help="Images per network batch [default: 4].")
+    int | None, typer.Option("--batch-size", help="Images per network batch.", show_default="4")
 ]
 WorkersOption = Annotated[
-    int | None, typer.Option("--workers", help="Background reader threads [default: 2].")
+    int | None, typer.Option("--workers", help="Background reader threads.", show_default="2")
 ]
 BackendOption = Annotated[
     str | None,
     typer.Option(
         "--backend",
         help="torch, onnxruntime or openvino (CPU fp32, from one ONNX export cached beside the "
-        "model) [default: torch].",
+        "model).",
+        show_default="torch",
     ),
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]

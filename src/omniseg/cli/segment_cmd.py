@@ -46,6 +46,18 @@ def _report(results) -> None:
         raise OmnisegError(f"{len(failed)} of {len(results)} slides failed: {names}")
 
 
+def _settings_and_model(weights, allow_unverified: bool, **settings):
+    """(SegmentSettings from the given options, the model on its device, its source)."""
+    from omniseg.inference import SegmentSettings
+    from omniseg.inference.loading import load_segment_model
+
+    chosen = SegmentSettings(**settings)
+    model, source = load_segment_model(
+        weights, chosen.device, chosen.precision, verify=not allow_unverified
+    )
+    return chosen, model, source
+
+
 def register(app: typer.Typer) -> None:
     """Add `segment` and `demo` to the app."""
 
@@ -90,8 +102,8 @@ def register(app: typer.Typer) -> None:
             float | None,
             typer.Option(
                 "--tissue-margin",
-                help="Keep labels within this many µm of detected tissue (negative: no gate) "
-                "[default: 25].",
+                help="Keep labels within this many µm of detected tissue (negative: no gate).",
+                show_default="25",
             ),
         ] = None,
         quiet: QuietOption = False,
@@ -100,34 +112,21 @@ def register(app: typer.Typer) -> None:
         from dataclasses import replace
 
         from omniseg.catalogue import catalogue_of
-        from omniseg.inference import SegmentSettings, segment_slides
-        from omniseg.inference.loading import load_segment_model
+        from omniseg.inference import segment_slides
         from omniseg.io.opener import expand_slide_paths
 
         margin = {}  # a negative margin switches the tissue gate off
         if tissue_margin is not None:
             margin["tissue_margin_um"] = None if tissue_margin < 0 else tissue_margin
-        settings = SegmentSettings(
-            mpp=mpp,
-            magnification=magnification,
-            roi=roi,
-            object_type=object_type,
-            resume=resume,
-            overwrite=overwrite,
-            keep_intermediate=keep_intermediate,
-            progress=not quiet,
-            **given(
-                device=device,
-                batch_size=batch_size,
-                precision=precision,
-                workers=workers,
-                backend=backend,
-            ),
-            **margin,
-        )
-        model, source = load_segment_model(
-            weights, settings.device, settings.precision, verify=not allow_unverified
-        )
+        runtime = given(
+            device=device, batch_size=batch_size, precision=precision, workers=workers,
+            backend=backend,
+        )  # fmt: skip
+        settings, model, source = _settings_and_model(
+            weights, allow_unverified, mpp=mpp, magnification=magnification, roi=roi,
+            object_type=object_type, resume=resume, overwrite=overwrite,
+            keep_intermediate=keep_intermediate, progress=not quiet, **runtime, **margin,
+        )  # fmt: skip
         # --tasks names the model's own classes (its catalogue travels in its config.json)
         chosen = catalogue_of(model).parse_tasks(tasks)
         settings = replace(settings, tasks=tuple(t.id for t in chosen))
@@ -155,25 +154,16 @@ def register(app: typer.Typer) -> None:
         quiet: QuietOption = False,
     ):
         """Run the whole pipeline on a small SYNTHETIC slide generated on the fly (offline)."""
-        from omniseg.inference import SegmentSettings
         from omniseg.inference.demo import DEMO_NAME, run_demo
-        from omniseg.inference.loading import load_segment_model
 
-        settings = SegmentSettings(
-            resume=resume,
-            overwrite=overwrite,
-            progress=not quiet,
-            **given(
-                device=device,
-                batch_size=batch_size,
-                precision=precision,
-                workers=workers,
-                backend=backend,
-            ),
-        )
-        model, source = load_segment_model(
-            weights, settings.device, settings.precision, verify=not allow_unverified
-        )
+        runtime = given(
+            device=device, batch_size=batch_size, precision=precision, workers=workers,
+            backend=backend,
+        )  # fmt: skip
+        settings, model, source = _settings_and_model(
+            weights, allow_unverified, resume=resume, overwrite=overwrite, progress=not quiet,
+            **runtime,
+        )  # fmt: skip
         _setup_logging()
         typer.echo(
             f"writing a SYNTHETIC demo slide (generated, not real tissue): {out / DEMO_NAME}"
