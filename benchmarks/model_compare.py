@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -25,23 +24,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "kidney-patches"
-CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-
-
-def cpu_info() -> dict:
-    """Model name and the instruction-set flags that decide torch's CPU kernels."""
-    flags, name = set(), platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return {"model": name, "cores": os.cpu_count(), **{f: f in flags for f in CPU_FLAGS}}
-
-
 FORWARD_CHILD = """
 import json, resource, statistics, sys, time, torch
 from omniseg.models import create_model
@@ -101,6 +83,8 @@ def train_cost(model: str, steps: int) -> dict:
 
 
 def main() -> None:
+    from omniseg.runtime.cpu import cpu_capabilities
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["omniseg", "omniseg-lite0"])
     ap.add_argument("--steps", type=int, default=20)
@@ -111,7 +95,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    out = {"cpu": cpu_info(), "torch": torch.__version__,
+    out = {"cpu": cpu_capabilities(), "torch": torch.__version__,
            "threads": int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())),
            "train": {}, "forward_4x512": {}, "segment": {}}  # fmt: skip
     for name in args.models:

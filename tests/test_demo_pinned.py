@@ -32,23 +32,14 @@ RUN_DEPENDENT_KEYS = ("slide", "result_dir", "timings_s", "runtime")  # runtime:
 RECORDED_TORCH = "2.13.0"
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
 def _same_kernels_as_recorded() -> str | None:
     """None when this machine runs the recorded kernels, else why not."""
     if platform.machine() not in ("x86_64", "AMD64"):
         return f"recorded on x86-64, this is {platform.machine()}"
-    flags = _cpu_flags()
-    if "avx2" not in flags or "avx512f" in flags:
+    from omniseg.runtime.cpu import cpu_capabilities
+
+    flags = cpu_capabilities()
+    if not flags["avx2"] or flags["avx512f"]:
         return "recorded on an AVX2-only CPU; oneDNN runs other kernels here"
     if not torch.__version__.startswith(RECORDED_TORCH):
         return f"recorded with torch {RECORDED_TORCH}, this is {torch.__version__}"

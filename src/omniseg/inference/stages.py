@@ -29,6 +29,7 @@ from omniseg.inference.assemble import (
 )
 from omniseg.inference.gates import GlassGate, TissueGate, grow_mask, roi_mask
 from omniseg.inference.outputs import (
+    UM2_PER_MM2,
     ClassTally,
     LabelImage,
     ModelSource,
@@ -53,7 +54,6 @@ from omniseg.runtime import Predictor
 from omniseg.runtime.predictor import SegmentModel
 
 log = logging.getLogger(__name__)
-UM2_PER_MM2 = 1e6
 OBJECT_SPOOL_NAME = "objects.spool"  # in the work dir: objects stream through it to the writers
 
 
