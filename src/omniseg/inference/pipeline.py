@@ -132,8 +132,9 @@ def segment_slide(
     try:
         with _output_errors(out_dir):
             return _segment_open_slide(
-                slide, reader, out_dir, settings, model, predictor, model_source,
-                result_folder, started,
+                slide, reader, out_dir=out_dir, settings=settings, model=model,
+                predictor=predictor, source=model_source, result_folder=result_folder,
+                started=started,
             )  # fmt: skip
     finally:
         reader.close()
@@ -164,7 +165,16 @@ def _output_errors(out_dir) -> Iterator[None]:
 
 
 def _segment_open_slide(
-    slide, reader, out_dir, settings, model, predictor, model_source, result_folder, started
+    slide: Path,
+    reader,
+    *,
+    out_dir,
+    settings: SegmentSettings,
+    model: SegmentModel,
+    predictor: Predictor,
+    source: ModelSource | None,
+    result_folder: Path | None,
+    started: float,
 ) -> SlideResult:
     """Lock the result folder, honour --resume/--overwrite, run the stages."""
     info = reader.info
@@ -189,11 +199,11 @@ def _segment_open_slide(
             return SlideResult(slide, folder, summary, skipped=True)
         store = WorkStore(
             work_folder / WORK_NAME,
-            _work_key(settings, model, model_source, predictor),
+            _work_key(settings, model, source, predictor),
             resume=settings.resume,
         )
         run = SlideRun(
-            slide, reader, work_folder, settings, model, predictor, model_source, roi,
+            slide, reader, work_folder, settings, model, predictor, source, roi,
             plans, store, timings={"open": time.perf_counter() - started},
         )  # fmt: skip
         summary = _run(run)
