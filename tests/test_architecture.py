@@ -173,3 +173,20 @@ def test_the_defaults_the_cli_shows_are_the_library_defaults():
     precision = typing.get_args(options.PrecisionOption)[1].show_default
     assert precision.startswith(f"{defaults.precision} (segment")
     assert defaults.tissue_margin_um == 25.0  # shown as 25 by `segment --help`
+
+
+def test_several_slides_share_one_predictor(tmp_path, monkeypatch):
+    """An ONNX Runtime session or compiled OpenVINO model is built once per run, not per slide."""
+    import omniseg.inference.pipeline as pipeline
+    from omniseg.data.synthetic import synthetic_tissue, write_tiff
+    from omniseg.inference import segment_slides
+    from omniseg.testing import PointwiseModel
+
+    built = []
+    real = pipeline._predictor
+    monkeypatch.setattr(pipeline, "_predictor", lambda *a: built.append(1) or real(*a))
+    slides = [write_tiff(tmp_path / f"s{i}.tif", synthetic_tissue(64, 80, seed=i), 0.25)
+              for i in range(2)]  # fmt: skip
+    model = PointwiseModel(InferenceSettings(tile_size=64, tile_overlap=16))
+    results = segment_slides(slides, tmp_path / "out", SegmentSettings(progress=False), model)
+    assert all(r.ok for r in results) and len(built) == 1

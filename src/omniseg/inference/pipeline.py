@@ -118,14 +118,17 @@ def segment_slide(
     *,
     model_source: ModelSource | None = None,
     result_folder: Path | None = None,
+    predictor: Predictor | None = None,
 ) -> SlideResult:
     """Segment one slide into ``out_dir/<stem>/`` (or ``result_folder``); raises OmnisegError.
 
     Bad inputs (unreadable slide, unknown resolution, bad ROI) fail before anything is written.
+    ``predictor`` (default: the one ``settings.backend`` names) lets several slides share one
+    ONNX Runtime session or compiled OpenVINO model.
     """
     slide = Path(path)
     check_tiling(model.inference.tile_size, model.inference.tile_overlap)
-    predictor = _predictor(model, settings, model_source)  # a bad choice fails up front
+    predictor = predictor or _predictor(model, settings, model_source)  # fails up front
     tune_allocator()
     started = time.perf_counter()
     reader = open_slide(slide, mpp=settings.mpp, magnification=settings.magnification)
@@ -242,8 +245,10 @@ def segment_slides(
     *,
     model_source: ModelSource | None = None,
 ) -> list[SlideResult]:
-    """Segment several slides; a failing slide is reported and the others go on."""
+    """Segment several slides; a failing slide is reported and the others go on. A bad backend
+    or precision fails once, before any slide."""
     out = Path(out)
+    predictor = _predictor(model, settings, model_source)  # one session for every slide
     taken: set[str] = set()
     results = []
     for path in paths:
@@ -253,7 +258,13 @@ def segment_slides(
         try:
             results.append(
                 segment_slide(
-                    slide, out, settings, model, model_source=model_source, result_folder=folder
+                    slide,
+                    out,
+                    settings,
+                    model,
+                    model_source=model_source,
+                    result_folder=folder,
+                    predictor=predictor,
                 )
             )
         except OmnisegError as exc:  # reported once, by the caller (the CLI prints one line)

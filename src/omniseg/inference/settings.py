@@ -25,7 +25,7 @@ class SegmentSettings:
     device: str = "auto"
     batch_size: int = 4
     precision: str = "auto"  # bf16 where native (AVX512-BF16/AMX CPU, GPU), else fp32
-    backend: str = "torch"  # or "onnxruntime" (CPU, fp32; ~2x faster on an AVX2 CPU)
+    backend: str = "torch"  # or "onnxruntime" / "openvino" (CPU, fp32; docs/performance.md)
     workers: int = 2  # background reader threads (0 = read in the main thread)
     object_type: str = "annotation"
     resume: bool = False

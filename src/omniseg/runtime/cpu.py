@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 # AVX2: fp32 kernels; AVX-512 (F): other conv kernels (some crash, docs/robustness.md);
-# AVX512-BF16 / AMX: native bf16 (1.3-2x faster than fp32 there; emulated and ~5x slower elsewhere).
+# AVX512-BF16 / AMX: native bf16 (without them bf16 is emulated: ~5x slower than fp32 on an AVX2
+# CPU, benchmarks/forward_speed.py).
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
 
