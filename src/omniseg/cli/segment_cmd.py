@@ -106,6 +106,32 @@ def register(app: typer.Typer) -> None:
                 show_default="25",
             ),
         ] = None,
+        tile_size: Annotated[
+            int | None,
+            typer.Option(
+                "--tile-size",
+                help="Network tile side in px (each scale); larger wastes less on overlap but "
+                "needs more memory.",
+                show_default="the model's (512)",
+            ),
+        ] = None,
+        tile_overlap: Annotated[
+            int | None,
+            typer.Option(
+                "--tile-overlap",
+                help="Context px dropped at each inner tile edge.",
+                show_default="the model's (64)",
+            ),
+        ] = None,
+        ptc_region: Annotated[
+            str | None,
+            typer.Option(
+                "--ptc-region",
+                help="Run the 40x capillary pass in 'interstitium' (skip tiles inside "
+                "glomeruli/arteries found at 5x/10x) or on all 'tissue'.",
+                show_default="interstitium",
+            ),
+        ] = None,
         quiet: QuietOption = False,
     ):
         """Segment whole slides: labels.ome.tif, objects.geojson/.csv, overlay.png, summary.json."""
@@ -120,7 +146,7 @@ def register(app: typer.Typer) -> None:
             margin["tissue_margin_um"] = None if tissue_margin < 0 else tissue_margin
         runtime = given(
             device=device, batch_size=batch_size, precision=precision, workers=workers,
-            backend=backend,
+            backend=backend, tile_size=tile_size, tile_overlap=tile_overlap, ptc_region=ptc_region,
         )  # fmt: skip
         settings, model, source = _settings_and_model(
             weights, allow_unverified, mpp=mpp, magnification=magnification, roi=roi,

@@ -105,7 +105,7 @@ def _work_key(
     return {
         **settings.work_key(),
         "precision": predictor.precision,  # what ``auto`` resolved to on this machine
-        "inference": model.inference.to_dict(),
+        "inference": settings.effective_inference(model.inference).to_dict(),
         "weights_sha256": source.sha256 if source else None,
     }
 
@@ -127,7 +127,8 @@ def segment_slide(
     ONNX Runtime session or compiled OpenVINO model.
     """
     slide = Path(path)
-    check_tiling(model.inference.tile_size, model.inference.tile_overlap)
+    effective = settings.effective_inference(model.inference)
+    check_tiling(effective.tile_size, effective.tile_overlap)
     predictor = predictor or _predictor(model, settings, model_source)  # fails up front
     tune_allocator()
     started = time.perf_counter()
@@ -220,7 +221,9 @@ def _run(run: SlideRun) -> SlideSummary:
     upsampling_warnings(run)
     with run.timed("tissue"):
         found = find_tissue(run)
-    stages = [infer_scale(run, plan, found) for plan in run.plans]
+    stages: list = []
+    for plan in run.plans:  # coarse to fine: the PTC pass reads what 5x and 10x found
+        stages.append(infer_scale(run, plan, found, earlier=tuple(stages)))
     assembly = merge_scales(run, found, stages)
     with ObjectSpool(run.store.work_dir / OBJECT_SPOOL_NAME) as objects:
         tally = trace_objects(run, assembly, objects)

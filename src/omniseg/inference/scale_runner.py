@@ -62,6 +62,7 @@ class TileStats:
     background: int = 0
     processed: int = 0
     resumed: int = 0
+    outside_interstitium: int = 0  # tissue tiles the PTC pass skipped (inside glomeruli/arteries)
 
 
 def predict_tiles(predictor: Predictor, images: list[np.ndarray], plan: ScalePlan, tta: bool):

@@ -73,7 +73,7 @@ class SlideSummary:
                 "architecture": getattr(getattr(run.model, "config", None), "architecture", None),
                 "weights": source.path if source else None,
                 "weights_sha256": source.sha256 if source else None,
-                **run.model.inference.to_dict(),
+                **run.inference.to_dict(),
             },
             runtime=runtime_record(run),
             omniseg_version=__version__,

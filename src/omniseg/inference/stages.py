@@ -28,6 +28,7 @@ from omniseg.inference.assemble import (
     label_tile_reader,
 )
 from omniseg.inference.gates import GlassGate, TissueGate, grow_mask, roi_mask
+from omniseg.inference.interstitium import gates_fine_pass, interstitium_work, structure_mask
 from omniseg.inference.outputs import (
     UM2_PER_MM2,
     ClassTally,
@@ -46,10 +47,11 @@ from omniseg.inference.scale_runner import (
 from omniseg.inference.settings import SegmentSettings
 from omniseg.inference.spool import ObjectSpool
 from omniseg.inference.store import WorkStore
-from omniseg.inference.tiling import Tile, Window, grid_shape
+from omniseg.inference.tiling import Tile, Window, grid_shape, iter_tiles
 from omniseg.io import thumbnail
 from omniseg.io.base import SlideReader
 from omniseg.io.tissue import detect_tissue, glass_background, tissue_thresholds
+from omniseg.models import InferenceSettings
 from omniseg.runtime import Predictor
 from omniseg.runtime.predictor import SegmentModel
 
@@ -73,6 +75,11 @@ class SlideRun:
     store: WorkStore
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def inference(self) -> InferenceSettings:
+        """The model's inference settings with this run's tile overrides."""
+        return self.settings.effective_inference(self.model.inference)
 
     @property
     def catalogue(self) -> Catalogue:
@@ -154,17 +161,31 @@ def find_tissue(run: SlideRun) -> TissueStage:
     return TissueStage(thumb, downsample, work, area, gates)
 
 
-def infer_scale(run: SlideRun, plan: ScalePlan, found: TissueStage) -> ScaleStage:
-    """Every tissue tile of one scale through the predictor into the work store."""
-    inference, settings = run.model.inference, run.settings
+def infer_scale(
+    run: SlideRun, plan: ScalePlan, found: TissueStage, earlier: Sequence[ScaleStage] = ()
+) -> ScaleStage:
+    """Every tissue tile of one scale through the predictor into the work store (the PTC pass
+    only in tubulointerstitium, from the ``earlier`` coarser passes, unless ``ptc_region`` is
+    ``tissue``)."""
+    inference, settings = run.inference, run.settings
     name = f"{run.catalogue.scales[plan.scale_id].magnification}x"
     loop = TileLoop(settings.batch_size, settings.workers, settings.tile_order_seed)
-    needs = _needs_tile(found.work, found.downsample)
+    work, gated = found.work, 0
+    if settings.ptc_region == "interstitium" and gates_fine_pass(plan) and earlier:
+        with run.timed(f"interstitium_{name}"):
+            structures = structure_mask(
+                [s.source for s in earlier], inference, work.shape, found.downsample
+            )
+            work = interstitium_work(work, structures, found.downsample, run.mpp0)
+            gated = _count_gated(plan, inference, found, work)
+    needs = _needs_tile(work, found.downsample)
     with run.timed(f"inference_{name}"):
         stats = run_scale(
             run.reader, plan, run.predictor, inference, run.store, needs, loop,
             run.bar(f"inference {name}"),
         )  # fmt: skip
+    stats.outside_interstitium = gated  # not background: tissue the gate left out
+    stats.background -= gated
     tile, overlap = inference.tile_size, inference.tile_overlap
     grid = grid_shape(plan.shape_hw, tile, overlap)
     windows = run.store.window_codes(plan.scale_id, len(plan.tasks), grid, tile)
@@ -172,8 +193,20 @@ def infer_scale(run: SlideRun, plan: ScalePlan, found: TissueStage) -> ScaleStag
     return ScaleStage(name, ScaleSource(plan, windows, processed), stats)
 
 
+def _count_gated(
+    plan: ScalePlan, inference: InferenceSettings, found: TissueStage, work: np.ndarray
+) -> int:
+    """Tissue tiles the interstitium gate skips."""
+    on_tissue = _needs_tile(found.work, found.downsample)
+    in_interstitium = _needs_tile(work, found.downsample)
+    return sum(
+        on_tissue(plan, t) and not in_interstitium(plan, t)
+        for t in iter_tiles(plan.shape_hw, inference.tile_size, inference.tile_overlap)
+    )
+
+
 def merge_scales(run: SlideRun, found: TissueStage, stages: Sequence[ScaleStage]) -> Assembly:
-    inference = run.model.inference
+    inference = run.inference
     spec = MergeSpec(
         thresholds=inference.thresholds,
         min_area_um2=inference.min_area_um2,
