@@ -61,7 +61,9 @@ def main() -> None:
     result: dict = {"command": " ".join(sys.argv), "machine": machine(), "runs": []}
     with tempfile.TemporaryDirectory(prefix="omniseg-tiles-") as tmp_name:
         tmp = Path(tmp_name)
-        slide = write_demo_slide(tmp / "slide.tif", DemoSlideSpec(width=args.side, height=args.side))
+        slide = write_demo_slide(
+            tmp / "slide.tif", DemoSlideSpec(width=args.side, height=args.side)
+        )
         reference = None
         for region in args.regions.split(","):
             for pair in args.tiles.split(","):

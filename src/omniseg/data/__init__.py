@@ -3,8 +3,10 @@
 from omniseg.data.patches import (
     PatchRecord,
     discover_patches,
+    load_labelled,
     load_pair,
     read_image,
+    read_labels,
     read_mask,
     select_split,
 )
@@ -12,8 +14,10 @@ from omniseg.data.patches import (
 __all__ = [
     "PatchRecord",
     "discover_patches",
+    "load_labelled",
     "load_pair",
     "read_image",
+    "read_labels",
     "read_mask",
     "select_split",
 ]

@@ -90,7 +90,10 @@ def rescale(image: np.ndarray, mask: np.ndarray, factor: float) -> tuple[np.ndar
     img = F.interpolate(img, size=size, mode="bilinear", align_corners=False, antialias=True)
     msk = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.uint8))[None, None]
     msk = F.interpolate(msk.float(), size=size, mode="nearest-exact")  # pixel-centre aligned
-    return img[0].permute(1, 2, 0).clamp(0, 1).numpy(), msk[0, 0].numpy() > 0.5
+    values = msk[0, 0].numpy()
+    # a bool mask stays bool; a label mask (0 / 1 / IGNORE) keeps its values
+    out = values > 0.5 if mask.dtype == bool else values.round().astype(mask.dtype)
+    return img[0].permute(1, 2, 0).clamp(0, 1).numpy(), out
 
 
 def crop_or_pad(
@@ -108,7 +111,7 @@ def crop_or_pad(
     """
     h, w = mask.shape
     out_img = np.full((size, size, 3), pad_value, dtype=np.float32)
-    out_msk = np.zeros((size, size), dtype=bool)
+    out_msk = np.zeros((size, size), dtype=mask.dtype)
 
     def offsets(length: int, kept: int | None) -> tuple[int, int]:
         # (source start, destination start) along one axis
@@ -134,7 +137,8 @@ def augment_pair(
     config: AugmentConfig,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Augment one HxWx3 float32 [0, 1] image and its HxW bool mask; output is size x size.
+    """Augment one HxWx3 float32 [0, 1] image and its HxW mask (bool, or uint8 labels 0 / 1 /
+    IGNORE for a partially annotated patch); output is size x size.
 
     The draw order is fixed so the same generator state always gives the same result.
     """
@@ -148,8 +152,9 @@ def augment_pair(
         factor = float(np.exp(rng.uniform(np.log(c.scale_min), np.log(c.scale_max))))
         image, mask = rescale(image, mask, factor)
     keep = None
-    if c.foreground_crop_prob > 0 and rng.random() < c.foreground_crop_prob and mask.any():
-        rows, cols = np.nonzero(mask)
+    foreground = mask == 1  # a label mask's IGNORE pixels are not foreground
+    if c.foreground_crop_prob > 0 and rng.random() < c.foreground_crop_prob and foreground.any():
+        rows, cols = np.nonzero(foreground)
         pick = int(rng.integers(0, rows.size))
         keep = (int(rows[pick]), int(cols[pick]))
     image, mask = crop_or_pad(image, mask, size, rng, c.pad_value, keep)

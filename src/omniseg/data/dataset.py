@@ -16,8 +16,9 @@ import torch
 from torch.utils.data import Dataset
 
 from omniseg.data.augment import AugmentConfig, augment_pair
-from omniseg.data.negatives import negative_sources, negative_target, to_negative
-from omniseg.data.patches import PatchRecord, load_pair
+from omniseg.data.negatives import IGNORE, negative_sources, negative_target, to_negative
+from omniseg.data.patches import PatchRecord, load_labelled
+from omniseg.errors import OmnisegError
 
 SampleKey = tuple[int, int, int]  # (record index, epoch, global position in the epoch)
 
@@ -44,6 +45,51 @@ def stratified_split(
     return [
         dataclasses.replace(r, split="val" if i in val else "train") for i, r in enumerate(records)
     ]
+
+
+def group_split(
+    records: Sequence[PatchRecord], val_fraction: float, seed: int
+) -> list[PatchRecord]:
+    """Give every record a split by its ``group`` (one slide, one patient): a whole group goes
+    to val or to train, never both, so validation never sees a slide it trained on.
+
+    round(groups * val_fraction) groups (at least one, never all) go to val, seeded. Records
+    without a group form one group each.
+    """
+    names = sorted({r.group or f"patch:{r.image}" for r in records})
+    if len(names) < 2:
+        raise OmnisegError(
+            f"every patch comes from one group ({names[0]}); a validation split by slide needs "
+            "patches from two slides or more: add slides, or train with --set data.val_split=none"
+        )
+    val = val_groups(names, val_fraction, seed)
+    return [
+        dataclasses.replace(r, split="val" if (r.group or f"patch:{r.image}") in val else "train")
+        for r in records
+    ]
+
+
+def val_groups(names: Sequence[str], val_fraction: float, seed: int) -> set[str]:
+    """round(len * val_fraction) of ``names`` (at least one, never all), seeded."""
+    ordered = sorted(names)
+    n_val = min(len(ordered) - 1, max(1, round(len(ordered) * val_fraction)))
+    order = np.random.default_rng(seed).permutation(len(ordered))
+    return {ordered[i] for i in order[:n_val]}
+
+
+def check_group_split(records: Sequence[PatchRecord], train: str, val: str) -> None:
+    """Refuse a split that puts one group (slide) in both train and val."""
+    sides: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        if r.group is not None and r.split in (train, val):
+            sides[r.group].add(r.split)
+    shared = sorted(g for g, found in sides.items() if len(found) == 2)
+    if shared:
+        raise OmnisegError(
+            f"group(s) {', '.join(shared[:5])} have patches in both {train!r} and {val!r}: "
+            "validation would score slides it trained on; give each group one split (or leave "
+            "the split column empty to split by group)"
+        )
 
 
 class PatchDataset(Dataset):
@@ -93,8 +139,10 @@ class PatchDataset(Dataset):
         index, epoch, position = key if isinstance(key, tuple) else (key, 0, key)
         record = self.records[index]
         source = self._negative_source(record, epoch, position)
-        pair = load_pair(record if source is None else self.records[source])
-        image, mask = pair[0].astype(np.float32) / 255.0, pair[1]
+        image, mask, known = load_labelled(record if source is None else self.records[source])
+        image = image.astype(np.float32) / 255.0
+        if known is not None and source is None:  # unlabelled pixels travel as IGNORE
+            mask = np.where(known, mask, IGNORE).astype(np.uint8)
         if source is not None:
             image, mask = to_negative(image, mask, self.records[source].scale_id, record.scale_id)
         rng = np.random.default_rng([self.seed, epoch, position])

@@ -3,6 +3,11 @@
 Two sources, same records: a manifest CSV (``image,mask,task_id,scale_id,stain,split``, paths
 relative to the CSV) or the original layout ``<task>_<scale>_<name>/<stain>/<stem>.png`` with
 ``<stem>_mask_<anything>.png`` beside each image.
+
+Optional manifest columns (written by ``omniseg extract``): ``slide`` (the source slide),
+``group`` (patches that must stay on one side of a train/val split: one slide, one patient)
+and ``ignore_value`` (the mask value of unlabelled pixels, which losses and metrics skip:
+partial annotation, as nnU-Net's ignore label).
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ class PatchRecord:
     scale_id: int
     stain: str
     split: str | None = None
+    slide: str | None = None
+    group: str | None = None
+    ignore_value: int | None = None  # mask value of unlabelled pixels (None: every pixel labelled)
 
     @property
     def name(self) -> str:
@@ -91,10 +99,32 @@ def read_manifest(path: Path, *, allow_outside: bool = False) -> list[PatchRecor
                 raise OmnisegError(f"{where}: file not found: {p}")
         split = (row.get("split") or "").strip() or None
         stain = (row.get("stain") or "").strip() or image.parent.name
-        records.append(PatchRecord(image, mask, task_id, scale_id, stain, split))
+        records.append(
+            PatchRecord(
+                image, mask, task_id, scale_id, stain, split,
+                slide=(row.get("slide") or "").strip() or None,
+                group=(row.get("group") or "").strip() or None,
+                ignore_value=_ignore_value(row.get("ignore_value"), where),
+            )
+        )  # fmt: skip
     if not records:
         raise OmnisegError(f"{path}: manifest has no rows")
     return records
+
+
+def _ignore_value(raw: str | None, where: str) -> int | None:
+    text = (raw or "").strip()
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise OmnisegError(
+            f"{where}: ignore_value must be an integer 0..255, got {text!r}"
+        ) from exc
+    if not 0 <= value <= 255:
+        raise OmnisegError(f"{where}: ignore_value must lie in 0..255, got {value}")
+    return value
 
 
 def walk_layout(root: Path) -> list[PatchRecord]:
@@ -187,21 +217,39 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     A mask holds two values (background and one foreground value, e.g. 0/255 or 0/1); more
     (a JPEG-compressed or resampled mask, a label image) is an error, not silently thresholded.
     """
+    return read_labels(path)[0]
+
+
+def read_labels(
+    path: str | os.PathLike, ignore_value: int | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(foreground, known): HxW bool maps; ``known`` is None when every pixel is labelled.
+
+    Pixels equal to ``ignore_value`` are unknown (never foreground); the others must hold two
+    values at most, read as :func:`read_mask` reads them.
+    """
     path = Path(path)
-    img = _open(path)
-    arr = np.asarray(img)
+    arr = np.asarray(_open(path))
     if arr.ndim == 3:
         arr = arr[..., 0]
-    values = np.unique(arr)
+    known = None if ignore_value is None else arr != ignore_value
+    values = np.unique(arr if known is None else arr[known])
     if len(values) > 2:
         raise OmnisegError(
-            f"{path}: a mask must hold two values (0 and one foreground value such as 255), "
+            f"{path}: a mask must hold two values (0 and one foreground value such as 255)"
+            f"{'' if known is None else f' besides the ignore value {ignore_value}'}, "
             f"found {len(values)} ({', '.join(str(v) for v in values[:6])}...); re-export it "
             "losslessly (PNG) without smoothing"
         )
     if len(values) == 2 and values[1] < MASK_THRESHOLD and values[0] == 0:
-        return arr > 0  # a 0/1 (or 0/k) mask
-    return _to_uint8(arr) >= MASK_THRESHOLD
+        foreground = arr > 0  # a 0/1 (or 0/k) mask
+    else:
+        foreground = _to_uint8(arr) >= MASK_THRESHOLD
+    if known is not None:
+        foreground &= known
+        if known.all():
+            known = None
+    return foreground, known
 
 
 def _header_size(path: Path) -> tuple[int, int]:
@@ -225,10 +273,19 @@ def check_pairs(records: list[PatchRecord]) -> None:
 
 
 def load_pair(record: PatchRecord) -> tuple[np.ndarray, np.ndarray]:
-    image, mask = read_image(record.image), read_mask(record.mask)
+    """(image, foreground); unlabelled pixels count as not foreground (see :func:`load_labelled`)."""
+    image, mask, _ = load_labelled(record)
+    return image, mask
+
+
+def load_labelled(record: PatchRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(image, foreground, known or None): ``known`` marks the labelled pixels of a partially
+    annotated patch; losses and metrics use only those."""
+    image = read_image(record.image)
+    mask, known = read_labels(record.mask, record.ignore_value)
     if image.shape[:2] != mask.shape:
         raise OmnisegError(
             f"{record.mask}: mask size {mask.shape[1]}x{mask.shape[0]} does not match image "
             f"{record.image} ({image.shape[1]}x{image.shape[0]})"
         )
-    return image, mask
+    return image, mask, known

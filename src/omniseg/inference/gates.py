@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-import shapely
-from shapely.geometry import box
 
 from omniseg.inference.tiling import Window
 from omniseg.io.base import SlideReader
 from omniseg.io.levels import read_at_mpp
+from omniseg.io.raster import polygon_mask
 from omniseg.io.tissue import TissueSettings, TissueThresholds, glass_mask, thumbnail_lookup
 
 
@@ -49,15 +48,7 @@ def roi_mask(roi, window: Window) -> np.ndarray | None:
     """Pixels of ``window`` whose centre lies inside the ROI polygon(s); None = no ROI."""
     if roi is None:
         return None
-    cell = box(window.x, window.y, window.x1, window.y1)
-    if roi.contains(cell):
-        return np.ones((window.h, window.w), dtype=bool)
-    if not roi.intersects(cell):
-        return np.zeros((window.h, window.w), dtype=bool)
-    local = roi.intersection(cell)
-    shapely.prepare(local)
-    ys, xs = np.mgrid[window.y : window.y1, window.x : window.x1] + 0.5
-    return shapely.contains_xy(local, xs, ys)
+    return polygon_mask(roi, window.y, window.x, window.h, window.w)
 
 
 @dataclass(frozen=True)

@@ -55,11 +55,11 @@ def _finish(path: Path, geometry: BaseGeometry, info: SlideInfo) -> BaseGeometry
     width, height = info.dimensions
     if not geometry.is_valid:
         geometry = shapely.make_valid(geometry)
-    polygons = _polygons_of(geometry)
+    polygons = polygons_of(geometry)
     clipped = (
         shapely.union_all(polygons).intersection(box(0, 0, width, height)) if polygons else None
     )
-    clipped_polygons = _polygons_of(clipped) if clipped is not None else []
+    clipped_polygons = polygons_of(clipped) if clipped is not None else []
     if not clipped_polygons:
         raise OmnisegError(
             f"{path}: the ROI encloses no area inside the slide ({width}x{height} level-0 px); "
@@ -70,14 +70,14 @@ def _finish(path: Path, geometry: BaseGeometry, info: SlideInfo) -> BaseGeometry
     return MultiPolygon(clipped_polygons)
 
 
-def _polygons_of(geometry: BaseGeometry | None) -> list[Polygon]:
+def polygons_of(geometry: BaseGeometry | None) -> list[Polygon]:
     """Non-empty polygons inside any geometry (collections are flattened, lines/points dropped)."""
     if geometry is None or geometry.is_empty:
         return []
     if isinstance(geometry, Polygon):
         return [geometry] if geometry.area > 0 else []
     if hasattr(geometry, "geoms"):
-        return [p for part in geometry.geoms for p in _polygons_of(part)]
+        return [p for part in geometry.geoms for p in polygons_of(part)]
     return []
 
 
@@ -93,7 +93,7 @@ def _imagescope_xml(path: Path) -> BaseGeometry:
     positive: list[Polygon] = []
     negative: list[Polygon] = []
     for region in root.iter("Region"):
-        polygon = _region_polygon(path, region)
+        polygon = imagescope_region_polygon(path, region)
         if polygon is None:
             continue
         (negative if region.get("NegativeROA", "0") == "1" else positive).append(polygon)
@@ -105,7 +105,8 @@ def _imagescope_xml(path: Path) -> BaseGeometry:
     return geometry
 
 
-def _region_polygon(path: Path, region: ET.Element) -> Polygon | None:
+def imagescope_region_polygon(path: Path, region: ET.Element) -> Polygon | None:
+    """The region's outline (ellipses from their bounding box); None for lines, arrows, points."""
     region_type = region.get("Type", "0")
     if region_type in IMAGESCOPE_LINE_TYPES:
         return None
@@ -136,7 +137,7 @@ def _geojson(path: Path) -> BaseGeometry:
     polygons: list[Polygon] = []
     for geometry in geometries:
         try:
-            polygons.extend(_polygons_of(shapely.make_valid(shape(geometry))))
+            polygons.extend(polygons_of(shapely.make_valid(shape(geometry))))
         except (ValueError, TypeError, AttributeError, GEOSException) as exc:
             raise OmnisegError(f"{path}: invalid GeoJSON geometry ({exc})") from exc
     if not polygons:

@@ -9,7 +9,7 @@ import torch
 from tqdm import tqdm
 
 from omniseg.catalogue import scales, tissue, tissues
-from omniseg.data import PatchRecord, load_pair, select_split
+from omniseg.data import PatchRecord, load_labelled, select_split
 from omniseg.errors import OmnisegError
 from omniseg.models import InferenceSettings
 from omniseg.runtime import Predictor, image_to_tensor
@@ -67,9 +67,9 @@ def _size_batches(
     """Stream batches of same-size images (memory stays at one batch per distinct size)."""
     pending: dict[tuple[int, int], list] = {}
     for index, record in records:
-        image, mask = load_pair(record)
+        image, mask, known = load_labelled(record)
         bucket = pending.setdefault(image.shape[:2], [])
-        bucket.append((index, record, image, mask))
+        bucket.append((index, record, image, (mask, known)))
         if len(bucket) == batch_size:
             yield pending.pop(image.shape[:2])
     yield from pending.values()
@@ -102,9 +102,12 @@ def score_records(
             tasks = [r.task_id for _, r, _, _ in batch]
             scale_ids = [r.scale_id for _, r, _, _ in batch]
             prob = predictor.predict_probability(x, tasks, scale_ids, tta=use_tta).cpu().numpy()
-            for (index, record, _, mask), p in zip(batch, prob, strict=True):
+            for (index, record, _, (mask, known)), p in zip(batch, prob, strict=True):
                 cutoff = cutoffs[record.task_id]
-                rows[index] = _image_row(record, p > cutoff, mask, cutoff)
+                predicted = p > cutoff
+                if known is not None:  # partial labels: unlabelled pixels are not scored
+                    predicted &= known
+                rows[index] = _image_row(record, predicted, mask, cutoff)
             bar.update(len(batch))
     per_image = [r for r in rows if r is not None]
     if len(per_image) != len(chosen):

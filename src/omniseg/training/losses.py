@@ -76,10 +76,12 @@ def supervised_loss(
     weight = edge_weight_map(target, edge_weight, edge_width) * valid
     d = margin(logits)
     dice = soft_dice_loss(torch.sigmoid(d), target, weight, smooth)
-    # Known-negative samples (any ignored pixel) get BCE only: the soft Dice of an empty target
-    # is ~1 for any predicted mass, a pull to predict nothing anywhere that erased whole tasks
-    # (capsule fg Dice 0.90 -> 0.00 with data.negatives 0.25; docs/model-card.md).
-    dice = torch.where((~valid).flatten(1).any(1), torch.zeros_like(dice), dice)
+    # Partly labelled samples without foreground (known-negative samples) get BCE only: the
+    # soft Dice of an empty target is ~1 for any predicted mass, a pull to predict nothing
+    # anywhere that erased whole tasks (capsule fg Dice 0.90 -> 0.00 with data.negatives 0.25;
+    # docs/model-card.md). Partly labelled samples with foreground keep Dice over known pixels.
+    empty_partial = (~valid).flatten(1).any(1) & ~(target > 0).flatten(1).any(1)
+    dice = torch.where(empty_partial, torch.zeros_like(dice), dice)
     bce = weighted_bce(d, target, weight)
     return (dice_weight * dice + bce_weight * bce).mean()
 

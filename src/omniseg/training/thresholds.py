@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from omniseg.catalogue import tissues
-from omniseg.data import PatchRecord, load_pair
+from omniseg.data import PatchRecord, load_labelled
 from omniseg.models import OmniSeg
 from omniseg.runtime import Predictor, TorchPredictor, image_to_tensor
 
@@ -44,10 +44,13 @@ def tune_thresholds(
     sums: dict[int, np.ndarray] = {}
     counts: dict[int, int] = {}
     for record in records:
-        image, mask = load_pair(record)
+        image, mask, known = load_labelled(record)
         x = image_to_tensor(image)[None]
         prob = predictor.predict_probability(x, [record.task_id], [record.scale_id], tta=False)
-        scores = dice_per_threshold(prob[0].cpu().numpy(), mask, grid)
+        prob = prob[0].cpu().numpy()
+        if known is not None:  # unlabelled pixels never count (p = 0 is below every threshold)
+            prob = np.where(known, prob, 0.0)
+        scores = dice_per_threshold(prob, mask, grid)
         sums[record.task_id] = sums.get(record.task_id, 0.0) + scores
         counts[record.task_id] = counts.get(record.task_id, 0) + 1
     report = {}

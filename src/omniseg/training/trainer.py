@@ -16,7 +16,7 @@ import torch
 
 from omniseg.catalogue import scales
 from omniseg.data import PatchRecord, discover_patches, select_split
-from omniseg.data.dataset import stratified_split
+from omniseg.data.dataset import check_group_split, group_split, stratified_split
 from omniseg.data.patches import check_pairs
 from omniseg.errors import OmnisegError
 from omniseg.locks import folder_lock
@@ -55,7 +55,11 @@ def split_records(config: TrainConfig) -> tuple[list[PatchRecord], list[PatchRec
     if d.val_split == NO_VAL:
         return records, []
     if all(r.split is None for r in records):
-        records = stratified_split(records, d.val_fraction, d.split_seed)
+        if any(r.group is not None for r in records):  # e.g. omniseg extract: split by slide
+            records = group_split(records, d.val_fraction, d.split_seed)
+        else:
+            records = stratified_split(records, d.val_fraction, d.split_seed)
+    check_group_split(records, d.train_split, d.val_split)
     return select_split(records, d.train_split), select_split(records, d.val_split)
 
 
