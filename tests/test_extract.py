@@ -293,3 +293,18 @@ def test_output_does_not_depend_on_the_number_of_threads(annotated, tmp_path):
             }
         )
     assert folders[0] == folders[1] and len(folders[0]) > 10
+
+
+def test_misaligned_label_image_and_one_file_for_two_slides_are_refused(annotated, tmp_path):
+    import tifffile
+
+    slide, found = annotated
+    wrong = tmp_path / "wrong.tif"
+    tifffile.imwrite(wrong, np.zeros((SIDE, SIDE // 2), dtype=np.uint8))
+    with pytest.raises(OmnisegError, match=f"{SIDE // 2} x {SIDE} px but the slide is"):
+        extract_patches([slide], wrong, tmp_path / "out", settings())
+    other = paint(tmp_path / "other.tif", found)
+    notes = write_geojson(tmp_path / "k.geojson", found)
+    with pytest.raises(OmnisegError, match="one annotation file for 2 slides"):
+        extract_patches([slide, other], notes, tmp_path / "out", settings())
+    assert not (tmp_path / "out").exists()

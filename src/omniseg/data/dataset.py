@@ -60,7 +60,7 @@ def group_split(
     if len(names) < 2:
         raise OmnisegError(
             f"every patch comes from one group ({names[0]}); a validation split by slide needs "
-            "patches from two slides or more: add slides, or train with --set data.val_split=none"
+            "patches from two slides or more: add slides, or train with --val-split none"
         )
     val = val_groups(names, val_fraction, seed)
     return [

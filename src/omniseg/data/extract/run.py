@@ -281,7 +281,7 @@ def _assign_splits(rows: list[dict], settings: ExtractSettings, result: ExtractR
     if len(groups) < 2:
         result.warnings.append(
             "all patches come from one slide: no validation split by slide is possible "
-            "(train with --set data.val_split=none, or extract more slides)"
+            "(train with --val-split none, or extract more slides)"
         )
         val: set[str] = set()
     else:
