@@ -102,7 +102,7 @@ from omniseg.inference import ModelSource, SegmentSettings, segment_slide
 from omniseg.inference.loading import load_segment_model
 slide, out, backend, precision = sys.argv[1:5]
 model, source = load_segment_model(None, "cpu", precision)
-settings = SegmentSettings(progress=False, backend=backend, precision=precision, workers=2)
+settings = SegmentSettings(progress=False, backend=backend, precision=precision, reader_threads=2)
 clock = time.perf_counter()
 result = segment_slide(slide, out, settings, model, model_source=source)
 wall = time.perf_counter() - clock

@@ -32,7 +32,7 @@ for i, r in enumerate(recs):
     out = {}
     for gate, margin in (("gated", 25.0), ("ungated", None)):
         s = SegmentSettings(
-            progress=False, tasks=(t.id,), mpp=t.mpp, workers=0, tissue_margin_um=margin
+            progress=False, tasks=(t.id,), mpp=t.mpp, reader_threads=0, tissue_margin_um=margin
         )
         res = segment_slide(r.image, tmp / f"{gate}{i}", s, model)
         lab = tifffile.imread(res.out_dir / "labels.ome.tif", level=0)

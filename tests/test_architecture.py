@@ -81,7 +81,7 @@ def test_segment_predicts_what_evaluate_predicts(tmp_path, monkeypatch, precisio
     slide = tmp_path / "patch.tif"
     tifffile.imwrite(slide, image)
     settings = SegmentSettings(
-        tasks=(task.id,), mpp=task.mpp, workers=0, tissue_margin_um=None, precision=precision,
+        tasks=(task.id,), mpp=task.mpp, reader_threads=0, tissue_margin_um=None, precision=precision,
         progress=False,
     )  # fmt: skip
     result = segment_slide(slide, tmp_path / "out", settings, model)
@@ -111,7 +111,7 @@ def test_cli_passes_only_the_options_a_user_gave():
 
     assert given(device=None, batch_size=8, precision=None) == {"batch_size": 8}
     defaults = SegmentSettings()
-    assert SegmentSettings(**given(device=None, workers=None)) == defaults
+    assert SegmentSettings(**given(device=None, reader_threads=None)) == defaults
 
 
 def test_a_model_carries_its_own_class_names_and_colours_into_the_outputs(tmp_path):
@@ -167,7 +167,7 @@ def test_the_defaults_the_cli_shows_are_the_library_defaults():
     shown = {
         name: typing.get_args(getattr(options, alias))[1].show_default
         for name, alias in (("device", "DeviceOption"), ("batch_size", "BatchOption"),
-                            ("workers", "WorkersOption"), ("backend", "BackendOption"))
+                            ("reader_threads", "ReaderThreadsOption"), ("backend", "BackendOption"))
     }  # fmt: skip
     assert shown == {k: str(getattr(defaults, k)) for k in shown}
     precision = typing.get_args(options.PrecisionOption)[1].show_default
@@ -183,8 +183,8 @@ def test_several_slides_share_one_predictor(tmp_path, monkeypatch):
     from omniseg.testing import PointwiseModel
 
     built = []
-    real = pipeline._predictor
-    monkeypatch.setattr(pipeline, "_predictor", lambda *a: built.append(1) or real(*a))
+    real = pipeline.build_predictor
+    monkeypatch.setattr(pipeline, "build_predictor", lambda *a: built.append(1) or real(*a))
     slides = [write_tiff(tmp_path / f"s{i}.tif", synthetic_tissue(64, 80, seed=i), 0.25)
               for i in range(2)]  # fmt: skip
     model = PointwiseModel(InferenceSettings(tile_size=64, tile_overlap=16))

@@ -47,9 +47,9 @@ def slide(tmp_path) -> Path:
 
 def test_pointwise_output_is_bitwise_identical_for_any_tiling(slide, tmp_path):
     runs = [
-        (tiny_inference(64, 16), dict(batch_size=1, workers=0)),
-        (tiny_inference(96, 8), dict(batch_size=3, workers=2, tile_order_seed=1)),
-        (tiny_inference(48, 12), dict(batch_size=7, workers=1, tile_order_seed=2)),
+        (tiny_inference(64, 16), dict(batch_size=1, reader_threads=0)),
+        (tiny_inference(96, 8), dict(batch_size=3, reader_threads=2, tile_order_seed=1)),
+        (tiny_inference(48, 12), dict(batch_size=7, reader_threads=1, tile_order_seed=2)),
     ]
     results = []
     for i, (inference, options) in enumerate(runs):
@@ -282,8 +282,12 @@ def test_real_model_agrees_across_batch_sizes_and_threads(tmp_path):
         thresholds=(float(probe.median()),) * 6,
     )
     tasks = (dt.id,)
-    a = segment_slide(path, tmp_path / "a", quiet(tasks=tasks, batch_size=1, workers=0), model)
-    b = segment_slide(path, tmp_path / "b", quiet(tasks=tasks, batch_size=5, workers=3), model)
+    a = segment_slide(
+        path, tmp_path / "a", quiet(tasks=tasks, batch_size=1, reader_threads=0), model
+    )
+    b = segment_slide(
+        path, tmp_path / "b", quiet(tasks=tasks, batch_size=5, reader_threads=3), model
+    )
     la, lb = level0_labels(a.out_dir), level0_labels(b.out_dir)
     assert la.any()
     assert (la != lb).mean() <= 1e-3

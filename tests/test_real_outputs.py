@@ -85,7 +85,11 @@ def test_segment_scores_what_evaluate_scores_on_every_shared_patch(tmp_path, bun
             cut = bundled.inference.thresholds[task.id]
             evaluated = dice(predict_record(bundled, record, tta=False) > cut, truth)
             settings = SegmentSettings(
-                progress=False, tasks=(task.id,), mpp=task.mpp, workers=0, tissue_margin_um=None
+                progress=False,
+                tasks=(task.id,),
+                mpp=task.mpp,
+                reader_threads=0,
+                tissue_margin_um=None,
             )
             result = segment_slide(record.image, tmp_path / str(i), settings, bundled)
             segmented = dice(_labels(result.out_dir) == task.label_value, truth)

@@ -117,7 +117,7 @@ def test_sigterm_during_segment_prints_the_resume_command_and_resume_finishes_it
     image = np.random.default_rng(0).integers(0, 255, (600, 800, 3), dtype=np.uint8)
     tifffile.imwrite(slide, image, resolution=(4e4, 4e4), resolutionunit="CENTIMETER")
     args = ["segment", str(slide), "-o", str(tmp_path / "out"), "--weights", str(weights),
-            "--quiet", "--batch-size", "1", "--workers", "0"]  # fmt: skip
+            "--quiet", "--batch-size", "1", "--reader-threads", "0"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "omniseg", *args], env=env, stderr=subprocess.PIPE, text=True

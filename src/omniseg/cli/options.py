@@ -45,8 +45,9 @@ PrecisionOption = Annotated[
 BatchOption = Annotated[
     int | None, typer.Option("--batch-size", help="Images per network batch.", show_default="4")
 ]
-WorkersOption = Annotated[
-    int | None, typer.Option("--workers", help="Background reader threads.", show_default="2")
+ReaderThreadsOption = Annotated[
+    int | None,
+    typer.Option("--reader-threads", help="Background tile-reading threads.", show_default="2"),
 ]
 BackendOption = Annotated[
     str | None,

@@ -14,8 +14,8 @@ from omniseg.cli.options import (
     DeviceOption,
     PrecisionOption,
     QuietOption,
+    ReaderThreadsOption,
     WeightsOption,
-    WorkersOption,
     given,
 )
 
@@ -46,6 +46,36 @@ def _report(results) -> None:
         raise OmnisegError(f"{len(failed)} of {len(results)} slides failed: {names}")
 
 
+def _run_cohort(slides, slide_list, out, settings, weights, allow_unverified, cluster, quiet):
+    """Cohort mode (--workers / --scheduler / --list): cohort.csv + cohort.json in OUT."""
+    from omniseg.errors import OmnisegError
+    from omniseg.inference.cohort import ClusterSettings, SlideJob, read_slide_list, run_cohort
+    from omniseg.inference.cohort.worker import ModelSpec
+    from omniseg.io.opener import expand_slide_paths
+
+    jobs = [SlideJob(p) for p in expand_slide_paths(slides)] if slides else []
+    if slide_list is not None:
+        jobs += read_slide_list(slide_list)
+    if not jobs:
+        raise OmnisegError("no slides: give slide files or folders, or --list FILE")
+    spec = ModelSpec(weights, allow_unverified, settings.device, settings.precision)
+    result = run_cohort(
+        jobs, out, settings, spec, ClusterSettings(**cluster), progress=not quiet,
+        on_dashboard=lambda link: typer.echo(f"Dask dashboard: {link}"),
+    )  # fmt: skip
+    counts = {s: sum(r["status"] == s for r in result.rows) for s in ("done", "kept", "failed")}
+    for row in result.failed:
+        typer.echo(f"FAILED: {row['error']}", err=True)
+    typer.echo(
+        f"{len(result.rows)} slides in {result.wall_s:.1f} s: {counts['done']} done, "
+        f"{counts['kept']} kept (finished before), {counts['failed']} failed -> {result.table}"
+    )
+    if result.failed:
+        raise OmnisegError(
+            f"{counts['failed']} of {len(result.rows)} slides failed: see {result.table}"
+        )
+
+
 def _settings_and_model(weights, allow_unverified: bool, **settings):
     """(SegmentSettings from the given options, the model on its device, its source)."""
     from omniseg.inference import SegmentSettings
@@ -63,10 +93,13 @@ def register(app: typer.Typer) -> None:
 
     @app.command("segment")
     def segment(
-        slides: Annotated[list[Path], typer.Argument(help="Slide files (SVS, TIFF, NDPI, ...).")],
         out: Annotated[
             Path, typer.Option("-o", "--out", help="Output folder (one subfolder per slide).")
         ],
+        slides: Annotated[
+            list[Path] | None,
+            typer.Argument(help="Slide files (SVS, TIFF, NDPI, ...) or folders of them."),
+        ] = None,
         weights: WeightsOption = None,
         allow_unverified: AllowUnverifiedOption = False,
         tasks: Annotated[
@@ -85,7 +118,7 @@ def register(app: typer.Typer) -> None:
         batch_size: BatchOption = None,
         precision: PrecisionOption = None,
         backend: BackendOption = None,
-        workers: WorkersOption = None,
+        reader_threads: ReaderThreadsOption = None,
         object_type: Annotated[
             str, typer.Option("--object-type", help="GeoJSON objectType: annotation or detection.")
         ] = "annotation",
@@ -132,6 +165,34 @@ def register(app: typer.Typer) -> None:
                 show_default="interstitium",
             ),
         ] = None,
+        workers: Annotated[
+            int | None,
+            typer.Option(
+                "--workers",
+                help="Run the slides on a local Dask cluster of N worker processes (each loads "
+                "the model once; the cores are split between them).",
+            ),
+        ] = None,
+        scheduler: Annotated[
+            str | None,
+            typer.Option(
+                "--scheduler",
+                help="Run on an existing Dask cluster: its address (tcp://host:8786) or "
+                "scheduler file (dask-jobqueue, dask-mpi).",
+            ),
+        ] = None,
+        slide_list: Annotated[
+            Path | None,
+            typer.Option(
+                "--list",
+                help="Slides from a .txt (one path per line) or .csv file (path, optional mpp, "
+                "roi, tasks columns).",
+            ),
+        ] = None,
+        fail_fast: Annotated[
+            bool,
+            typer.Option("--fail-fast", help="Stop a cohort at its first failed slide."),
+        ] = False,
         quiet: QuietOption = False,
     ):
         """Segment whole slides: labels.ome.tif, objects.geojson/.csv, overlay.png, summary.json."""
@@ -145,7 +206,7 @@ def register(app: typer.Typer) -> None:
         if tissue_margin is not None:
             margin["tissue_margin_um"] = None if tissue_margin < 0 else tissue_margin
         runtime = given(
-            device=device, batch_size=batch_size, precision=precision, workers=workers,
+            device=device, batch_size=batch_size, precision=precision, reader_threads=reader_threads,
             backend=backend, tile_size=tile_size, tile_overlap=tile_overlap, ptc_region=ptc_region,
         )  # fmt: skip
         settings, model, source = _settings_and_model(
@@ -157,6 +218,17 @@ def register(app: typer.Typer) -> None:
         chosen = catalogue_of(model).parse_tasks(tasks)
         settings = replace(settings, tasks=tuple(t.id for t in chosen))
         _setup_logging()
+        if workers is not None or scheduler is not None or slide_list is not None or fail_fast:
+            del model  # every worker (or this process) loads its own copy
+            cluster = dict(workers=workers, scheduler=scheduler, fail_fast=fail_fast)
+            _run_cohort(
+                slides, slide_list, out, settings, weights, allow_unverified, cluster, quiet
+            )
+            return
+        if not slides:
+            from omniseg.errors import OmnisegError
+
+            raise OmnisegError("no slides: give slide files or folders, or --list FILE")
         _report(
             segment_slides(expand_slide_paths(slides), out, settings, model, model_source=source)
         )
@@ -170,7 +242,7 @@ def register(app: typer.Typer) -> None:
         batch_size: BatchOption = None,
         precision: PrecisionOption = None,
         backend: BackendOption = None,
-        workers: WorkersOption = None,
+        reader_threads: ReaderThreadsOption = None,
         resume: Annotated[
             bool, typer.Option("--resume", help="Continue an interrupted demo.")
         ] = False,
@@ -183,7 +255,7 @@ def register(app: typer.Typer) -> None:
         from omniseg.inference.demo import DEMO_NAME, run_demo
 
         runtime = given(
-            device=device, batch_size=batch_size, precision=precision, workers=workers,
+            device=device, batch_size=batch_size, precision=precision, reader_threads=reader_threads,
             backend=backend,
         )  # fmt: skip
         settings, model, source = _settings_and_model(

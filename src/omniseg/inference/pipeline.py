@@ -129,7 +129,7 @@ def segment_slide(
     slide = Path(path)
     effective = settings.effective_inference(model.inference)
     check_tiling(effective.tile_size, effective.tile_overlap)
-    predictor = predictor or _predictor(model, settings, model_source)  # fails up front
+    predictor = predictor or build_predictor(model, settings, model_source)  # fails up front
     tune_allocator()
     started = time.perf_counter()
     reader = open_slide(slide, mpp=settings.mpp, magnification=settings.magnification)
@@ -144,7 +144,9 @@ def segment_slide(
         reader.close()
 
 
-def _predictor(model, settings: SegmentSettings, source: ModelSource | None) -> Predictor:
+def build_predictor(model, settings: SegmentSettings, source: ModelSource | None) -> Predictor:
+    """The predictor ``settings.backend`` names (an ONNX Runtime session, an OpenVINO compile
+    or torch), built once and shared by every slide of a run."""
     return make_predictor(
         model, settings.backend, settings.precision,
         model_dir=source.path if source else None, sha256=source.sha256 if source else None,
@@ -251,7 +253,7 @@ def segment_slides(
     """Segment several slides; a failing slide is reported and the others go on. A bad backend
     or precision fails once, before any slide."""
     out = Path(out)
-    predictor = _predictor(model, settings, model_source)  # one session for every slide
+    predictor = build_predictor(model, settings, model_source)  # one session for every slide
     taken: set[str] = set()
     results = []
     for path in paths:

@@ -30,7 +30,7 @@ class SegmentSettings:
     batch_size: int = 4
     precision: str = "auto"  # bf16 where native (AVX512-BF16/AMX CPU, GPU), else fp32
     backend: str = "torch"  # or "onnxruntime" / "openvino" (CPU, fp32; docs/performance.md)
-    workers: int = 2  # background reader threads (0 = read in the main thread)
+    reader_threads: int = 2  # background tile-reading threads (0 = read in the main thread)
     object_type: str = "annotation"
     resume: bool = False
     overwrite: bool = False
@@ -54,8 +54,8 @@ class SegmentSettings:
             raise OmnisegError("--tasks: choose at least one task (e.g. --tasks dt,pt)")
         if self.batch_size < 1:
             raise OmnisegError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.workers < 0:
-            raise OmnisegError(f"--workers must be >= 0, got {self.workers}")
+        if self.reader_threads < 0:
+            raise OmnisegError(f"--reader-threads must be >= 0, got {self.reader_threads}")
         if self.precision not in (*PRECISIONS, AUTO):
             raise OmnisegError(
                 f"--precision {self.precision}: valid: {', '.join((*PRECISIONS, AUTO))}"

@@ -169,7 +169,7 @@ def infer_scale(
     ``tissue``)."""
     inference, settings = run.inference, run.settings
     name = f"{run.catalogue.scales[plan.scale_id].magnification}x"
-    loop = TileLoop(settings.batch_size, settings.workers, settings.tile_order_seed)
+    loop = TileLoop(settings.batch_size, settings.reader_threads, settings.tile_order_seed)
     work, gated = found.work, 0
     if settings.ptc_region == "interstitium" and gates_fine_pass(plan) and earlier:
         with run.timed(f"interstitium_{name}"):

@@ -1,0 +1,94 @@
+"""Which slides a cohort holds: paths on the command line, or a list file (``--list``).
+
+A ``.txt`` list holds one path per line (blank lines and ``#`` comments skipped); a ``.csv``
+list has a ``path`` column and optional ``mpp``, ``roi`` and ``tasks`` columns for per-slide
+overrides. Relative paths are read from the list's folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from omniseg.errors import OmnisegError
+
+LIST_COLUMNS = ("path", "mpp", "roi", "tasks")
+
+
+@dataclass(frozen=True)
+class SlideJob:
+    """One slide of a cohort with its own overrides (None = the command's setting)."""
+
+    path: Path
+    mpp: float | None = None
+    roi: Path | None = None
+    tasks: str | None = None  # "dt,pt" as --tasks takes it
+
+
+def read_slide_list(path: str | Path) -> list[SlideJob]:
+    """Slides of a ``.txt`` or ``.csv`` list; raises OmnisegError naming the file and line."""
+    source = Path(path)
+    if not source.is_file():
+        raise OmnisegError(f"{source}: slide list not found; check the --list path")
+    try:
+        text = source.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OmnisegError(
+            f"{source}: unreadable slide list ({exc}); save it as UTF-8 text"
+        ) from exc
+    jobs = _csv_jobs(source, text) if source.suffix.lower() == ".csv" else _txt_jobs(source, text)
+    if not jobs:
+        raise OmnisegError(f"{source}: the slide list is empty; put one slide path per line")
+    return jobs
+
+
+def _txt_jobs(source: Path, text: str) -> list[SlideJob]:
+    jobs = []
+    for line in text.splitlines():
+        entry = line.strip()
+        if entry and not entry.startswith("#"):
+            jobs.append(SlideJob(_resolve(source, entry)))
+    return jobs
+
+
+def _csv_jobs(source: Path, text: str) -> list[SlideJob]:
+    reader = csv.DictReader(text.splitlines())
+    columns = [c.strip() for c in reader.fieldnames or []]
+    if "path" not in columns:
+        raise OmnisegError(
+            f"{source}: a CSV slide list needs a 'path' column (optional: mpp, roi, tasks); "
+            f"found {columns}"
+        )
+    jobs = []
+    for line, row in enumerate(reader, start=2):
+        row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+        if not row.get("path"):
+            continue
+        jobs.append(
+            SlideJob(
+                _resolve(source, row["path"]),
+                mpp=_mpp(row.get("mpp"), f"{source}:{line}"),
+                roi=_resolve(source, row["roi"]) if row.get("roi") else None,
+                tasks=row.get("tasks") or None,
+            )
+        )
+    return jobs
+
+
+def _resolve(source: Path, entry: str) -> Path:
+    candidate = Path(entry).expanduser()
+    return candidate if candidate.is_absolute() else source.parent / candidate
+
+
+def _mpp(text: str | None, where: str) -> float | None:
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise OmnisegError(f"{where}: mpp must be a number (µm/px), got {text!r}") from exc
+    if not (math.isfinite(value) and value > 0):
+        raise OmnisegError(f"{where}: mpp must be a positive number, got {text!r}")
+    return value

@@ -1,0 +1,196 @@
+"""Run a cohort: in this process, on a LocalCluster of N worker processes, or on an existing
+Dask cluster (``--scheduler ADDRESS`` or a scheduler file from dask-jobqueue / dask-mpi).
+
+Re-running the same command resumes: every slide goes through ``segment_slide`` with
+``--resume`` semantics, so a finished slide is recognised by its completed outputs (its
+summary.json, written last) and kept, and an unfinished one continues from its finished tiles.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from tqdm import tqdm
+
+from omniseg.catalogue import catalogue_of
+from omniseg.errors import OmnisegError
+from omniseg.inference.cohort.listing import SlideJob
+from omniseg.inference.cohort.table import FAILED, CohortTable, slide_row
+from omniseg.inference.cohort.worker import ModelSpec, WorkerState, cores, load_state, run_job
+from omniseg.inference.outputs import object_names
+from omniseg.inference.results import result_dir
+from omniseg.inference.settings import SegmentSettings
+
+log = logging.getLogger(__name__)
+# Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in every worker, which made torch page-fault
+# its activations on every batch (-39 % tiles/s; ../shared/docs/dependencies.md, trap T5).
+NANNY_ENV_KEY = "distributed.nanny.pre-spawn-environ"
+KILLED = "its worker process died {n} times while running it (out of memory?); run fewer workers"
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """Where a cohort runs: workers = a LocalCluster; scheduler = an existing cluster."""
+
+    workers: int | None = None
+    scheduler: str | None = None  # tcp://host:8786, or a scheduler JSON file
+    fail_fast: bool = False
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise OmnisegError(f"--workers must be >= 1, got {self.workers}")
+        if self.workers is not None and self.scheduler is not None:
+            raise OmnisegError("give either --workers (a local cluster) or --scheduler, not both")
+
+    @property
+    def distributed(self) -> bool:
+        return self.workers is not None or self.scheduler is not None
+
+
+@dataclass
+class CohortResult:
+    rows: list[dict]
+    table: Path
+    wall_s: float
+    dashboard: str | None = None
+
+    @property
+    def failed(self) -> list[dict]:
+        return [r for r in self.rows if r["status"] == FAILED]
+
+
+def run_cohort(
+    jobs: Sequence[SlideJob],
+    out: str | Path,
+    settings: SegmentSettings,
+    spec: ModelSpec,
+    cluster: ClusterSettings = ClusterSettings(),
+    *,
+    progress: bool = True,
+    on_dashboard: Callable[[str], None] | None = None,
+) -> CohortResult:
+    """Segment every slide; failures are rows of cohort.csv (``fail_fast`` stops at the first)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = replace(settings, resume=not settings.overwrite, progress=False)
+    local = load_state(spec, settings, threads=cores(), name="local")  # fails here, once
+    taken: set[str] = set()
+    folders = []
+    for job in jobs:
+        folders.append(result_dir(out, job.path, taken))
+        taken.add(folders[-1].name)
+    names = list(object_names(catalogue_of(local.model)).values())
+    table = CohortTable(out, [j.path for j in jobs], names)
+    bar = tqdm(total=len(jobs), desc="cohort", unit="slide", disable=not progress)
+    started = time.perf_counter()
+    dashboard = None
+    with bar:
+        if cluster.distributed:
+            del local  # the workers load their own copy
+            dashboard = _run_on_dask(jobs, folders, out, settings, spec, cluster, table, bar,
+                                     on_dashboard)  # fmt: skip
+        else:
+            _run_here(local, jobs, folders, out, settings, cluster, table, bar)
+    wall = time.perf_counter() - started
+    extra = {"wall_s": round(wall, 2), "workers": cluster.workers, "scheduler": cluster.scheduler}
+    table.write_summary(extra)
+    return CohortResult(list(table.rows.values()), table.path, wall, dashboard)
+
+
+def _run_here(state: WorkerState, jobs, folders, out, settings, cluster, table, bar) -> None:
+    for job, folder in zip(jobs, folders, strict=True):
+        row = run_job(state, job, out, folder, settings)
+        _record(table, bar, row)
+        if cluster.fail_fast and row["status"] == FAILED:
+            break
+
+
+def _record(table: CohortTable, bar, row: dict, running: int | None = None) -> None:
+    table.update(row)
+    counts = table.counts()
+    postfix = {"done": counts["done"] + counts["kept"], "failed": counts["failed"]}
+    if running is not None:
+        postfix["running"] = running
+    bar.set_postfix(postfix)
+    bar.update(1)
+
+
+def _run_on_dask(jobs, folders, out, settings, spec, cluster, table, bar, on_dashboard):
+    try:
+        import dask
+        from distributed import Client, LocalCluster, as_completed
+        from distributed.scheduler import KilledWorker
+
+        from omniseg.inference.cohort.dask_plugin import ModelPlugin
+    except ImportError as exc:
+        raise OmnisegError(
+            f"--workers / --scheduler run on Dask, which is not installed ({exc}); install it "
+            "with: pip install 'omniseg[cluster]'"
+        ) from exc
+    from omniseg.inference.cohort.worker import segment_job
+
+    env = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    with dask.config.set({NANNY_ENV_KEY: env}):
+        local = None
+        if cluster.workers is not None:
+            local = LocalCluster(
+                n_workers=cluster.workers, threads_per_worker=1, processes=True,
+                dashboard_address=":0", silence_logs=logging.ERROR,
+            )  # fmt: skip
+            client = Client(local)
+        elif Path(cluster.scheduler).is_file():
+            client = Client(scheduler_file=cluster.scheduler)
+        else:
+            client = Client(cluster.scheduler)
+    try:
+        if on_dashboard is not None:
+            on_dashboard(client.dashboard_link)
+        client.register_plugin(ModelPlugin(spec, settings, _slots_by_host(client)))
+        futures = {
+            client.submit(
+                segment_job,
+                job,
+                str(out),
+                str(folder),
+                settings,
+                key=f"omniseg-slide-{i}-{folder.name}",
+                pure=False,
+            ): job
+            for i, (job, folder) in enumerate(zip(jobs, folders, strict=True))
+        }
+        allowed = dask.config.get("distributed.scheduler.allowed-failures")
+        for future in as_completed(futures):
+            job = futures[future]
+            try:
+                row = future.result()
+            except KilledWorker:
+                row = slide_row(
+                    job.path, FAILED, error=f"{job.path}: {KILLED.format(n=allowed + 1)}"
+                )
+            running = sum(len(keys) for keys in client.processing().values())
+            _record(table, bar, row, running)
+            if cluster.fail_fast and row["status"] == FAILED:
+                client.cancel(list(futures))
+                break
+        return client.dashboard_link
+    finally:
+        client.close()
+        if local is not None:
+            local.close()
+
+
+def _slots_by_host(client) -> dict[str, int]:
+    """Task slots (worker threads) per host: each worker divides its host's cores by them,
+    so N workers never oversubscribe a machine."""
+    try:
+        info = client.scheduler_info(n_workers=-1)
+    except TypeError:  # distributed before the n_workers argument
+        info = client.scheduler_info()
+    per_host: dict[str, int] = {}
+    for worker in info["workers"].values():
+        per_host[worker["host"]] = per_host.get(worker["host"], 0) + worker.get("nthreads", 1)
+    return per_host
