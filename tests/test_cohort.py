@@ -217,3 +217,14 @@ def test_without_dask_the_workers_option_says_how_to_install_it(
     with pytest.raises(OmnisegError, match=r"omniseg\[cluster\]"):
         run_cohort([SlideJob(slides[0])], tmp_path, SETTINGS, spec(model_dir),
                    ClusterSettings(workers=2), progress=False)  # fmt: skip
+
+
+def test_csv_list_with_an_unquoted_task_list_and_a_missing_scheduler_file(tmp_path, model_dir):
+    (tmp_path / "list.csv").write_text("path,tasks\na.svs,dt,pt\n", encoding="utf-8")
+    with pytest.raises(OmnisegError, match="list.csv:2: more cells than columns"):
+        read_slide_list(tmp_path / "list.csv")
+    missing = tmp_path / "scheduler.json"
+    (tmp_path / "a.svs").write_bytes(b"x")
+    with pytest.raises(OmnisegError, match="scheduler file not found"):
+        run_cohort([SlideJob(tmp_path / "a.svs")], tmp_path / "out", SETTINGS, spec(model_dir),
+                   ClusterSettings(scheduler=str(missing)), progress=False)  # fmt: skip

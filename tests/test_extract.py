@@ -308,3 +308,10 @@ def test_misaligned_label_image_and_one_file_for_two_slides_are_refused(annotate
     with pytest.raises(OmnisegError, match="one annotation file for 2 slides"):
         extract_patches([slide, other], notes, tmp_path / "out", settings())
     assert not (tmp_path / "out").exists()
+
+
+def test_val_fraction_zero_keeps_every_slide_in_train():
+    from omniseg.data.dataset import val_groups
+
+    assert val_groups(["a", "b", "c"], 0.0, seed=0) == set()
+    assert len(val_groups(["a", "b", "c"], 0.3, seed=0)) == 1

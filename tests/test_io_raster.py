@@ -29,14 +29,18 @@ def star(cx, cy, radii, turn) -> Polygon:
     radii=st.lists(st.floats(0.3, 60), min_size=3, max_size=24),
     turn=st.floats(0, 6.3),
     hole=st.floats(0, 0.9),
+    island=st.booleans(),
     window=st.tuples(
         st.integers(-30, 90), st.integers(-30, 90), st.integers(1, 80), st.integers(1, 80)
     ),
 )
-def test_polygon_mask_equals_the_exhaustive_centre_test(cx, cy, radii, turn, hole, window):
+def test_polygon_mask_equals_the_exhaustive_centre_test(cx, cy, radii, turn, hole, island, window):
     shape = star(cx, cy, radii, turn)
     if hole > 0.1:
-        shape = shape.difference(Point(cx, cy).buffer(min(radii) * hole, 8))
+        inner = min(radii) * hole
+        shape = shape.difference(Point(cx, cy).buffer(inner, 8))
+        if island:  # a part inside the hole
+            shape = shape.union(Point(cx, cy).buffer(inner / 2, 8))
     y, x, h, w = window
     np.testing.assert_array_equal(polygon_mask(shape, y, x, h, w), exhaustive(shape, y, x, h, w))
 
@@ -48,7 +52,30 @@ def test_edges_on_pixel_centres_multipolygons_and_touching_boxes():
         MultiPolygon([box(0, 0, 5, 5), box(5, 0, 10, 5)]),  # touching
         Point(32, 32).buffer(20).difference(Point(32, 32).buffer(8)),
         box(0, 0, 0.2, 100),  # thinner than a pixel
+        # an island inside another part's hole (a tuft drawn apart from its capsule ring)
+        box(0, 0, 60, 60).difference(box(10, 10, 50, 50)).union(box(20, 20, 40, 40)),
+        box(0, 0, 60, 60)
+        .difference(box(10, 10, 50, 50))
+        .union(box(20, 20, 40, 40).difference(box(27, 27, 33, 33))),
     ]
     for shape in cases:
         for window in ((0, 0, 64, 64), (3, 7, 17, 29), (-5, -5, 12, 12)):
             np.testing.assert_array_equal(polygon_mask(shape, *window), exhaustive(shape, *window))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    cx=st.floats(0, 100),
+    cy=st.floats(0, 100),
+    outer=st.floats(20, 60),
+    hole=st.floats(0.5, 0.8),
+    island=st.floats(0.5, 0.9),
+    shift=st.tuples(st.integers(-20, 20), st.integers(-20, 20)),
+    size=st.tuples(st.integers(8, 80), st.integers(8, 80)),
+)
+def test_an_island_inside_a_hole_is_kept(cx, cy, outer, hole, island, shift, size):
+    ring = Point(cx, cy).buffer(outer, 16).difference(Point(cx, cy).buffer(outer * hole, 16))
+    shape = ring.union(Point(cx, cy).buffer(outer * hole * island, 16))
+    h, w = size
+    y, x = int(cy) - h // 2 + shift[0], int(cx) - w // 2 + shift[1]  # around the island
+    np.testing.assert_array_equal(polygon_mask(shape, y, x, h, w), exhaustive(shape, y, x, h, w))

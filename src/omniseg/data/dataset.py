@@ -70,7 +70,10 @@ def group_split(
 
 
 def val_groups(names: Sequence[str], val_fraction: float, seed: int) -> set[str]:
-    """round(len * val_fraction) of ``names`` (at least one, never all), seeded."""
+    """round(len * val_fraction) of ``names`` (at least one unless the fraction is 0, never
+    all), seeded."""
+    if val_fraction <= 0:
+        return set()
     ordered = sorted(names)
     n_val = min(len(ordered) - 1, max(1, round(len(ordered) * val_fraction)))
     order = np.random.default_rng(seed).permutation(len(ordered))

@@ -38,9 +38,9 @@ def polygon_mask(geometry: BaseGeometry, y: int, x: int, h: int, w: int) -> np.n
         exteriors.append(_fixed(polygon.exterior.coords, scale))
         holes += [_fixed(ring.coords, scale) for ring in polygon.interiors]
     fill = np.zeros((h, w), dtype=np.uint8)
-    cv2.fillPoly(fill, exteriors, 1, lineType=cv2.LINE_8, shift=SUBPIXEL_BITS)
-    if holes:
-        cv2.fillPoly(fill, holes, 0, lineType=cv2.LINE_8, shift=SUBPIXEL_BITS)
+    # All rings in one call: OpenCV fills by even-odd parity, which for a valid (Multi)Polygon
+    # is inside-ness, also for a part that lies in another part's hole.
+    cv2.fillPoly(fill, exteriors + holes, 1, lineType=cv2.LINE_8, shift=SUBPIXEL_BITS)
     band = np.zeros((h, w), dtype=np.uint8)
     thickness = 2 * EDGE_BAND_PX + 1
     cv2.polylines(band, exteriors + holes, True, 1, thickness, cv2.LINE_8, SUBPIXEL_BITS)

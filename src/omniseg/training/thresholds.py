@@ -45,6 +45,8 @@ def tune_thresholds(
     counts: dict[int, int] = {}
     for record in records:
         image, mask, known = load_labelled(record)
+        if known is not None and not (known & ~mask).any():
+            continue  # no known background: any threshold looks best at 0 (partial labels)
         x = image_to_tensor(image)[None]
         prob = predictor.predict_probability(x, [record.task_id], [record.scale_id], tta=False)
         prob = prob[0].cpu().numpy()

@@ -53,6 +53,7 @@ class LabelImage:
         import zarr
 
         self.path = path
+        self._overview: tuple[np.ndarray, float] | None = None
         try:
             self._tif = tifffile.TiffFile(path)
             series = self._tif.series[0]
@@ -60,21 +61,33 @@ class LabelImage:
                 zarr.open(series.aszarr(level=i), mode="r") for i in range(len(series.levels))
             ]
         except Exception as exc:  # tifffile raises many types for a broken file
+            if hasattr(self, "_tif"):
+                self._tif.close()
             raise OmnisegError(
                 f"{path}: unreadable label image ({exc}); export it as TIFF"
             ) from exc
+        try:
+            self.scale = self._aligned_scale(slide_dims)
+        except OmnisegError:
+            self._tif.close()
+            raise
+
+    def _aligned_scale(self, slide_dims: tuple[int, int]) -> tuple[float, float]:
+        """Label px per level-0 px along x and y; refuses a label image of another aspect."""
+        path = self.path
         shape = self._levels[0].shape
         if len(shape) != 2:
             raise OmnisegError(
                 f"{path}: a label image must be one 2-D plane of class values, got shape {shape}"
             )
         width, height = slide_dims
-        self.scale = (shape[1] / width, shape[0] / height)  # label px per level-0 px
-        if abs(self.scale[0] / self.scale[1] - 1) > ALIGN_TOLERANCE:
+        scale = (shape[1] / width, shape[0] / height)
+        if abs(scale[0] / scale[1] - 1) > ALIGN_TOLERANCE:
             raise OmnisegError(
                 f"{path}: label image is {shape[1]} x {shape[0]} px but the slide is {width} x "
                 f"{height}: their aspect ratios differ, so it is not aligned to this slide"
             )
+        return scale
 
     def close(self) -> None:
         self._tif.close()
@@ -84,7 +97,14 @@ class LabelImage:
 
     def overview(self) -> tuple[np.ndarray, float]:
         """(coarse label map, level-0 slide px per overview px) for finding objects: the finest
-        pyramid level of at most 2 x ``OVERVIEW_SIDE`` px, else a strided read of level 0."""
+        pyramid level of at most 2 x ``OVERVIEW_SIDE`` px, else a strided read of level 0. Read
+        once. Objects smaller than one overview pixel may be missed (e.g. capillaries on a
+        whole-slide label image): their patches are then fewer."""
+        if self._overview is None:
+            self._overview = self._read_overview()
+        return self._overview
+
+    def _read_overview(self) -> tuple[np.ndarray, float]:
         base = self._levels[0]
         small = [lv for lv in self._levels if max(lv.shape) <= 2 * OVERVIEW_SIDE]
         if small:

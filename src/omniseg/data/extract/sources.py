@@ -118,6 +118,14 @@ def polygon_sources(
 def label_image_sources(path: Path, reader: SlideReader, catalogue: Catalogue) -> SlideSources:
     """Tasks labelled by an aligned label image (value = task id + 1): every pixel known."""
     image = LabelImage(path, reader.info.dimensions)
+    try:
+        return _label_image_tasks(path, image, reader, catalogue)
+    except BaseException:
+        image.close()
+        raise
+
+
+def _label_image_tasks(path, image: LabelImage, reader, catalogue: Catalogue) -> SlideSources:
     present = image.values() - {0}
     by_value = {t.label_value: t for t in catalogue.tissues}
     unmapped = sorted(str(v) for v in present if v not in by_value)

@@ -63,6 +63,10 @@ def _csv_jobs(source: Path, text: str) -> list[SlideJob]:
         )
     jobs = []
     for line, row in enumerate(reader, start=2):
+        if None in row:  # more cells than columns: an unquoted "dt,pt"
+            raise OmnisegError(
+                f'{source}:{line}: more cells than columns; quote a task list ("dt,pt")'
+            )
         row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
         if not row.get("path"):
             continue

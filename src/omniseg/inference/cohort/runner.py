@@ -8,8 +8,10 @@ summary.json, written last) and kept, and an unfinished one continues from its f
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,7 +22,14 @@ from omniseg.catalogue import catalogue_of
 from omniseg.errors import OmnisegError
 from omniseg.inference.cohort.listing import SlideJob
 from omniseg.inference.cohort.table import FAILED, CohortTable, slide_row
-from omniseg.inference.cohort.worker import ModelSpec, WorkerState, cores, load_state, run_job
+from omniseg.inference.cohort.worker import (
+    PLUGIN_NAME,
+    ModelSpec,
+    WorkerState,
+    cores,
+    load_state,
+    run_job,
+)
 from omniseg.inference.outputs import object_names
 from omniseg.inference.results import result_dir
 from omniseg.inference.settings import SegmentSettings
@@ -29,6 +38,7 @@ log = logging.getLogger(__name__)
 # Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in every worker, which made torch page-fault
 # its activations on every batch (-39 % tiles/s; ../shared/docs/dependencies.md, trap T5).
 NANNY_ENV_KEY = "distributed.nanny.pre-spawn-environ"
+CONNECT_TIMEOUT_S = 30
 KILLED = "its worker process died {n} times while running it (out of memory?); run fewer workers"
 
 
@@ -74,9 +84,13 @@ def run_cohort(
     on_dashboard: Callable[[str], None] | None = None,
 ) -> CohortResult:
     """Segment every slide; failures are rows of cohort.csv (``fail_fast`` stops at the first)."""
-    out = Path(out)
+    # absolute paths: a remote worker resolves relative ones against its own working folder
+    out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    settings = replace(settings, resume=not settings.overwrite, progress=False)
+    jobs = [replace(j, path=j.path.resolve(), roi=j.roi.resolve() if j.roi else None) for j in jobs]
+    roi = Path(settings.roi).resolve() if settings.roi is not None else None
+    settings = replace(settings, resume=not settings.overwrite, progress=False, roi=roi)
+    spec = replace(spec, weights=Path(spec.weights).resolve() if spec.weights else None)
     local = load_state(spec, settings, threads=cores(), name="local")  # fails here, once
     taken: set[str] = set()
     folders = []
@@ -142,22 +156,23 @@ def _run_on_dask(jobs, folders, out, settings, spec, cluster, table, bar, on_das
                 dashboard_address=":0", silence_logs=logging.ERROR,
             )  # fmt: skip
             client = Client(local)
-        elif Path(cluster.scheduler).is_file():
-            client = Client(scheduler_file=cluster.scheduler)
         else:
-            client = Client(cluster.scheduler)
+            client = _connect(Client, cluster.scheduler)
+    run_id = uuid.uuid4().hex[:8]  # keys and plugin of this run only (a shared cluster)
+    plugin_name = f"{PLUGIN_NAME}-{run_id}"
     try:
         if on_dashboard is not None:
             on_dashboard(client.dashboard_link)
-        client.register_plugin(ModelPlugin(spec, settings, _slots_by_host(client)))
+        client.register_plugin(ModelPlugin(spec, settings, _slots_by_host(client), plugin_name))
         futures = {
             client.submit(
                 segment_job,
+                plugin_name,
                 job,
                 str(out),
                 str(folder),
                 settings,
-                key=f"omniseg-slide-{i}-{folder.name}",
+                key=f"omniseg-{run_id}-slide-{i}-{folder.name}",
                 pure=False,
             ): job
             for i, (job, folder) in enumerate(zip(jobs, folders, strict=True))
@@ -171,6 +186,9 @@ def _run_on_dask(jobs, folders, out, settings, spec, cluster, table, bar, on_das
                 row = slide_row(
                     job.path, FAILED, error=f"{job.path}: {KILLED.format(n=allowed + 1)}"
                 )
+            except Exception as exc:  # lost connection, a worker without the plugin, ...
+                error = f"{job.path}: the cluster could not run it: {type(exc).__name__}: {exc}"
+                row = slide_row(job.path, FAILED, error=error)
             running = sum(len(keys) for keys in client.processing().values())
             _record(table, bar, row, running)
             if cluster.fail_fast and row["status"] == FAILED:
@@ -178,9 +196,27 @@ def _run_on_dask(jobs, folders, out, settings, spec, cluster, table, bar, on_das
                 break
         return client.dashboard_link
     finally:
+        with contextlib.suppress(Exception):  # the model must not stay loaded on the workers
+            client.unregister_worker_plugin(plugin_name)
         client.close()
         if local is not None:
             local.close()
+
+
+def _connect(client_type, scheduler: str):
+    """A client of an existing cluster: a scheduler file (as dask-jobqueue or dask-mpi write)
+    or an address; one clear error when neither works."""
+    try:
+        if scheduler.endswith(".json") or Path(scheduler).is_file():
+            if not Path(scheduler).is_file():
+                raise OmnisegError(f"{scheduler}: scheduler file not found; check --scheduler")
+            return client_type(scheduler_file=scheduler, timeout=CONNECT_TIMEOUT_S)
+        return client_type(scheduler, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise OmnisegError(
+            f"--scheduler {scheduler}: cannot reach the Dask scheduler ({exc}); check the address "
+            "and that the cluster is running"
+        ) from exc
 
 
 def _slots_by_host(client) -> dict[str, int]:

@@ -23,7 +23,7 @@ from omniseg.inference.loading import load_segment_model
 from omniseg.inference.pipeline import build_predictor, segment_slide
 from omniseg.inference.settings import SegmentSettings
 
-PLUGIN_NAME = "omniseg-model"
+PLUGIN_NAME = "omniseg-model"  # each cohort run adds its own suffix
 OUT_OF_MEMORY = "out of memory: run fewer workers per machine, or give each more memory"
 STATE: dict[str, WorkerState] = {}  # this process's loaded model (one per worker process)
 
@@ -58,9 +58,11 @@ def load_state(spec: ModelSpec, settings: SegmentSettings, threads: int, name: s
     return WorkerState(model, source, build_predictor(model, settings, source), threads, name)
 
 
-def segment_job(job: SlideJob, out: str, folder: str, settings: SegmentSettings) -> dict:
-    """The Dask task: one slide with this worker's model; always returns a cohort row."""
-    state = STATE.get(PLUGIN_NAME)
+def segment_job(
+    plugin: str, job: SlideJob, out: str, folder: str, settings: SegmentSettings
+) -> dict:
+    """The Dask task: one slide with the model plugin ``plugin`` loaded; returns a cohort row."""
+    state = STATE.get(plugin)
     if state is None:
         raise RuntimeError("omniseg worker plugin missing: register ModelPlugin first")
     torch.set_num_threads(state.threads)
