@@ -36,6 +36,7 @@ from omniseg.inference.resample import resample_bilinear, source_window
 from omniseg.inference.scale_runner import ScalePlan
 from omniseg.inference.tiling import Window, core_size, iter_chunk_windows
 from omniseg.runtime.memory import release_free_memory
+from omniseg.runtime.ordered import ordered_map
 
 TRIM_EVERY_OBJECTS = 256  # hand freed heap back to the OS this often while tracing objects
 
@@ -112,8 +113,12 @@ def assemble(
     spec: MergeSpec,
     gates: Gates = Gates(),
     progress: str | None = None,
+    threads: int = 0,
 ) -> Assembly:
-    """Merged, component-labelled and size-filtered level-0 label map (in the work store)."""
+    """Merged, component-labelled and size-filtered level-0 label map (in the work store).
+
+    Chunks are merged on ``threads`` threads ahead of the labeller, which takes them in raster
+    order on this thread (so the result never depends on ``threads``)."""
     chunk = spec.chunk
     core_size(spec.tile, spec.overlap)
     labels = store.fresh("labels", shape_hw, chunk, "uint8")
@@ -127,16 +132,20 @@ def assemble(
     )
     roi_prepared = prepared.prep(gates.roi) if gates.roi is not None else None
     nonempty = set()
-    windows = iter_chunk_windows(shape_hw, chunk)
-    total = -(-shape_hw[0] // chunk) * -(-shape_hw[1] // chunk)
+    windows = list(iter_chunk_windows(shape_hw, chunk))
+
+    def merge(window: Window):
+        return window, *_gated_chunk(sources, window, spec, gates, roi_prepared, cuts)
+
+    merged_chunks = ordered_map(merge, windows, threads, name="omniseg-merge")
     bar = tqdm(
-        windows, total=total, desc=progress, disable=progress is None, unit="chunk", leave=False
-    )
-    for window in bar:
+        merged_chunks, total=len(windows), desc=progress, disable=progress is None,
+        unit="chunk", leave=False,
+    )  # fmt: skip
+    for window, merged, winner in bar:
         if window.x == 0:
             labeller.start_row(window.y)
             release_free_memory()
-        merged, winner = _gated_chunk(sources, window, spec, gates, roi_prepared, cuts)
         if merged is None or not merged.any():
             labeller.skip_chunk(window.x, window.w)
             continue
@@ -191,9 +200,10 @@ def _remove_small(labels, ids, components: Components, keep, nonempty, chunk: in
             labels[sl] = chunk_labels
 
 
-def iter_objects(assembly: Assembly, mpp: float) -> Iterator[SlideObject]:
+def iter_objects(assembly: Assembly, mpp: float, threads: int = 0) -> Iterator[SlideObject]:
     """One SlideObject per kept component, ids 1.. in (class, top, left) order, traced lazily
-    (a whole slide's polygons do not fit in memory together: callers spool or stream them)."""
+    (a whole slide's polygons do not fit in memory together: callers spool or stream them),
+    on ``threads`` threads a few objects ahead, always yielded in that order."""
     comps = assembly.components
     kept = np.flatnonzero(assembly.keep)
     # (class, top, left, index): the index makes the key unique, so the order is total
@@ -203,14 +213,13 @@ def iter_objects(assembly: Assembly, mpp: float) -> Iterator[SlideObject]:
     def read_ids(y0: int, y1: int, x0: int, x1: int, step: int) -> np.ndarray:
         return np.asarray(ids[y0:y1:step, x0:x1:step])
 
-    for number, index in enumerate(order, start=1):
-        if number % TRIM_EVERY_OBJECTS == 0:
-            release_free_memory()
+    def trace(job: tuple[int, int]) -> SlideObject:
+        number, index = job
         y0, x0, y1, x1 = (int(v) for v in comps.bbox[index])
         mask, step = object_mask(read_ids, comps.root_of, int(index), comps.bbox[index])
         geometry = mask_outline(mask, y0, x0, step)
         centroid = geometry.centroid
-        yield SlideObject(
+        return SlideObject(
             id=number,
             class_id=int(comps.group[index]),
             geometry=geometry,
@@ -220,6 +229,12 @@ def iter_objects(assembly: Assembly, mpp: float) -> Iterator[SlideObject]:
             bbox_xyxy=(x0, y0, x1 + 1, y1 + 1),
             mean_probability=float(comps.code_sum[index] / comps.area[index] / CODE_MAX),
         )
+
+    jobs = ((number, int(index)) for number, index in enumerate(order, start=1))
+    for obj in ordered_map(trace, jobs, threads, name="omniseg-objects"):
+        if obj.id % TRIM_EVERY_OBJECTS == 0:
+            release_free_memory()
+        yield obj
 
 
 def label_tile_reader(assembly: Assembly, chunk: int) -> Callable:

@@ -217,7 +217,10 @@ def merge_scales(run: SlideRun, found: TissueStage, stages: Sequence[ScaleStage]
     )
     with run.timed("merge"):
         sources = [s.source for s in stages]
-        return assemble(sources, run.store, run.shape0, spec, found.gates, run.bar("merge"))
+        return assemble(
+            sources, run.store, run.shape0, spec, found.gates, run.bar("merge"),
+            threads=run.settings.reader_threads,
+        )  # fmt: skip
 
 
 def trace_objects(run: SlideRun, assembly: Assembly, spool: ObjectSpool) -> ClassTally:
@@ -225,7 +228,7 @@ def trace_objects(run: SlideRun, assembly: Assembly, spool: ObjectSpool) -> Clas
     memory, never a whole slide's polygons."""
     tally = ClassTally(run.catalogue)
     with run.timed("objects"):
-        for obj in iter_objects(assembly, run.mpp0):
+        for obj in iter_objects(assembly, run.mpp0, threads=run.settings.reader_threads):
             spool.append(obj)
             tally.add(obj)
     return tally

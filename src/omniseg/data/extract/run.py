@@ -14,9 +14,7 @@ import io
 import json
 import time
 import zlib
-from collections import deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,6 +32,7 @@ from omniseg.data.patches import MANIFEST_NAME
 from omniseg.errors import OmnisegError
 from omniseg.inference.tiling import Window
 from omniseg.io import open_slide, read_at_mpp, target_shape
+from omniseg.runtime.ordered import ordered_map
 
 UNKNOWN = 127  # mask value of unannotated pixels (the manifest's ignore_value)
 FOREGROUND = 255
@@ -185,7 +184,7 @@ def _extract_slide(slide, note, staging, settings, cat, mapping) -> tuple[list[d
         )  # fmt: skip
         rows = []
         with bar:
-            for row in _in_order(cut, jobs, settings.workers):
+            for row in ordered_map(cut, jobs, settings.workers, name="omniseg-extract"):
                 rows.append(row)
                 bar.update(1)
         report = {
@@ -201,22 +200,6 @@ def _extract_slide(slide, note, staging, settings, cat, mapping) -> tuple[list[d
         if sources is not None and sources.closer is not None:
             sources.closer()
         reader.close()
-
-
-def _in_order(function, jobs: list, workers: int) -> Iterator:
-    """``map(function, jobs)`` on ``workers`` threads (reading, rasterising and PNG encoding
-    release the GIL), results in job order, at most 2 x workers jobs in flight."""
-    if workers <= 1:
-        yield from map(function, jobs)
-        return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="omniseg-extract") as pool:
-        pending: deque = deque()
-        for job in jobs:
-            pending.append(pool.submit(function, job))
-            if len(pending) >= 2 * workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
 
 
 def _plan(task: TaskSource, slide: Path, reader, settings, on_tissue) -> list[tuple[str, Window]]:
