@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import signal
 import sys
@@ -85,7 +84,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
-    from run import machine
+    from run import emit, machine
 
     from omniseg.data.synthetic import DemoSlideSpec, write_demo_slide
     from omniseg.inference import SegmentSettings
@@ -119,10 +118,7 @@ def main() -> None:
             "outputs_identical_1_vs_2_workers": across,
         }
     )
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n", encoding="utf-8")
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

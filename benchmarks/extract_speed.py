@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
-    from run import machine
+    from run import emit, machine
 
     from omniseg.data.extract import ExtractSettings, extract_patches
     from omniseg.data.synthetic import DemoSlideSpec, write_demo_slide
@@ -81,10 +81,7 @@ def main() -> None:
         "patches_per_s": round(result.patches / wall, 2),
         "png_mb": round(size_mb, 1),
     }
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n", encoding="utf-8")
+    emit(out, args.json)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,14 @@ def machine() -> dict:
     return out
 
 
+def emit(result: dict, path: Path | None) -> None:
+    """Print the benchmark's JSON, and write it to ``path`` when given."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if path:
+        path.write_text(text + "\n", encoding="utf-8")
+
+
 def backends() -> list[str]:
     from omniseg.runtime.precision import native_bf16
 
@@ -209,10 +217,7 @@ def main() -> None:
     result["peak_rss_mb_this_process"] = round(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
     )
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n", encoding="utf-8")
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

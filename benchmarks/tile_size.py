@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
-    from run import machine
+    from run import emit, machine
 
     from omniseg.data.synthetic import DemoSlideSpec, write_demo_slide
 
@@ -87,10 +87,7 @@ def main() -> None:
                     }
                 )
     result["seconds"] = round(time.perf_counter() - started, 1)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n", encoding="utf-8")
+    emit(result, args.json)
 
 
 if __name__ == "__main__":
