@@ -32,6 +32,7 @@ from omniseg.data.patches import MANIFEST_NAME
 from omniseg.errors import OmnisegError
 from omniseg.inference.tiling import Window
 from omniseg.io import open_slide, read_at_mpp, target_shape
+from omniseg.models.config import MAX_TILE, MIN_TILE
 from omniseg.runtime.ordered import ordered_map
 
 UNKNOWN = 127  # mask value of unannotated pixels (the manifest's ignore_value)
@@ -64,8 +65,8 @@ class ExtractSettings:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if not 16 <= self.patch <= 4096:
-            raise OmnisegError(f"--patch {self.patch}: must lie in [16, 4096] px")
+        if not MIN_TILE <= self.patch <= MAX_TILE:
+            raise OmnisegError(f"--patch {self.patch}: must lie in [{MIN_TILE}, {MAX_TILE}] px")
         if self.per_class < 1:
             raise OmnisegError(f"--per-class must be >= 1, got {self.per_class}")
         if not 0 <= self.negatives <= 10:
