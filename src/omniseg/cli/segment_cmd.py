@@ -46,8 +46,11 @@ def _report(results) -> None:
         raise OmnisegError(f"{len(failed)} of {len(results)} slides failed: {names}")
 
 
-def _run_cohort(slides, slide_list, out, settings, weights, allow_unverified, cluster, quiet):
-    """Cohort mode (--workers / --scheduler / --list): cohort.csv + cohort.json in OUT."""
+def _run_cohort(slides, slide_list, out, settings, loaded_model, cluster, quiet):
+    """Cohort mode (--workers / --scheduler / --list): cohort.csv + cohort.json in OUT.
+    ``loaded_model``: (weights option, allow_unverified, model, source); this process reuses
+    the loaded model, Dask workers load their own from the same weights."""
+    weights, allow_unverified, model, source = loaded_model
     from omniseg.errors import OmnisegError
     from omniseg.inference.cohort import ClusterSettings, SlideJob, read_slide_list, run_cohort
     from omniseg.inference.cohort.worker import ModelSpec
@@ -62,6 +65,7 @@ def _run_cohort(slides, slide_list, out, settings, weights, allow_unverified, cl
     result = run_cohort(
         jobs, out, settings, spec, ClusterSettings(**cluster), progress=not quiet,
         on_dashboard=lambda link: typer.echo(f"Dask dashboard: {link}"),
+        loaded=(model, source),
     )  # fmt: skip
     counts = {s: sum(r["status"] == s for r in result.rows) for s in ("done", "kept", "failed")}
     for row in result.failed:
@@ -219,11 +223,11 @@ def register(app: typer.Typer) -> None:
         settings = replace(settings, tasks=tuple(t.id for t in chosen))
         _setup_logging()
         if workers is not None or scheduler is not None or slide_list is not None or fail_fast:
-            del model  # every worker (or this process) loads its own copy
             cluster = dict(workers=workers, scheduler=scheduler, fail_fast=fail_fast)
             _run_cohort(
-                slides, slide_list, out, settings, weights, allow_unverified, cluster, quiet
-            )
+                slides, slide_list, out, settings, (weights, allow_unverified, model, source),
+                cluster, quiet,
+            )  # fmt: skip
             return
         if not slides:
             from omniseg.errors import OmnisegError

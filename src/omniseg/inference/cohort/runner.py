@@ -31,6 +31,7 @@ from omniseg.inference.cohort.worker import (
     run_job,
 )
 from omniseg.inference.outputs import object_names
+from omniseg.inference.pipeline import build_predictor
 from omniseg.inference.results import result_dir
 from omniseg.inference.settings import SegmentSettings
 
@@ -82,8 +83,12 @@ def run_cohort(
     *,
     progress: bool = True,
     on_dashboard: Callable[[str], None] | None = None,
+    loaded: tuple | None = None,
 ) -> CohortResult:
-    """Segment every slide; failures are rows of cohort.csv (``fail_fast`` stops at the first)."""
+    """Segment every slide; failures are rows of cohort.csv (``fail_fast`` stops at the first).
+
+    ``loaded``: (model, ModelSource) the caller already loaded from ``spec``, used in this
+    process instead of loading it again (Dask workers always load their own)."""
     # absolute paths: a remote worker resolves relative ones against its own working folder
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -91,7 +96,13 @@ def run_cohort(
     roi = Path(settings.roi).resolve() if settings.roi is not None else None
     settings = replace(settings, resume=not settings.overwrite, progress=False, roi=roi)
     spec = replace(spec, weights=Path(spec.weights).resolve() if spec.weights else None)
-    local = load_state(spec, settings, threads=cores(), name="local")  # fails here, once
+    if loaded is None:
+        local = load_state(spec, settings, threads=cores(), name="local")  # fails here, once
+    else:
+        model, source = loaded
+        local = WorkerState(
+            model, source, build_predictor(model, settings, source), cores(), "local"
+        )
     taken: set[str] = set()
     folders = []
     for job in jobs:
