@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import shapely
 from shapely import affinity
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
@@ -149,7 +148,3 @@ def label_image_objects(image: LabelImage, values: tuple[int, ...]) -> list[Base
     for x, y, w, h, _ in stats[1:count]:
         objects.append(box(x * per_px, y * per_px, (x + w) * per_px, (y + h) * per_px))
     return objects
-
-
-def union(shapes: list[BaseGeometry]) -> BaseGeometry | None:
-    return shapely.union_all(shapes) if shapes else None
