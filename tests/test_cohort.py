@@ -177,9 +177,17 @@ def test_cohort_csv_stays_valid_when_the_command_is_killed_and_a_rerun_finishes(
     command = [sys.executable, "-m", "omniseg", "segment", "--list", str(listing), "-o", str(out),
                "--weights", str(model_dir), "--device", "cpu", "--quiet"]  # fmt: skip
     seen: list[set[str]] = []
-    for delay in (1.5, 3.0, 4.5, 6.0):
+
+    def statuses() -> set[str]:
+        return {r["status"] for r in table(out)} if (out / CSV_NAME).exists() else set()
+
+    # kill -9 at moments picked by what the table shows (fixed delays were flaky under load):
+    # as soon as it exists, then once a slide has finished while others are left
+    for moment in (bool, lambda found: bool(found & {"done", "kept"}) and "pending" in found):
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline and not moment(statuses()):
+            time.sleep(0.02)
         proc.kill()
         proc.wait()
         if (out / CSV_NAME).exists():
