@@ -26,7 +26,7 @@ def main() -> None:
     from omniseg.models.bundled import default_model_dir
     from omniseg.models.pretrained import WEIGHTS_NAME, sha256_of
     from omniseg.runtime import image_to_tensor
-    from omniseg.runtime.backends import make_predictor
+    from omniseg.runtime.backends import BACKENDS, make_predictor
     from omniseg.runtime.memory import tune_allocator
     from omniseg.scoring.metrics import score_pair
 
@@ -39,7 +39,7 @@ def main() -> None:
     model = load_pretrained(folder)
     sha = sha256_of(folder / WEIGHTS_NAME)
     records = discover_patches(args.data)
-    backends = ["torch", "onnxruntime", "openvino"]
+    backends = list(BACKENDS)
     predictors = {
         b: make_predictor(model, b, "fp32", model_dir=folder, sha256=sha) for b in backends
     }

@@ -87,6 +87,33 @@ def export_onnx_command(
     typer.echo(f"wrote {export_onnx(model, out)}")
 
 
+@app.command()
+def calibrate(
+    model_dir: Annotated[Path, typer.Argument(help="Model folder (config.json + weights).")],
+    data: Annotated[
+        Path, typer.Option("--data", help="Labelled patches: a folder or manifest.csv.")
+    ],
+    max_patches: Annotated[
+        int | None,
+        typer.Option(
+            "--max-patches", help="Patches to use, round-robin over tasks.", show_default="72"
+        ),
+    ] = None,
+    allow_unverified: Annotated[
+        bool, typer.Option("--allow-unverified", help="Load a folder without a recorded SHA-256.")
+    ] = False,
+):
+    """Calibrate int8 inference (--backend onnxruntime-int8) on real patches.
+
+    Writes MODEL_DIR/int8-calibration.json: the activation ranges of the decoder's
+    convolutions, measured on the training split (or every patch when there is none)."""
+    from omniseg.runtime.int8 import calibrate_model_dir
+
+    limit = {} if max_patches is None else {"max_patches": max_patches}
+    out, table = calibrate_model_dir(model_dir, data, verify=not allow_unverified, **limit)
+    typer.echo(f"wrote {out} ({table['patches']} patches, {len(table['nodes'])} layers)")
+
+
 def _register_stage_commands() -> None:
     from omniseg.cli import evaluate_cmd, extract_cmd, segment_cmd, train_cmd
 

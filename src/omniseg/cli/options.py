@@ -54,7 +54,8 @@ BackendOption = Annotated[
     typer.Option(
         "--backend",
         help="torch, onnxruntime or openvino (CPU fp32, from one ONNX export cached beside the "
-        "model).",
+        "model); onnxruntime-int8 (decoder in int8, from the model's "
+        "int8-calibration.json; see omniseg calibrate).",
         show_default="torch",
     ),
 ]

@@ -8,7 +8,10 @@ from omniseg.errors import OmnisegError
 from omniseg.runtime.precision import resolve_precision
 from omniseg.runtime.predictor import Predictor, TorchPredictor, model_device
 
-BACKENDS = ("torch", "onnxruntime", "openvino")
+# No openvino-int8: OpenVINO ran the same int8 graph 0.056 mean Dice below fp32 on the shared
+# patches (ONNX Runtime: 0.003), docs/performance.md.
+BACKENDS = ("torch", "onnxruntime", "openvino", "onnxruntime-int8")
+INT8_SUFFIX = "-int8"
 
 
 def make_predictor(
@@ -20,7 +23,9 @@ def make_predictor(
     sha256: str | None = None,
 ) -> Predictor:
     """The predictor for ``backend``. ONNX Runtime and OpenVINO run fp32 on the CPU (``auto``
-    means fp32 there) from one ONNX export, cached beside ``model_dir`` keyed by ``sha256``."""
+    means fp32 there) from one ONNX export, cached beside ``model_dir`` keyed by ``sha256``;
+    their ``-int8`` forms run that export with its decoder quantized from the model folder's
+    calibration table (``runtime/int8.py``)."""
     if backend not in BACKENDS:
         raise OmnisegError(f"--backend {backend}: unknown; valid: {', '.join(BACKENDS)}")
     if backend == "torch":
@@ -32,13 +37,23 @@ def make_predictor(
         require_openvino,
     )
 
+    runs = "int8" if backend.endswith(INT8_SUFFIX) else "fp32"
     if precision == "bf16":
-        raise OmnisegError(f"--backend {backend} runs fp32 only; use --precision fp32 or auto")
+        raise OmnisegError(f"--backend {backend} runs {runs} only; use --precision fp32 or auto")
     resolve_precision(precision, model_device(model))  # names a misspelt precision
     if model_device(model).type != "cpu":
         raise OmnisegError(f"--backend {backend} runs on the CPU; use --device cpu")
-    if backend == "openvino":
+    runtime = backend.removesuffix(INT8_SUFFIX)
+    if runtime == "openvino":
         require_openvino()  # before a possibly long export
     folder = Path(model_dir) if model_dir is not None else None
-    path = cached_onnx(model, folder, sha256)
-    return OpenVinoPredictor(model, path) if backend == "openvino" else OnnxPredictor(model, path)
+    if runs == "int8":
+        from omniseg.runtime.int8 import cached_int8
+
+        path = cached_int8(model, folder, sha256)
+    else:
+        path = cached_onnx(model, folder, sha256)
+    kind = OpenVinoPredictor if runtime == "openvino" else OnnxPredictor
+    predictor = kind(model, path)
+    predictor.backend, predictor.precision = backend, runs
+    return predictor
