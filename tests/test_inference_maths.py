@@ -272,3 +272,21 @@ def test_blending_fades_between_disagreeing_tiles_and_keeps_single_tile_codes():
     holes = blended_codes(windows, processed, shape, tile, overlap, Window(0, 0, *shape))[0]
     assert not np.array_equal(holes[:, :80], full[:, :80])  # where tile (0, 1) saw
     np.testing.assert_array_equal(holes[:, 80:], full[:, 80:])  # ... and nowhere else
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    radius=st.integers(0, 40),
+    shape=st.tuples(st.integers(1, 90), st.integers(1, 90)),
+    seed=st.integers(0, 2**16),
+)
+def test_grow_mask_equals_dilation_by_the_opencv_disk(radius, shape, seed):
+    import cv2
+
+    from omniseg.inference.gates import grow_mask
+
+    mask = np.random.default_rng(seed).random(shape) > 0.97
+    side = 2 * radius + 1
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
+    expected = cv2.dilate(mask.astype(np.uint8), disk).astype(bool) if radius else mask
+    np.testing.assert_array_equal(grow_mask(mask, radius), expected)
