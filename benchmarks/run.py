@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -112,7 +111,7 @@ def model_only(predictor, batch: int, repeats: int) -> dict:
 
 
 PIPELINE_CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 from omniseg.inference import ModelSource, SegmentSettings, segment_slide
 from omniseg.inference.loading import load_segment_model
@@ -122,7 +121,8 @@ settings = SegmentSettings(progress=False, backend=backend, precision=precision,
 clock = time.perf_counter()
 result = segment_slide(slide, out, settings, model, model_source=source)
 wall = time.perf_counter() - clock
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from omniseg.runtime.memory import peak_rss_mb
+peak = peak_rss_mb()
 print(json.dumps({"wall_s": wall, "peak_rss_mb": peak, "summary": result.summary}))
 """
 
@@ -224,9 +224,9 @@ def main() -> None:
             fastest, model, folder, sha, 1024, 4 if quick else None, tmp
         )
     result["seconds"] = round(time.perf_counter() - started, 1)
-    result["peak_rss_mb_this_process"] = round(
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
-    )
+    from omniseg.runtime.memory import peak_rss_mb
+
+    result["peak_rss_mb_this_process"] = round(peak_rss_mb(), 1)
     emit(result, args.json)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from omniseg.inference import SegmentSettings, segment_slide
 from omniseg.inference.loading import load_segment_model
 slide, out, backend, tile, overlap, region = sys.argv[1:7]
@@ -27,7 +27,8 @@ settings = SegmentSettings(progress=False, backend=backend, tile_size=int(tile),
 clock = time.perf_counter()
 result = segment_slide(slide, out, settings, model, model_source=source)
 wall = time.perf_counter() - clock
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from omniseg.runtime.memory import peak_rss_mb
+peak = peak_rss_mb()
 print(json.dumps({"wall_s": wall, "peak_rss_mb": peak, "summary": result.summary}))
 """
 

@@ -3,7 +3,8 @@
 Drives ``omniseg.inference.segment_slide`` (every stage: tissue detection, tiling, native-scale
 zarr stores, merge, components, objects, label OME-TIFF, GeoJSON/CSV, overlay) with the cheap
 pointwise stand-in model on virtual slides whose pixels are generated per requested region, so no
-huge file is needed. Each size runs in a fresh subprocess; peak RSS = ru_maxrss of that process.
+huge file is needed. Each size runs in a fresh subprocess; peak RSS = VmHWM of that process
+(``runtime.memory.peak_rss_mb``).
 
     .venv/bin/python benchmarks/wsi_memory.py                 # 10k x 8k and 100k x 80k
     .venv/bin/python benchmarks/wsi_memory.py --sizes 10000x8000
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from omniseg.data.synthetic import LazySyntheticSlide
+from omniseg.runtime.memory import peak_rss_mb
 
 
 def current_rss_mb() -> float:
@@ -115,7 +117,7 @@ def run_one(width: int, height: int) -> dict:
     return {
         "slide_wh": [width, height],
         "wall_s": round(wall, 1),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "tiles_processed": summary["tiles_processed"],
         "tiles_skipped": summary["tiles_skipped"],
         "objects": summary["objects"],

@@ -36,3 +36,21 @@ def test_importing_omniseg_does_not_tune_the_allocator():
     code = "import omniseg, omniseg.runtime.memory as a; print(a._done)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.stdout.strip() == "False", proc.stderr
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="fork/exec RSS carry-over is Linux"
+)
+def test_peak_rss_of_a_child_is_its_own_not_its_parents():
+    """ru_maxrss would report the parent's RSS at fork for a small child; VmHWM does not."""
+    import numpy as np
+
+    from omniseg.runtime.memory import peak_rss_mb
+
+    ballast = np.ones(600 * 2**20 // 8)  # 600 MB resident in this (parent) process
+    parent = peak_rss_mb()
+    code = "from omniseg.runtime.memory import peak_rss_mb; print(peak_rss_mb())"
+    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 check=True).stdout)  # fmt: skip
+    assert ballast.sum() > 0 and parent > 600
+    assert 0 < child < parent - 400, (child, parent)

@@ -75,3 +75,21 @@ def _malloc_trim():
         return ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):
         return None
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB: Linux ``VmHWM`` (this program's own high-water
+    mark), else ``ru_maxrss``. Not ``ru_maxrss`` on Linux: a child keeps across ``exec`` the RSS
+    its parent had at ``fork``, so a benchmark child of a 1.5 GB parent reported 1.5 GB for
+    every slide."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS
