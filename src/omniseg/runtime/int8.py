@@ -28,7 +28,7 @@ import torch
 
 from omniseg.atomic import atomic_path
 from omniseg.errors import OmnisegError
-from omniseg.runtime.onnx_backend import _cache_dirs, cached_onnx, export_onnx, require_onnxruntime
+from omniseg.runtime.onnx_backend import cache_dirs, cached_onnx, export_onnx, require_onnxruntime
 from omniseg.runtime.predictor import image_to_tensor, reflect_pad
 
 CALIBRATION_NAME = "int8-calibration.json"
@@ -59,7 +59,8 @@ def _quantize(fp32: Path, out: Path, nodes: list[str], cache: Path, reader=None)
     ``cache``) or, without one, read from ``cache``."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    logging.getLogger().disabled, was = True, logging.getLogger().disabled  # ORT's advice lines
+    root = logging.getLogger()
+    was, root.disabled = root.disabled, True  # ORT logs pre-processing advice on the root logger
     try:
         quantize_static(
             str(fp32), str(out), reader, quant_format=QuantFormat.QDQ,
@@ -69,7 +70,7 @@ def _quantize(fp32: Path, out: Path, nodes: list[str], cache: Path, reader=None)
             calibration_cache_path=str(cache),
         )  # fmt: skip
     finally:
-        logging.getLogger().disabled = was
+        root.disabled = was
 
 
 class _PatchReader:
@@ -241,7 +242,7 @@ def cached_int8(model, model_dir: Path | None, sha256: str | None) -> Path:
     table, table_sha = read_calibration(model_dir, sha256)
     fp32 = cached_onnx(model, model_dir, sha256)
     name = f"{fp32.stem}-int8-{table_sha[:12]}.onnx"
-    for folder in [fp32.parent, *_cache_dirs(model_dir)]:
+    for folder in [fp32.parent, *cache_dirs(model_dir)]:
         path = folder / name
         if path.is_file():
             return path

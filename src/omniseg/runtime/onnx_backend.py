@@ -89,7 +89,7 @@ def cached_onnx(model: OmniSeg, model_dir: Path | None, sha256: str | None) -> P
     ort = require_onnxruntime()
     digest = sha256 or weights_digest(model)  # never one shared key for unverified models
     key = f"{digest[:16]}-torch{torch.__version__}-ort{ort.__version__}.onnx"
-    for folder in _cache_dirs(model_dir):
+    for folder in cache_dirs(model_dir):
         path = folder / key
         if path.is_file():
             return path
@@ -111,7 +111,7 @@ def weights_digest(model: OmniSeg) -> str:
     return digest.hexdigest()
 
 
-def _cache_dirs(model_dir: Path | None) -> list[Path]:
+def cache_dirs(model_dir: Path | None) -> list[Path]:
     user = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "omniseg" / "onnx"
     places = [model_dir / CACHE_DIR_NAME] if model_dir is not None else []
     return [*places, user, Path(tempfile.gettempdir()) / "omniseg-onnx"]
