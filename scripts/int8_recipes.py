@@ -25,11 +25,10 @@ DATA = ROOT.parent / "shared" / "data" / "kidney-patches" / "manifest.csv"
 PER_TASK = 6
 
 
-def recipes(convs: list[str]) -> dict[str, dict]:
+def recipes(convs: list[str], decoder: list[str]) -> dict[str, dict]:
     from onnxruntime.quantization import QuantType
 
-    encoder = [c for c in convs if "/encoder/" in c]
-    decoder = [c for c in convs if "/encoder/" not in c]
+    encoder = [c for c in convs if c not in decoder]
     return {
         "all-u8u8": {"weight_type": QuantType.QUInt8},
         "all-s8-reduce-range": {"reduce_range": True},
@@ -64,7 +63,7 @@ def main() -> None:
     from omniseg.models import load_pretrained
     from omniseg.models.bundled import default_model_dir
     from omniseg.runtime import image_to_tensor
-    from omniseg.runtime.int8 import pick_calibration_records
+    from omniseg.runtime.int8 import pick_calibration_records, quantized_nodes
     from omniseg.runtime.onnx_backend import export_onnx
     from omniseg.scoring.metrics import score_pair
 
@@ -75,7 +74,8 @@ def main() -> None:
     args = parser.parse_args()
     model = load_pretrained(default_model_dir())
     records = discover_patches(args.data)
-    data = [(r, image_to_tensor(load_pair(r)[0])[None].numpy(), load_pair(r)[1]) for r in records]
+    pairs = [(r, *load_pair(r)) for r in records]
+    data = [(r, image_to_tensor(image)[None].numpy(), mask) for r, image, mask in pairs]
     inputs = {r.image: x for r, x, _ in data}
     tasks = len({r.task_id for r in records})
     calibration = pick_calibration_records(records, PER_TASK * tasks)
@@ -110,7 +110,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(model, Path(tmp) / "fp32.onnx")
         convs = [n.name for n in onnx.load(str(fp32)).graph.node if n.op_type == "Conv"]
-        table = recipes(convs)
+        table = recipes(convs, quantized_nodes(fp32))  # the shipped rule: not the encoder
         out = {"patches": len(records), "calibration_patches": len(calibration)}
         out["fp32"] = base = mean_dice(fp32)
         out["recipes"] = {}

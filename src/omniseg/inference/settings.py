@@ -29,7 +29,7 @@ class SegmentSettings:
     device: str = "auto"
     batch_size: int = 4
     precision: str = "auto"  # bf16 where native (AVX512-BF16/AMX CPU, GPU), else fp32
-    backend: str = "torch"  # or onnxruntime / openvino (CPU fp32), their -int8 forms
+    backend: str = "torch"  # or onnxruntime / openvino (CPU fp32), onnxruntime-int8
     reader_threads: int = 2  # background tile-reading threads (0 = read in the main thread)
     object_type: str = "annotation"
     resume: bool = False

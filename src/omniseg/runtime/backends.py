@@ -54,6 +54,4 @@ def make_predictor(
     else:
         path = cached_onnx(model, folder, sha256)
     kind = OpenVinoPredictor if runtime == "openvino" else OnnxPredictor
-    predictor = kind(model, path)
-    predictor.backend, predictor.precision = backend, runs
-    return predictor
+    return kind(model, path, backend=backend, precision=runs)

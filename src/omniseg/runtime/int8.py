@@ -28,7 +28,13 @@ import torch
 
 from omniseg.atomic import atomic_path
 from omniseg.errors import OmnisegError
-from omniseg.runtime.onnx_backend import cache_dirs, cached_onnx, export_onnx, require_onnxruntime
+from omniseg.runtime.onnx_backend import (
+    cache_dirs,
+    cached_file,
+    cached_onnx,
+    export_onnx,
+    require_onnxruntime,
+)
 from omniseg.runtime.predictor import image_to_tensor, reflect_pad
 
 CALIBRATION_NAME = "int8-calibration.json"
@@ -94,7 +100,7 @@ class _PatchReader:
 def pick_calibration_records(records: Sequence, limit: int) -> list:
     """Up to ``limit`` patches, round-robin over tasks so each task's ranges count, from the
     training split when there is one (validation stays unseen)."""
-    train = [r for r in records if getattr(r, "split", None) == "train"] or list(records)
+    train = [r for r in records if r.split == "train"] or list(records)
     by_task: dict[int, list] = {}
     for record in train:
         by_task.setdefault(record.task_id, []).append(record)
@@ -242,13 +248,9 @@ def cached_int8(model, model_dir: Path | None, sha256: str | None) -> Path:
     table, table_sha = read_calibration(model_dir, sha256)
     fp32 = cached_onnx(model, model_dir, sha256)
     name = f"{fp32.stem}-int8-{table_sha[:12]}.onnx"
-    for folder in [fp32.parent, *cache_dirs(model_dir)]:
-        path = folder / name
-        if path.is_file():
-            return path
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            return build_int8(fp32, table, path, model_dir / CALIBRATION_NAME)
-        except OSError:
-            continue  # read-only: try the next place
-    raise OmnisegError(f"no writable place to cache the int8 graph of {model_dir}")
+
+    def build(path: Path) -> Path:
+        return build_int8(fp32, table, path, model_dir / CALIBRATION_NAME)
+
+    folders = [fp32.parent, *cache_dirs(model_dir)]
+    return cached_file(name, folders, build, f"the int8 graph of {model_dir}")

@@ -10,10 +10,12 @@ decimals (``scripts/backend_parity.py``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tempfile
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -89,16 +91,23 @@ def cached_onnx(model: OmniSeg, model_dir: Path | None, sha256: str | None) -> P
     ort = require_onnxruntime()
     digest = sha256 or weights_digest(model)  # never one shared key for unverified models
     key = f"{digest[:16]}-torch{torch.__version__}-ort{ort.__version__}.onnx"
-    for folder in cache_dirs(model_dir):
-        path = folder / key
+    export = functools.partial(export_onnx, model)
+    return cached_file(key, cache_dirs(model_dir), export, f"the ONNX export of {model_dir}")
+
+
+def cached_file(name: str, folders: Sequence[Path], build: Callable[[Path], Path], what: str):
+    """``name`` from the first of ``folders`` that has it, else built by ``build(path)`` into
+    the first writable one (an installed package's folder is read-only)."""
+    for folder in folders:
+        path = folder / name
         if path.is_file():
             return path
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            return export_onnx(model, path)
+            return build(path)
         except OSError:
-            continue  # read-only (an installed package): try the next place
-    raise OmnisegError(f"no writable place to cache the ONNX export of {model_dir}")
+            continue  # read-only: try the next place
+    raise OmnisegError(f"no writable place to cache {what}")
 
 
 def weights_digest(model: OmniSeg) -> str:
@@ -121,9 +130,10 @@ class _GraphPredictor(PaddedPredictor):
     """A runtime that runs the exported graph on the CPU in fp32: feeds it numpy arrays and
     maps both predictor calls onto its (images, task_ids, scale_ids) inputs."""
 
-    def __init__(self, model: OmniSeg) -> None:
+    def __init__(self, model: OmniSeg, backend: str | None, precision: str) -> None:
         self.device = torch.device("cpu")
-        self.precision = "fp32"
+        self.backend = backend or self.backend
+        self.precision = precision
         self.size_divisor = model.config.size_divisor
         self.in_channels = model.config.in_channels
 
@@ -151,8 +161,16 @@ class OnnxPredictor(_GraphPredictor):
 
     backend = "onnxruntime"
 
-    def __init__(self, model: OmniSeg, onnx_path: str | os.PathLike, threads: int = 0) -> None:
-        super().__init__(model)
+    def __init__(
+        self,
+        model: OmniSeg,
+        onnx_path: str | os.PathLike,
+        threads: int = 0,
+        *,
+        backend: str | None = None,
+        precision: str = "fp32",
+    ) -> None:
+        super().__init__(model, backend, precision)
         ort = require_onnxruntime()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
@@ -181,8 +199,16 @@ class OpenVinoPredictor(_GraphPredictor):
 
     backend = "openvino"
 
-    def __init__(self, model: OmniSeg, onnx_path: str | os.PathLike, threads: int = 0) -> None:
-        super().__init__(model)
+    def __init__(
+        self,
+        model: OmniSeg,
+        onnx_path: str | os.PathLike,
+        threads: int = 0,
+        *,
+        backend: str | None = None,
+        precision: str = "fp32",
+    ) -> None:
+        super().__init__(model, backend, precision)
         ov = require_openvino()
         core = ov.Core()
         config = {
