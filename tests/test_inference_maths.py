@@ -192,10 +192,10 @@ def test_ring_over_many_chunks_is_one_polygon_with_its_hole():
     ids, comps = _label_in_chunks(labels, 16)
     assert comps.count == 1
 
-    def read_ids(y0, y1, x0, x1, step):
-        return ids[y0:y1:step, x0:x1:step]
+    def read_ids(y0, y1, x0, x1):
+        return ids[y0:y1, x0:x1]
 
-    mask, step = object_mask(read_ids, comps.root_of, 0, comps.bbox[0])
+    mask, step = object_mask(read_ids, comps.root_of, 0, comps.bbox[0], block=16)
     poly = mask_outline(mask, int(comps.bbox[0][0]), int(comps.bbox[0][1]), step)
     assert poly.geom_type == "Polygon" and len(poly.interiors) == 1
     assert abs(poly.area - int(labels.astype(bool).sum())) / labels.astype(bool).sum() < 0.1
@@ -290,3 +290,49 @@ def test_grow_mask_equals_dilation_by_the_opencv_disk(radius, shape, seed):
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
     expected = cv2.dilate(mask.astype(np.uint8), disk).astype(bool) if radius else mask
     np.testing.assert_array_equal(grow_mask(mask, radius), expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    block=st.integers(3, 40),
+    max_trace=st.sampled_from([1 << 26, 200, 37]),
+)
+def test_object_mask_in_blocks_equals_the_whole_box_read(seed, block, max_trace):
+    """Blockwise reading (one store chunk at a time) == reading the whole box at once, at step 1
+    and reduced (any pixel of a step x step block counts); at step 1 no chunk is read twice."""
+    from omniseg.inference import components
+
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(5, 70, size=2)
+    ids = rng.integers(0, 4, size=(h, w)).astype(np.uint32)
+    top, left = rng.integers(0, h), rng.integers(0, w)  # the box starts off the chunk grid
+    ids[:top] = 0
+    ids[:, :left] = 0
+    root_of = np.array([-1, 0, 1, 0])  # ids 1 and 3 are one object
+    index = 0
+    ys, xs = np.nonzero(root_of[ids] == index)
+    if len(ys) == 0:
+        return
+    bbox = np.array([ys.min(), xs.min(), ys.max(), xs.max()])
+    reads = []
+
+    def read_ids(y0, y1, x0, x1):
+        reads.append((y0 // block, x0 // block, (y1 - 1) // block, (x1 - 1) // block))
+        return ids[y0:y1, x0:x1]
+
+    original = components.MAX_TRACE_PIXELS
+    components.MAX_TRACE_PIXELS = max_trace
+    try:
+        mask, step = object_mask(read_ids, root_of, index, bbox, block=block)
+    finally:
+        components.MAX_TRACE_PIXELS = original
+    y0, x0, y1, x1 = (int(v) for v in bbox)
+    whole = root_of[ids[y0 : y1 + 1, x0 : x1 + 1]] == index
+    rows, cols = -(-whole.shape[0] // step), -(-whole.shape[1] // step)
+    padded = np.zeros((rows * step, cols * step), bool)
+    padded[: whole.shape[0], : whole.shape[1]] = whole
+    assert np.array_equal(mask, padded.reshape(rows, step, cols, step).any(axis=(1, 3)))
+    if step == 1:  # every read lies within one chunk, and no chunk is read twice
+        assert all(r0 == r1 and c0 == c1 for r0, c0, r1, c1 in reads)
+        assert len(set(reads)) == len(reads)

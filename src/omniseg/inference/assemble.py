@@ -210,13 +210,15 @@ def iter_objects(assembly: Assembly, mpp: float, threads: int = 0) -> Iterator[S
     order = kept[np.lexsort((kept, comps.bbox[kept, 1], comps.bbox[kept, 0], comps.group[kept]))]
     ids = assembly.ids
 
-    def read_ids(y0: int, y1: int, x0: int, x1: int, step: int) -> np.ndarray:
-        return np.asarray(ids[y0:y1:step, x0:x1:step])
+    def read_ids(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        return np.asarray(ids[y0:y1, x0:x1])
 
     def trace(job: tuple[int, int]) -> SlideObject:
         number, index = job
         y0, x0, y1, x1 = (int(v) for v in comps.bbox[index])
-        mask, step = object_mask(read_ids, comps.root_of, int(index), comps.bbox[index])
+        mask, step = object_mask(
+            read_ids, comps.root_of, int(index), comps.bbox[index], block=ids.chunks[0]
+        )
         geometry = mask_outline(mask, y0, x0, step)
         centroid = geometry.centroid
         return SlideObject(

@@ -236,27 +236,48 @@ def resolve(table: ComponentTable) -> Components:
 
 
 def object_mask(
-    read_ids: Callable[[int, int, int, int, int], np.ndarray],
+    read_ids: Callable[[int, int, int, int], np.ndarray],
     root_of: np.ndarray,
     index: int,
     bbox: np.ndarray,
+    block: int = 1024,
 ) -> tuple[np.ndarray, int]:
     """(mask of object ``index`` on its bounding box, step): step 1 is every pixel; a huge box is
-    reduced by ``step`` in blocks where ANY pixel belongs (thin parts never vanish)."""
+    reduced by ``step`` in blocks where ANY pixel belongs (thin parts never vanish).
+
+    The box is read in blocks of about ``block`` px a side (pass the id store's chunk side): one
+    whole-box read of a slide-sized object held its ids as int64 at once, and reading it a band
+    of ``step`` rows at a time decoded every chunk of the band again for each band."""
     y0, x0, y1, x1 = (int(v) for v in bbox)
     y1, x1 = y1 + 1, x1 + 1
     step = max(1, int(np.ceil(np.sqrt((y1 - y0) * (x1 - x0) / MAX_TRACE_PIXELS))))
-    if step == 1:
-        return root_of[read_ids(y0, y1, x0, x1, 1)] == index, 1
-    rows = -(-(y1 - y0) // step)
-    cols = -(-(x1 - x0) // step)
-    mask = np.zeros((rows, cols), dtype=bool)
-    for r in range(rows):  # one band of `step` full-resolution rows at a time
-        top = y0 + r * step
-        band = root_of[read_ids(top, min(top + step, y1), x0, x1, 1)] == index
-        band = np.pad(band, ((0, 0), (0, cols * step - band.shape[1])))
-        mask[r] = band.reshape(band.shape[0], cols, step).any(axis=(0, 2))
+    side = step * -(-block // step)  # a whole number of reduced pixels per block
+    mask = np.zeros((-(-(y1 - y0) // step), -(-(x1 - x0) // step)), dtype=bool)
+    for top in _block_starts(y0, y1, side, step):
+        bottom = min(top + side, y1) if step > 1 else min((top // side + 1) * side, y1)
+        for left in _block_starts(x0, x1, side, step):
+            right = min(left + side, x1) if step > 1 else min((left // side + 1) * side, x1)
+            part = root_of[read_ids(top, bottom, left, right)] == index
+            r0, c0 = (top - y0) // step, (left - x0) // step
+            if step > 1:
+                part = _any_in_blocks(part, step)
+            mask[r0 : r0 + part.shape[0], c0 : c0 + part.shape[1]] = part
     return mask, step
+
+
+def _block_starts(start: int, stop: int, side: int, step: int) -> list[int]:
+    """Block origins along one axis: on the store's chunk grid at step 1 (each chunk is decoded
+    once), on the reduced grid (``start`` + multiples of ``side``) otherwise."""
+    if step > 1:
+        return list(range(start, stop, side))
+    return [start, *range((start // side + 1) * side, stop, side)]
+
+
+def _any_in_blocks(part: np.ndarray, step: int) -> np.ndarray:
+    """Reduce a bool array by ``step`` per axis: True where any pixel of the block is."""
+    rows, cols = -(-part.shape[0] // step), -(-part.shape[1] // step)
+    padded = np.pad(part, ((0, rows * step - part.shape[0]), (0, cols * step - part.shape[1])))
+    return padded.reshape(rows, step, cols, step).any(axis=(1, 3))
 
 
 def mask_outline(mask: np.ndarray, y0: int, x0: int, step: int = 1) -> Polygon | MultiPolygon:
