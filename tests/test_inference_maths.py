@@ -336,3 +336,46 @@ def test_object_mask_in_blocks_equals_the_whole_box_read(seed, block, max_trace)
     if step == 1:  # every read lies within one chunk, and no chunk is read twice
         assert all(r0 == r1 and c0 == c1 for r0, c0, r1, c1 in reads)
         assert len(set(reads)) == len(reads)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    shape=st.tuples(st.integers(20, 70), st.integers(20, 70)),
+    tiling=st.sampled_from([(32, 8), (40, 6), (48, 5), (16, 0), (64, 16)]),
+)
+def test_blended_codes_are_the_exactly_rounded_weighted_mean(seed, shape, tiling):
+    """Integer-weighted blending == the weighted mean in exact rational arithmetic, rounded
+    half to even, with the float ramps as weights (any overlap, not only powers of two)."""
+    from fractions import Fraction
+
+    from omniseg.inference.blend import blended_codes, edge_ramp, edge_weights
+    from omniseg.inference.tiling import grid_shape, iter_tiles
+
+    tile, overlap = tiling
+    rng = np.random.default_rng(seed)
+    grid = grid_shape(shape, tile, overlap)
+    windows = rng.integers(0, 256, size=(2, grid[0] * tile, grid[1] * tile)).astype(np.uint8)
+    processed = rng.random(grid) < 0.8
+    got = blended_codes(windows, processed, shape, tile, overlap, Window(0, 0, *shape))
+    scale = 4 * overlap if overlap else 1
+    assert np.array_equal(edge_ramp(tile, overlap) * scale, edge_weights(tile, overlap))
+    total = [[[Fraction(0)] * shape[1] for _ in range(shape[0])] for _ in range(2)]
+    weight = [[Fraction(0)] * shape[1] for _ in range(shape[0])]
+    for t in iter_tiles(shape, tile, overlap):
+        if not processed[t.row, t.col]:
+            continue
+        win = t.window
+        wy, wx = edge_weights(win.h, overlap), edge_weights(win.w, overlap)
+        for y in range(win.y, min(win.y1, shape[0])):
+            for x in range(win.x, min(win.x1, shape[1])):
+                w = Fraction(int(wy[y - win.y]) * int(wx[x - win.x]), scale * scale)
+                weight[y][x] += w
+                for k in range(2):
+                    code = int(windows[k, t.row * tile + y - win.y, t.col * tile + x - win.x])
+                    total[k][y][x] += code * w
+    for k in range(2):
+        for y in range(shape[0]):
+            for x in range(shape[1]):
+                exact = total[k][y][x] / weight[y][x] if weight[y][x] else Fraction(0)
+                assert got[k, y, x] == round(exact)  # Python rounds halves to even

@@ -455,9 +455,9 @@ def test_blending_hides_the_tile_grid_of_a_model_whose_tiles_disagree(tmp_path, 
 
     def hard_cut(length, overlap_px):  # the old rule: each pixel from the one tile owning it
         inside = (np.arange(length) >= overlap_px) & (np.arange(length) < length - overlap_px)
-        return np.where(inside, 1.0, 1e-9)
+        return np.where(inside, 4096, 1)  # the owner outweighs any other code by > 255 / 0.5
 
-    monkeypatch.setattr(blend, "edge_ramp", hard_cut)
+    monkeypatch.setattr(blend, "edge_weights", hard_cut)
     cut = level0_labels(segment_slide(path, tmp_path / "c", settings, model).out_dir)
     grid = [(float(tile - 2 * overlap), 1)]
     assert 0.05 < (blended > 0).mean() < 0.95

