@@ -137,6 +137,7 @@ class PaddedPredictor:
     (N, 2, H, W)."""
 
     backend = "abstract"
+    channels_last = False  # run the padded batch in the channels-last layout
     device: torch.device
     precision: str
     size_divisor: int
@@ -181,7 +182,7 @@ class PaddedPredictor:
         h, w = images.shape[-2:]
         x = images.to(device=self.device, dtype=torch.float32)
         x = reflect_pad(x, -h % self.size_divisor, -w % self.size_divisor)
-        if self.precision == "bf16":
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         transforms = dihedral_transforms(tta)
         total = None
@@ -194,11 +195,14 @@ class PaddedPredictor:
 
 
 class TorchPredictor(PaddedPredictor):
-    """A torch model on its own device. ``bf16`` also runs the input channels_last (oneDNN's
-    fast bf16 layout; the same maths). ``allow_emulated`` lets tests run bf16 on CPUs without
-    native kernels (slow; never the default)."""
+    """A torch model on its own device. The input runs channels_last in every precision: the
+    convolutions follow the input's layout (the weights' layout gives bitwise the same logits),
+    and oneDNN's channels-last kernels are the fast ones in fp32 as in bf16 (the bundled model:
+    ~1.2x more tiles/s on a 2-core AVX2 CPU, ``docs/performance.md``). ``allow_emulated``
+    lets tests run bf16 on CPUs without native kernels (slow; never the default)."""
 
     backend = "torch"
+    channels_last = True
 
     def __init__(
         self, model: SegmentModel, precision: str = "fp32", *, allow_emulated: bool = False
