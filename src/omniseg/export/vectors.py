@@ -17,7 +17,8 @@ import os
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 
-from shapely.geometry import MultiPolygon, Polygon, mapping
+import numpy as np
+from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 from shapely.geometry.polygon import orient
 
@@ -61,8 +62,22 @@ def polygonal_geojson(geometry: BaseGeometry) -> dict:
         shaped = MultiPolygon([orient(part, 1.0) for part in geometry.geoms])
     else:
         raise ValueError(f"objects must be Polygon or MultiPolygon, got {geometry.geom_type}")
-    geo = mapping(shaped)
-    return {"type": geo["type"], "coordinates": _round_coords(geo["coordinates"])}
+    parts = shaped.geoms if isinstance(shaped, MultiPolygon) else [shaped]
+    coordinates = [
+        [_ring(p.exterior.coords), *(_ring(i.coords) for i in p.interiors)] for p in parts
+    ]
+    if isinstance(shaped, Polygon):
+        return {"type": "Polygon", "coordinates": coordinates[0]}
+    return {"type": "MultiPolygon", "coordinates": coordinates}
+
+
+def _ring(coords) -> list[list[float]]:
+    """[[x, y], ...] rounded like ``_round``. Pixel-edge outlines have integer vertices, which
+    rounding leaves as they are: those skip the per-value Python loop (+ 0.0 turns -0.0 to 0.0)."""
+    xy = np.asarray(coords, dtype=np.float64)[:, :2]
+    if np.isfinite(xy).all() and np.array_equal(xy, np.trunc(xy)):
+        return (xy + 0.0).tolist()
+    return _round_coords(xy.tolist())
 
 
 def feature_id(obj: SlideObject) -> str:

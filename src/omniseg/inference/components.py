@@ -94,12 +94,14 @@ class ChunkLabeller:
         area are set to 0 (write the chunk's labels after this call).
         """
         h, w = labels.shape
-        ids = np.zeros((h, w), dtype=np.int64)
+        ids = np.zeros((h, w), dtype=np.uint32)
         present = np.bincount(labels.ravel(), minlength=256) > 0
+        weights = None  # the codes as float64, made once for every group's sums
         for group, values in self.groups:
             if not present[list(values)].any():
                 continue
-            local, count = ndimage.label(np.isin(labels, values), structure=EIGHT_CONNECTED)
+            member = labels == values[0] if len(values) == 1 else np.isin(labels, values)
+            local, count = ndimage.label(member, structure=EIGHT_CONNECTED)
             if count == 0:
                 continue
             area = np.bincount(local.ravel(), minlength=count + 1)[1:].astype(np.int64)
@@ -108,15 +110,18 @@ class ChunkLabeller:
             count = len(area)
             if count == 0:
                 continue
-            self._record(group, local, count, area, boxes, codes, y, x)
-            ids[local > 0] = local[local > 0] + (self.table.next_id - 1)
+            if weights is None:
+                weights = codes.ravel().astype(np.float64)
+            self._record(group, local, count, area, boxes, weights, y, x)
+            offset = np.uint32(self.table.next_id - 1)
+            np.add(local, offset, out=ids, where=local > 0, casting="unsafe")
             self.table.next_id += count
         if self._left_col is not None and x > 0:
             self._join_strips(self._left_col, ids[:, 0])
-        self._left_col = ids[:, -1].copy()
+        self._left_col = ids[:, -1].astype(np.int64)
         self._cur_top[x : x + w] = ids[0]
         self._cur_bottom[x : x + w] = ids[-1]
-        return ids.astype(np.uint32)
+        return ids
 
     def skip_chunk(self, x: int, w: int) -> None:
         """A chunk with nothing in it: its borders are background."""
@@ -152,13 +157,12 @@ class ChunkLabeller:
         self.erased += int(drop.sum())
         return renumber[local], area[kept], boxes[kept]
 
-    def _record(self, group, local, count, area, boxes, codes, y, x) -> None:
+    def _record(self, group, local, count, area, boxes, weights, y, x) -> None:
+        """Statistics of one group's components; ``weights`` is the chunk's codes, raveled."""
         t = self.table
         t.group.append(np.full(count, group, dtype=np.int16))
         t.area.append(area)
-        sums = np.bincount(
-            local.ravel(), weights=codes.ravel().astype(np.float64), minlength=count + 1
-        )
+        sums = np.bincount(local.ravel(), weights=weights, minlength=count + 1)
         t.code_sum.append(sums[1:])
         t.bbox.append(boxes + np.array([y, x, y, x], dtype=np.int64))
 

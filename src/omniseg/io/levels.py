@@ -107,7 +107,7 @@ def read_scaled(
     column_index, column_phase = _linear_taps(x, width, residual, bx0)
     row_index, row_phase = _linear_taps(y, height, residual, by0)
     if not column_phase.any() and not row_phase.any():  # integer ratio: pure block means
-        out = np.ascontiguousarray(window[row_index][:, column_index])
+        out = np.ascontiguousarray(window[_as_slice(row_index)][:, _as_slice(column_index)])
     else:
         positions = np.empty((height, width, 2), dtype=np.int16)
         positions[..., 0] = column_index[None, :]
@@ -135,6 +135,13 @@ def _linear_taps(
     steps = np.rint(centres * INTERPOLATION_STEPS).astype(np.int64)
     left, phase = np.divmod(steps, INTERPOLATION_STEPS)
     return left - origin, phase
+
+
+def _as_slice(index: np.ndarray) -> slice | np.ndarray:
+    """A run of consecutive indices as a slice (a view, not a gather: the common 1:1 read)."""
+    if len(index) and index[0] >= 0 and np.array_equal(index, np.arange(index[0], index[-1] + 1)):
+        return slice(int(index[0]), int(index[-1]) + 1)
+    return index
 
 
 def _outside(start: int, size: int, source_per_output: float, extent: int) -> np.ndarray:
