@@ -342,3 +342,37 @@ def test_our_geojson_reads_back_as_an_roi(tmp_path):
     info = ArraySlide(np.zeros((500, 2500, 3), np.uint8), MPP).info
     roi = load_roi(path, info)
     assert roi.area == pytest.approx(sum(o.geometry.area for o in objects), rel=1e-6)
+
+
+def test_geojson_rings_round_the_same_with_and_without_the_integer_fast_path():
+    """Integer vertices take a vectorised path; it must equal rounding every value (and never
+    write -0.0), as must rings with fractional vertices, holes and multipolygons."""
+    from shapely.geometry import MultiPolygon, Polygon, mapping
+    from shapely.geometry.polygon import orient
+
+    from omniseg.export.vectors import DECIMALS, polygonal_geojson
+
+    def slow(geometry):
+        def rounded(value):
+            r = round(float(value), DECIMALS)
+            return 0.0 if r == 0 else r
+
+        def walk(c):
+            if isinstance(c[0], (int, float)):
+                return [rounded(v) for v in c[:2]]
+            return [walk(p) for p in c]
+
+        shaped = (
+            orient(geometry, 1.0)
+            if isinstance(geometry, Polygon)
+            else MultiPolygon([orient(p, 1.0) for p in geometry.geoms])
+        )
+        geo = mapping(shaped)
+        return {"type": geo["type"], "coordinates": walk(geo["coordinates"])}
+
+    square = Polygon([(-0.0, 0), (4, 0), (4, 4), (0, 4)], [[(1, 1), (1, 2), (2, 2), (2, 1)]])
+    fractional = Polygon([(0.12345, 0.5), (3.00049, 0.2), (2.5, 2.99951), (-0.0004, 1.0)])
+    for geometry in (square, fractional, MultiPolygon([square, fractional.buffer(0).envelope])):
+        fast = polygonal_geojson(geometry)
+        assert json.dumps(fast) == json.dumps(slow(geometry))
+        assert "-0.0" not in json.dumps(fast)
