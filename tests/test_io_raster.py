@@ -79,3 +79,36 @@ def test_an_island_inside_a_hole_is_kept(cx, cy, outer, hole, island, shift, siz
     h, w = size
     y, x = int(cy) - h // 2 + shift[0], int(cx) - w // 2 + shift[1]  # around the island
     np.testing.assert_array_equal(polygon_mask(shape, y, x, h, w), exhaustive(shape, y, x, h, w))
+
+
+def test_rgba_conversion_equals_the_plain_rule_opaque_or_not():
+    """An opaque RGBA block takes cv2's channel drop; it must equal slicing off alpha, and any
+    transparency still composites over white."""
+    from omniseg.io.pixels import to_rgb_uint8
+
+    rng = np.random.default_rng(4)
+    rgba = rng.integers(0, 256, size=(37, 53, 4), dtype=np.uint8)
+    rgba[..., 3] = 255
+    out = to_rgb_uint8(rgba)
+    assert out.flags.c_contiguous and np.array_equal(out, rgba[..., :3])
+    rgba[3, 5, 3] = 0  # one transparent pixel: white there, the colour elsewhere
+    out = to_rgb_uint8(rgba)
+    assert (out[3, 5] == 255).all() and np.array_equal(out[4:], rgba[4:, :, :3])
+
+
+def test_one_to_one_reads_equal_the_gathered_ones():
+    """Reads at the level's own resolution slice the window; the result equals gathering the
+    same rows and columns, inside the slide and across its edge."""
+    from omniseg.io import ArraySlide
+    from omniseg.io.levels import _as_slice, read_at_mpp
+
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, size=(90, 120, 3), dtype=np.uint8)
+    slide = ArraySlide(image, mpp=0.5)
+    np.testing.assert_array_equal(read_at_mpp(slide, 0.5, 10, 7, 40, 30), image[7:37, 10:50])
+    edge = read_at_mpp(slide, 0.5, 100, 80, 40, 30)  # beyond the slide: white
+    np.testing.assert_array_equal(edge[:10, :20], image[80:, 100:])
+    assert (edge[10:] == 255).all() and (edge[:, 20:] == 255).all()
+    assert _as_slice(np.arange(3, 9)) == slice(3, 9)
+    gather = np.array([3, 4, 6])
+    assert _as_slice(gather) is gather
