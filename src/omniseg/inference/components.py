@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 
 import cv2
 import numpy as np
@@ -257,10 +258,8 @@ def object_mask(
     step = max(1, int(np.ceil(np.sqrt((y1 - y0) * (x1 - x0) / MAX_TRACE_PIXELS))))
     side = step * -(-block // step)  # a whole number of reduced pixels per block
     mask = np.zeros((-(-(y1 - y0) // step), -(-(x1 - x0) // step)), dtype=bool)
-    for top in _block_starts(y0, y1, side, step):
-        bottom = min(top + side, y1) if step > 1 else min((top // side + 1) * side, y1)
-        for left in _block_starts(x0, x1, side, step):
-            right = min(left + side, x1) if step > 1 else min((left // side + 1) * side, x1)
+    for top, bottom in _block_spans(y0, y1, side, step):
+        for left, right in _block_spans(x0, x1, side, step):
             part = root_of[read_ids(top, bottom, left, right)] == index
             r0, c0 = (top - y0) // step, (left - x0) // step
             if step > 1:
@@ -269,12 +268,12 @@ def object_mask(
     return mask, step
 
 
-def _block_starts(start: int, stop: int, side: int, step: int) -> list[int]:
-    """Block origins along one axis: on the store's chunk grid at step 1 (each chunk is decoded
-    once), on the reduced grid (``start`` + multiples of ``side``) otherwise."""
-    if step > 1:
-        return list(range(start, stop, side))
-    return [start, *range((start // side + 1) * side, stop, side)]
+def _block_spans(start: int, stop: int, side: int, step: int) -> list[tuple[int, int]]:
+    """[begin, end) blocks along one axis: cut on the store's chunk grid at step 1 (each chunk
+    is decoded once), on the reduced grid (``start`` + multiples of ``side``) otherwise."""
+    first = (start // side + 1) * side if step == 1 else start + side
+    cuts = [start, *range(first, stop, side), stop]
+    return list(pairwise(cuts))
 
 
 def _any_in_blocks(part: np.ndarray, step: int) -> np.ndarray:

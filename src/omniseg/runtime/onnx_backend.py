@@ -130,12 +130,25 @@ class _GraphPredictor(PaddedPredictor):
     """A runtime that runs the exported graph on the CPU in fp32: feeds it numpy arrays and
     maps both predictor calls onto its (images, task_ids, scale_ids) inputs."""
 
-    def __init__(self, model: OmniSeg, backend: str | None, precision: str) -> None:
+    def __init__(
+        self,
+        model: OmniSeg,
+        onnx_path: str | os.PathLike,
+        threads: int = 0,
+        *,
+        backend: str | None = None,
+        precision: str = "fp32",
+    ) -> None:
         self.device = torch.device("cpu")
         self.backend = backend or self.backend
         self.precision = precision
         self.size_divisor = model.config.size_divisor
         self.in_channels = model.config.in_channels
+        self._load(str(onnx_path), threads or torch.get_num_threads())
+
+    def _load(self, onnx_path: str, threads: int) -> None:
+        """Open the graph in this runtime, on ``threads`` CPU threads."""
+        raise NotImplementedError
 
     def _infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         raise NotImplementedError
@@ -161,23 +174,12 @@ class OnnxPredictor(_GraphPredictor):
 
     backend = "onnxruntime"
 
-    def __init__(
-        self,
-        model: OmniSeg,
-        onnx_path: str | os.PathLike,
-        threads: int = 0,
-        *,
-        backend: str | None = None,
-        precision: str = "fp32",
-    ) -> None:
-        super().__init__(model, backend, precision)
+    def _load(self, onnx_path: str, threads: int) -> None:
         ort = require_onnxruntime()
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            str(onnx_path), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
 
     def _infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         return self.session.run(None, feed)[0]
@@ -199,24 +201,15 @@ class OpenVinoPredictor(_GraphPredictor):
 
     backend = "openvino"
 
-    def __init__(
-        self,
-        model: OmniSeg,
-        onnx_path: str | os.PathLike,
-        threads: int = 0,
-        *,
-        backend: str | None = None,
-        precision: str = "fp32",
-    ) -> None:
-        super().__init__(model, backend, precision)
+    def _load(self, onnx_path: str, threads: int) -> None:
         ov = require_openvino()
         core = ov.Core()
         config = {
-            "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
+            "INFERENCE_NUM_THREADS": threads,
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_PRECISION_HINT": "f32",  # never a silent bf16/f16 on capable CPUs
         }
-        self.compiled = core.compile_model(core.read_model(str(onnx_path)), "CPU", config)
+        self.compiled = core.compile_model(core.read_model(onnx_path), "CPU", config)
         self.request = self.compiled.create_infer_request()
 
     def _infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
