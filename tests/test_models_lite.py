@@ -40,7 +40,13 @@ def test_same_padding_matches_tensorflow_rule():
     # No top/left padding: window (0,0) starts at pixel (0,0), as TensorFlow does.
     assert conv(x)[0, 0].tolist() == [[0.0, 2.0], [8.0, 10.0]]
     assert SamePadConv(1, 1, 5, stride=2).pad == (1, 2, 1, 2)
-    assert SamePadConv(1, 1, 3, stride=1).pad == (1, 1, 1, 1)
+    # stride 1: symmetric k // 2, left to the convolution (no copy of the activation)
+    same = SamePadConv(2, 3, 5, stride=1)
+    assert same.pad == (0, 0, 0, 0) and same.padding == (2, 2)
+    y = torch.rand(1, 2, 7, 9)
+    with torch.no_grad():
+        explicit = torch.nn.functional.conv2d(torch.nn.functional.pad(y, (2, 2, 2, 2)), same.weight)
+        torch.testing.assert_close(same(y), explicit)
 
 
 def test_bundled_imagenet_encoder_is_recorded_and_loads():

@@ -61,13 +61,20 @@ class SamePadConv(nn.Conv2d):
     For stride 1 and an odd kernel that is symmetric ``k // 2``. For stride 2 on an even input
     (always the case: inputs are multiples of the encoder's total stride) TF pads
     ``(k - 2) // 2`` before and the rest after, one pixel more on the bottom/right than PyTorch's
-    symmetric padding; a constant pad keeps the layer exportable with dynamic sizes.
+    symmetric padding; a constant pad keeps the layer exportable with dynamic sizes. Symmetric
+    padding is left to the convolution itself: an explicit pad copies the whole activation
+    (about 7% of a forward pass when every layer did it).
     """
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1):
-        super().__init__(in_ch, out_ch, kernel, stride, padding=0, groups=groups, bias=False)
         total = kernel - stride if kernel > stride else 0
-        self.pad = (total // 2, total - total // 2) * 2  # (left, right, top, bottom)
+        before, after = total // 2, total - total // 2
+        symmetric = before == after
+        super().__init__(
+            in_ch, out_ch, kernel, stride, padding=before if symmetric else 0, groups=groups,
+            bias=False,
+        )  # fmt: skip
+        self.pad = (0, 0, 0, 0) if symmetric else (before, after) * 2  # (left, right, top, bottom)
 
     def forward(self, x: Tensor) -> Tensor:
         return super().forward(F.pad(x, self.pad) if any(self.pad) else x)

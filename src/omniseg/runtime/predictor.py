@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from omniseg.models import InferenceSettings, OmniSeg, foreground_probability
+from omniseg.models.fusion import fold_batch_norms, weights_version
 from omniseg.runtime.device import model_device
 from omniseg.runtime.precision import autocast, resolve_precision
 
@@ -198,8 +199,11 @@ class TorchPredictor(PaddedPredictor):
     """A torch model on its own device. The input runs channels_last in every precision: the
     convolutions follow the input's layout (the weights' layout gives bitwise the same logits),
     and oneDNN's channels-last kernels are the fast ones in fp32 as in bf16 (the bundled model:
-    ~1.2x more tiles/s on a 2-core AVX2 CPU, ``docs/performance.md``). ``allow_emulated``
-    lets tests run bf16 on CPUs without native kernels (slow; never the default)."""
+    ~1.2x more tiles/s on a 2-core AVX2 CPU, ``docs/performance.md``). It runs a copy of the
+    model with the BatchNorms folded into their convolutions (``models/fusion.py``), rebuilt
+    whenever the model's weights change (a predictor that validates during training stays
+    current). ``allow_emulated`` lets tests run bf16 on CPUs without native kernels (slow; never
+    the default)."""
 
     backend = "torch"
     channels_last = True
@@ -212,6 +216,8 @@ class TorchPredictor(PaddedPredictor):
         self.precision = resolve_precision(precision, self.device, allow_emulated=allow_emulated)
         self.size_divisor = model.config.size_divisor
         self.in_channels = model.config.in_channels
+        self._folded: SegmentModel | None = None
+        self._folded_version: tuple | None = None
 
     def _context(self) -> contextlib.AbstractContextManager:
         stack = contextlib.ExitStack()
@@ -219,11 +225,19 @@ class TorchPredictor(PaddedPredictor):
         stack.enter_context(autocast(self.device, self.precision))
         return stack
 
+    def inference_model(self) -> SegmentModel:
+        """The model with its BatchNorms folded, refolded when its weights changed."""
+        version = weights_version(self.model)
+        if self._folded is None or version != self._folded_version:
+            self._folded = fold_batch_norms(self.model)
+            self._folded_version = version
+        return self._folded
+
     def _task_logits(self, x: Tensor, tasks: list[int], scale_ids: Tensor) -> Tensor:
-        return self.model.predict_tasks(x, tasks, scale_ids)
+        return self.inference_model().predict_tasks(x, tasks, scale_ids)
 
     def _sample_logits(self, x: Tensor, task_ids: Tensor, scale_ids: Tensor) -> Tensor:
-        return self.model(x, task_ids, scale_ids)
+        return self.inference_model()(x, task_ids, scale_ids)
 
 
 def predict_probability(
