@@ -14,7 +14,9 @@ and they did not change. Then the torch predictor ran its input channels_last in
 fast oneDNN layout; other convolution kernels, float sums differing in the last bits): 80 of the
 12,000,000 level-0 label pixels changed, the same 52 objects, areas within 1.2 µm². Then the
 torch predictor folded the encoder's BatchNorms into its convolutions (float sums again): 1 label
-pixel changed, the same 52 objects, areas within 0.07 µm².
+pixel changed, the same 52 objects, areas within 0.07 µm². Then outlines were polygonized from
+the mask's boundary runs instead of a union of row runs: every object the same geometry
+(symmetric difference 0), rings starting at another vertex; only objects.geojson changed.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from omniseg.cli.main import main
 PINNED_SHA256 = {
     "synthetic-kidney-demo.tif": "9cb90a907504c2513ca0525cc9b948ba4a7fc56ba857f2dd40f1cac89f3271df",
     "synthetic-kidney-demo/labels.ome.tif": "b87ab3252db2414402e4481a09b4b05b77ad00fcfe30a380ce8da41245aa836f",
-    "synthetic-kidney-demo/objects.geojson": "534e5b17568ef6963123a1d15c4358f8f13d9186ed0be2cc402efa4f37bb952e",
+    "synthetic-kidney-demo/objects.geojson": "348a0f487b53736d92975e32c02a31b2736a0bb49e2ff732982792a3f9869923",
     "synthetic-kidney-demo/objects.csv": "3d4136e8dea0b1e0b734a39d2a30857aafdc325865865c6dea41571eacd0aded",
 }
 # overlay.png by its decoded RGB pixels (shape + bytes): its PNG encoder settings are free to change
