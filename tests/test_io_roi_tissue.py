@@ -213,3 +213,29 @@ def test_tissue_detection_is_deterministic_and_accepts_rgba():
     rgb, _ = synthetic_thumbnail(seed=2)
     rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
     np.testing.assert_array_equal(detect_tissue(rgb), detect_tissue(rgba))
+
+
+def test_optical_density_lookup_equals_the_formula_for_every_byte():
+    """The table lookup gives bitwise the float32 of -log10((v + 1) / 256) summed over RGB."""
+    from omniseg.io.tissue import _saturation_density
+
+    values = np.arange(256, dtype=np.uint8)
+    red, green = np.meshgrid(values, values[::-1])
+    rgb = np.stack([red, green, red * 7 + green], axis=-1)  # 256 x 256: every byte per channel
+    _, density = _saturation_density(np.ascontiguousarray(rgb))
+    expected = -np.log10((rgb.astype(np.float32) + 1.0) / 256.0).sum(axis=2)
+    assert density.dtype == np.float32
+    np.testing.assert_array_equal(density, expected)
+
+
+def test_thumbnail_is_the_same_on_threads():
+    """Bands decoded at once are the bands decoded one by one (three bands here)."""
+    from omniseg.io.levels import THUMBNAIL_BAND_ROWS, thumbnail
+
+    pixels = np.random.default_rng(4).integers(0, 256, (1000, 3000, 3), dtype=np.uint8)
+    reader = ArraySlide(pixels, 0.5)
+    one, ds_one = thumbnail(reader, 2000)
+    many, ds_many = thumbnail(reader, 2000, threads=3)
+    assert ds_one == ds_many == 1.5 and one.shape == (667, 2000, 3)
+    assert one.shape[0] > 2 * THUMBNAIL_BAND_ROWS
+    np.testing.assert_array_equal(one, many)

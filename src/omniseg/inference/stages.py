@@ -50,7 +50,7 @@ from omniseg.inference.store import WorkStore
 from omniseg.inference.tiling import Tile, Window, grid_shape, iter_tiles
 from omniseg.io import thumbnail
 from omniseg.io.base import SlideReader
-from omniseg.io.tissue import detect_tissue, glass_background, tissue_thresholds
+from omniseg.io.tissue import glass_background, tissue_and_thresholds
 from omniseg.models import InferenceSettings
 from omniseg.runtime import Predictor
 from omniseg.runtime.predictor import SegmentModel
@@ -140,9 +140,8 @@ def upsampling_warnings(run: SlideRun) -> None:
 def find_tissue(run: SlideRun) -> TissueStage:
     """Tissue on a thumbnail (inside the ROI), and the gates that keep labels off glass."""
     settings, mpp0 = run.settings, run.mpp0
-    thumb, downsample = thumbnail(run.reader, settings.thumbnail_side)
-    cut_offs = tissue_thresholds(thumb)
-    found = detect_tissue(thumb, thresholds=cut_offs)
+    thumb, downsample = thumbnail(run.reader, settings.thumbnail_side, settings.reader_threads)
+    found, cut_offs = tissue_and_thresholds(thumb)
     work = found.copy()
     if run.roi is not None:
         work &= _roi_on_thumbnail(run.roi, work.shape, downsample)

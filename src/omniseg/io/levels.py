@@ -19,6 +19,7 @@ import numpy as np
 from omniseg.errors import OmnisegError
 from omniseg.io.base import SlideInfo, SlideReader
 from omniseg.io.pixels import WHITE
+from omniseg.runtime.ordered import ordered_map
 
 LEVEL_MPP_TOLERANCE = 0.01  # a level within 1 % of the target counts as fine enough
 MARGIN_BLOCKS = 1  # extra source blocks on each side so interpolation never reads past the window
@@ -174,11 +175,12 @@ def read_at_mpp(
     return read_scaled(reader, plan.level, 1.0 / plan.scale, x, y, width, height)
 
 
-def thumbnail(reader: SlideReader, max_side: int) -> tuple[np.ndarray, float]:
+def thumbnail(reader: SlideReader, max_side: int, threads: int = 0) -> tuple[np.ndarray, float]:
     """(RGB image whose longest side is `max_side` (never enlarged), level-0 px per thumbnail px).
 
     Read from the coarsest level that is still at least as fine as the thumbnail, band by band,
-    so memory stays bounded even for a single-level giant image.
+    so memory stays bounded even for a single-level giant image. ``threads`` > 1 decodes that many
+    bands at once (the same pixels: each band is one independent read).
     """
     width0, height0 = reader.info.dimensions
     downsample = max(1.0, max(width0, height0) / max_side)
@@ -199,8 +201,9 @@ def thumbnail(reader: SlideReader, max_side: int) -> tuple[np.ndarray, float]:
     level_width = reader.info.level_dimensions[level][0]
     source_rows = max(1, THUMBNAIL_BAND_BYTES // (3 * max(level_width, 1)))
     band_rows = int(max(1, min(THUMBNAIL_BAND_ROWS, source_rows // max(per_output, 1.0))))
-    bands = [
-        read_scaled(reader, level, per_output, 0, top, out_w, min(band_rows, out_h - top))
-        for top in range(0, out_h, band_rows)
-    ]
+
+    def band(top: int) -> np.ndarray:
+        return read_scaled(reader, level, per_output, 0, top, out_w, min(band_rows, out_h - top))
+
+    bands = list(ordered_map(band, range(0, out_h, band_rows), threads, name="omniseg-thumbnail"))
     return np.concatenate(bands, axis=0), downsample

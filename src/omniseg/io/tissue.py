@@ -76,9 +76,18 @@ class TissueThresholds:
     density: float
 
 
+def _optical_density_table() -> np.ndarray:
+    """float32 optical density -log10((v + 1) / 256) of every uint8 value v."""
+    return -np.log10((np.arange(256, dtype=np.float32) + 1.0) / 256.0)
+
+
 def _saturation_density(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """HSV saturation and summed optical density: the density is looked up per channel (256
+    values) instead of taking a logarithm of every pixel, the same float32 values."""
     saturation = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[..., 1].astype(np.float32)
-    density = -np.log10((rgb.astype(np.float32) + 1.0) / 256.0).sum(axis=2)
+    per_channel = cv2.LUT(rgb, _optical_density_table().reshape(-1, 1))  # (H, W, 3) float32
+    density = per_channel[..., 0] + per_channel[..., 1]
+    density += per_channel[..., 2]
     return saturation, density
 
 
@@ -94,9 +103,17 @@ def tissue_thresholds(
     rgb_thumbnail: np.ndarray, settings: TissueSettings = TissueSettings()
 ) -> TissueThresholds:
     """Otsu cut-offs of saturation and optical density on the non-ink pixels, clamped."""
+    return _thresholds(*_features(rgb_thumbnail, settings), settings)
+
+
+def _features(rgb_thumbnail: np.ndarray, settings: TissueSettings):
+    """(saturation, optical density, not-ink) of the smoothed thumbnail."""
     rgb = _smoothed(rgb_thumbnail, settings.smoothing_px)
     saturation, density = _saturation_density(rgb)
-    clean = ~ink_mask(rgb, settings)
+    return saturation, density, ~ink_mask(rgb, settings)
+
+
+def _thresholds(saturation, density, clean, settings: TissueSettings) -> TissueThresholds:
     od_scale = 255.0 / 3.0  # summed OD spans 0..~7; 0..3 covers tissue and glass
     return TissueThresholds(
         _otsu_clamped(saturation[clean], settings.saturation_floor, settings.saturation_cap, 1.0),
@@ -110,10 +127,18 @@ def detect_tissue(
     thresholds: TissueThresholds | None = None,
 ) -> np.ndarray:
     """HxW bool mask of tissue in an HxWx3 uint8 thumbnail (see module docstring for the method)."""
-    rgb = _smoothed(rgb_thumbnail, settings.smoothing_px)
-    saturation, density = _saturation_density(rgb)
-    clean = ~ink_mask(rgb, settings)
-    cut = thresholds or tissue_thresholds(rgb_thumbnail, settings)
+    return tissue_and_thresholds(rgb_thumbnail, settings, thresholds)[0]
+
+
+def tissue_and_thresholds(
+    rgb_thumbnail: np.ndarray,
+    settings: TissueSettings = TissueSettings(),
+    thresholds: TissueThresholds | None = None,
+) -> tuple[np.ndarray, TissueThresholds]:
+    """``detect_tissue``'s mask and the cut-offs it used (found on the thumbnail unless given),
+    from one pass over the thumbnail's features."""
+    saturation, density, clean = _features(rgb_thumbnail, settings)
+    cut = thresholds or _thresholds(saturation, density, clean, settings)
     tissue = ((saturation > cut.saturation) | (density > cut.density)) & clean
     mask = tissue.astype(np.uint8)
     mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, _disk(settings.closing_px))
@@ -122,7 +147,7 @@ def detect_tissue(
     min_pixels = max(1, round(settings.min_object_fraction * mask.size))
     mask = _remove_small(mask, min_pixels)
     small_holes = ~mask & ~_remove_small(~mask, min_pixels)
-    return mask | small_holes
+    return mask | small_holes, cut
 
 
 def _remove_small(mask: np.ndarray, min_pixels: int) -> np.ndarray:
@@ -206,8 +231,7 @@ def full_resolution_glass(
 ) -> np.ndarray:
     """The glass test on a whole level-0 image, with the thumbnail's cut-offs and background
     (as ``segment`` applies it chunk by chunk): for measuring labels on glass."""
-    cut = tissue_thresholds(thumb, settings)
-    found = detect_tissue(thumb, settings, cut)
+    found, cut = tissue_and_thresholds(thumb, settings)
     open_glass = glass_background(found, downsample * mpp, settings)
     h, w = rgb.shape[:2]
     return glass_mask(rgb, mpp, cut, settings, thumbnail_lookup(open_glass, downsample, 0, 0, h, w))
