@@ -422,3 +422,39 @@ def test_outline_is_the_union_of_the_pixels(h, w, density, step, seed):
     assert len(parts) == ndimage.label(mask)[1]  # default structure: 4-connected
     corners = [min((y, x) for x, y in p.exterior.coords) for p in parts]
     assert corners == sorted(corners)
+
+
+def _merge_pixel(values: dict[int, float], cuts: dict[int, int]) -> tuple[int, int]:
+    """The merge rule for one pixel, as the module docstring states it (slow, obviously right)."""
+    fg = {t: v for t, v in values.items() if v >= cuts[t]}
+    glomerulus = max((fg[t] for t in (CAPSULE, TUFT) if t in fg), default=None)
+    contestants = [(DT, fg.get(DT)), (PT, fg.get(PT)), (CAPSULE, glomerulus)]
+    contestants += [(VESSEL, fg.get(VESSEL)), (PTC, None if glomerulus else fg.get(PTC))]
+    best_task, best = None, None
+    for task, value in contestants:  # in task-id order: ties keep the earlier one
+        if value is not None and (best is None or value > best):
+            best_task, best = task, value
+    if best_task is None:
+        return 0, 0
+    if best_task == CAPSULE and TUFT in fg:
+        best_task = TUFT
+    return best_task + 1, int(np.clip(np.rint(best), 0, 255))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    tasks=st.sets(st.sampled_from([DT, PT, CAPSULE, TUFT, VESSEL, PTC]), min_size=1),
+    cut=st.integers(1, 254),
+    integer=st.booleans(),
+    seed=st.integers(0, 10_000),
+)
+def test_merge_labels_follows_the_rule_pixel_by_pixel(tasks, cut, integer, seed):
+    rng = np.random.default_rng(seed)
+    codes = {t: rng.choice([0.0, cut - 0.5, cut, cut + 0.25, 200.0, 255.0], (6, 7)) for t in tasks}
+    if integer:
+        codes = {t: np.floor(v).astype(np.uint8) for t, v in codes.items()}
+    cuts = {t: cut for t in range(6)}
+    labels, winner = merge_labels(codes, cuts)
+    for (r, c), label in np.ndenumerate(labels):
+        expected = _merge_pixel({t: float(v[r, c]) for t, v in codes.items()}, cuts)
+        assert (int(label), int(winner[r, c])) == expected, (r, c)
