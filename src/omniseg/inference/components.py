@@ -93,36 +93,52 @@ class ChunkLabeller:
 
         ``labels`` is modified in place: chunk-interior components below their class's minimum
         area are set to 0 (write the chunk's labels after this call).
+
+        Each group is labelled on its own (components of different classes never join), into one
+        chunk-local id map, group after group; areas, boxes, code sums and erasing then take one
+        pass over that map for every group at once.
         """
         h, w = labels.shape
+        local, groups = self._label_groups(labels)
         ids = np.zeros((h, w), dtype=np.uint32)
-        present = np.bincount(labels.ravel(), minlength=256) > 0
-        weights = None  # the codes as float64, made once for every group's sums
-        for group, values in self.groups:
-            if not present[list(values)].any():
-                continue
-            member = labels == values[0] if len(values) == 1 else np.isin(labels, values)
-            local, count = ndimage.label(member, structure=EIGHT_CONNECTED)
-            if count == 0:
-                continue
+        if len(groups):
+            count = len(groups)
             area = np.bincount(local.ravel(), minlength=count + 1)[1:].astype(np.int64)
             boxes = _local_boxes(local, count)
-            local, area, boxes = self._erase_small(group, labels, local, area, boxes)
-            count = len(area)
-            if count == 0:
-                continue
-            if weights is None:
-                weights = codes.ravel().astype(np.float64)
-            self._record(group, local, count, area, boxes, weights, y, x)
-            offset = np.uint32(self.table.next_id - 1)
-            np.add(local, offset, out=ids, where=local > 0, casting="unsafe")
-            self.table.next_id += count
+            local, groups, area, boxes = self._erase_small(groups, labels, local, area, boxes)
+            if len(groups):
+                self._record(groups, local, area, boxes, codes, y, x)
+                offset = np.uint32(self.table.next_id - 1)
+                np.add(local, offset, out=ids, where=local > 0, casting="unsafe")
+                self.table.next_id += len(groups)
         if self._left_col is not None and x > 0:
             self._join_strips(self._left_col, ids[:, 0])
         self._left_col = ids[:, -1].astype(np.int64)
         self._cur_top[x : x + w] = ids[0]
         self._cur_bottom[x : x + w] = ids[-1]
         return ids
+
+    def _label_groups(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(int32 chunk-local ids, group of each id 1..n): 8-connected components of each
+        group's label values, numbered group after group in ``self.groups`` order."""
+        present = np.bincount(labels.ravel(), minlength=256) > 0
+        local = None
+        groups = []
+        for group, values in self.groups:
+            if not present[list(values)].any():
+                continue
+            member = labels == values[0] if len(values) == 1 else np.isin(labels, values)
+            part, count = ndimage.label(member, structure=EIGHT_CONNECTED)
+            if count == 0:
+                continue
+            if local is None:
+                local = part
+            else:
+                np.add(part, len(groups), out=local, where=member)
+            groups.extend([group] * count)
+        if local is None:
+            local = np.zeros(labels.shape, dtype=np.int32)
+        return local, np.asarray(groups, dtype=np.int16)
 
     def skip_chunk(self, x: int, w: int) -> None:
         """A chunk with nothing in it: its borders are background."""
@@ -139,30 +155,32 @@ class ChunkLabeller:
         minimum = np.array([self.min_area.get(int(g), 0.0) for g in components.group], np.float64)
         return self.meets_minimum(components.area, minimum)
 
-    def _erase_small(self, group, labels, local, area, boxes):
-        """Drop components that touch no chunk edge and are below the minimum area."""
-        minimum = self.min_area.get(group)
-        if not minimum:
-            return local, area, boxes
+    def _erase_small(self, groups, labels, local, area, boxes):
+        """Drop components that touch no chunk edge and are below their class's minimum area."""
+        minimum = np.zeros(len(groups), dtype=np.float64)
+        for group in np.unique(groups):
+            minimum[groups == group] = self.min_area.get(int(group)) or 0.0
         h, w = local.shape
         interior = (boxes[:, 0] > 0) & (boxes[:, 1] > 0) & (boxes[:, 2] < h - 1)
         interior &= boxes[:, 3] < w - 1
-        drop = interior & ~self.meets_minimum(area, minimum)
+        drop = interior & (minimum > 0) & ~self.meets_minimum(area, minimum)
         if not drop.any():
-            return local, area, boxes
+            return local, groups, area, boxes
         kept = np.flatnonzero(~drop)
         renumber = np.zeros(len(area) + 1, dtype=local.dtype)
         renumber[kept + 1] = np.arange(1, len(kept) + 1, dtype=local.dtype)
-        erased = np.concatenate([[False], drop])[local]
-        labels[erased] = 0
+        labels[np.concatenate([[False], drop])[local]] = 0
+        local = renumber[local]
         self.erased += int(drop.sum())
-        return renumber[local], area[kept], boxes[kept]
+        return local, groups[kept], area[kept], boxes[kept]
 
-    def _record(self, group, local, count, area, boxes, weights, y, x) -> None:
-        """Statistics of one group's components; ``weights`` is the chunk's codes, raveled."""
+    def _record(self, groups, local, area, boxes, codes, y, x) -> None:
+        """Statistics of one chunk's components (chunk-local ids 1..n)."""
         t = self.table
-        t.group.append(np.full(count, group, dtype=np.int16))
+        count = len(groups)
+        t.group.append(groups)
         t.area.append(area)
+        weights = codes.ravel().astype(np.float64)
         sums = np.bincount(local.ravel(), weights=weights, minlength=count + 1)
         t.code_sum.append(sums[1:])
         t.bbox.append(boxes + np.array([y, x, y, x], dtype=np.int64))
