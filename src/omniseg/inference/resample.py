@@ -64,12 +64,14 @@ def resample_bilinear(
     ys = axis_samples(window.y, window.h, scale_yx[0], source_hw[0])
     xs = axis_samples(window.x, window.w, scale_yx[1], source_hw[1])
     block = np.asarray(read_block(ys.start, ys.stop, xs.start, xs.stop), dtype=np.float32)
-    top = block[..., ys.lo - ys.start, :]
-    bottom = block[..., ys.hi - ys.start, :]
+    # np.take keeps the result C-ordered; ``rows[..., index]`` came back Fortran-ordered, and
+    # every later whole-chunk pass (the merge) ran about 2x slower over it
+    top = np.take(block, ys.lo - ys.start, axis=-2)
+    bottom = np.take(block, ys.hi - ys.start, axis=-2)
     fy = ys.frac[:, None]
     rows = top * (1.0 - fy) + bottom * fy
-    left = rows[..., xs.lo - xs.start]
-    right = rows[..., xs.hi - xs.start]
+    left = np.take(rows, xs.lo - xs.start, axis=-1)
+    right = np.take(rows, xs.hi - xs.start, axis=-1)
     return left * (1.0 - xs.frac) + right * xs.frac
 
 
