@@ -108,3 +108,34 @@ def test_overlap_too_large_for_the_model_tile_is_refused_before_any_output(tmp_p
     with pytest.raises(OmnisegError, match="give a smaller --tile-overlap"):
         segment_slide(slide, tmp_path / "out", settings(tile_overlap=40), model(64, 16))
     assert not (tmp_path / "out").exists()
+
+
+def test_ordered_writer_runs_jobs_in_order_and_reports_failures():
+    import threading
+    import time
+
+    from omniseg.inference.scale_runner import OrderedWriter
+
+    done, threads = [], set()
+
+    def job(i):
+        time.sleep(0.01 * (i % 3))  # uneven job times must not reorder them
+        threads.add(threading.current_thread().name)
+        done.append(i)
+
+    with OrderedWriter() as writer:
+        for i in range(8):
+            writer.submit(job, i)
+    assert done == list(range(8))  # all finished on leaving the block, in order
+    assert len(threads) == 1 and threading.current_thread().name not in threads
+
+    def failing(i):
+        if i == 2:
+            raise OSError("disk full")
+        done.append(i)
+
+    done.clear()
+    with pytest.raises(OSError, match="disk full"), OrderedWriter() as writer:
+        for i in range(6):
+            writer.submit(failing, i)
+    assert done[:2] == [0, 1] and 2 not in done
