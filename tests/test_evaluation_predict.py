@@ -204,3 +204,16 @@ def test_cuda_prediction_matches_cpu():
     assert (gpu.cpu() - cpu).abs().max() < 1e-3  # TF32 convolutions on the GPU
     bf16 = predict_probability(model, x, [0, 5], [1, 3], tta=False, precision="bf16")
     assert bf16.device.type == "cuda" and bf16.dtype == torch.float32 and bf16.shape == (2, 48, 40)
+
+
+def test_batch_of_images_equals_stacked_tensors_and_is_channels_last():
+    from omniseg.runtime.predictor import image_to_tensor, images_to_batch
+
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (40, 56, 3), dtype=np.uint8) for _ in range(3)]
+    batch = images_to_batch(images)
+    assert torch.equal(batch, torch.stack([image_to_tensor(i) for i in images]))
+    assert batch.dtype == torch.float32 and batch.shape == (3, 3, 40, 56)
+    assert batch.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="uint8"):
+        images_to_batch([images[0].astype(np.float32)])

@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from omniseg.inference.merge import probability_codes
@@ -23,8 +22,9 @@ from omniseg.inference.tiling import Tile, grid_shape, iter_tiles, tile_at
 from omniseg.io.base import SlideReader
 from omniseg.io.levels import read_at_mpp
 from omniseg.models import InferenceSettings
-from omniseg.runtime import Predictor, image_to_tensor
+from omniseg.runtime import Predictor
 from omniseg.runtime.memory import release_free_memory
+from omniseg.runtime.predictor import images_to_batch
 
 PREFETCH_BATCHES = 2  # batches being read while the current one runs
 MAX_PENDING_WRITES = 2  # computed batches waiting to be coded and stored
@@ -69,7 +69,7 @@ class TileStats:
 
 def predict_tiles(predictor: Predictor, images: list[np.ndarray], plan: ScalePlan, tta: bool):
     """(N, T, H, W) float32 probabilities of a batch; the backbone runs once per tile."""
-    x = torch.stack([image_to_tensor(img) for img in images])
+    x = images_to_batch(images)
     return predictor.predict_tasks(x, plan.tasks, plan.scale_id, tta=tta).cpu().numpy()
 
 

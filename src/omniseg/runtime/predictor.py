@@ -88,6 +88,18 @@ def image_to_tensor(image: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float() / UINT8_MAX
 
 
+def images_to_batch(images: Sequence[np.ndarray]) -> Tensor:
+    """HxWx3 uint8 RGB images of one size -> (N, 3, H, W) float32 in [0, 1], equal to stacking
+    ``image_to_tensor`` of each, but laid out channels-last as the images already are: one
+    conversion pass instead of a permute, a stack and a layout copy per batch."""
+    arrays = [np.asarray(image) for image in images]
+    for arr in arrays:
+        if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+            raise ValueError(f"expected HxWx3 uint8 RGB images, got {arr.dtype} {arr.shape}")
+    stacked = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    return stacked.to(torch.float32, memory_format=torch.channels_last).div_(UINT8_MAX)
+
+
 def reflect_pad(x: Tensor, bottom: int, right: int) -> Tensor:
     """Mirror-pad (N, C, H, W) at the bottom/right, mirroring again if the pad exceeds the image."""
     while bottom > 0 or right > 0:
@@ -185,6 +197,8 @@ class PaddedPredictor:
         x = reflect_pad(x, -h % self.size_divisor, -w % self.size_divisor)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        else:
+            x = x.contiguous()
         transforms = dihedral_transforms(tta)
         total = None
         with self._context():
