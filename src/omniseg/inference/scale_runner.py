@@ -196,8 +196,8 @@ def run_scale(
 
 class OrderedWriter:
     """One background thread that runs write jobs in submission order while the network
-    computes the next batch (coding and storing a batch took ~45 ms of each ~0.6 s batch on the
-    main thread). At most ``MAX_PENDING_WRITES`` jobs wait, so memory stays bounded; leaving
+    computes the next batch (coding and storing each batch ran on the main thread, between
+    network passes). At most ``MAX_PENDING_WRITES`` jobs wait, so memory stays bounded; leaving
     the block waits for every job and raises the first job error."""
 
     def __enter__(self) -> OrderedWriter:
