@@ -91,12 +91,14 @@ def write_label_ome_tiff(
     tile: int = 512,
     min_level_side: int = 512,
     compression: str = "zlib",
+    threads: int = 1,
 ) -> list[tuple[int, int]]:
     """Write a label pyramid; returns the level shapes (height, width).
 
     `read_tile(level, y, x, h, w)` returns the uint8 labels of rows y..y+h, columns x..x+w of
     pyramid level `level` (downsample 2**level); the writer never holds more than one tile.
     `class_names` maps label value -> name (0 = background). Same inputs give identical bytes.
+    `threads` tiles are compressed at once (tifffile's own default is half the CPUs).
     """
     shapes = pyramid_shapes(tuple(int(v) for v in shape_hw), min_level_side)
     common = {
@@ -107,6 +109,7 @@ def write_label_ome_tiff(
         "resolutionunit": "CENTIMETER",
         "software": "omniseg",
         "metadata": None,
+        "maxworkers": max(1, threads),
     }
     with atomic_path(path) as temp, tifffile.TiffWriter(temp, bigtiff=True, ome=False) as writer:
         for level, level_shape in enumerate(shapes):

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from omniseg.export.objects import SlideObject
 from omniseg.inference.blend import blended_codes, tiles_seeing
+from omniseg.inference.chunk_cache import ChunkCache
 from omniseg.inference.components import (
     ChunkLabeller,
     Components,
@@ -208,16 +209,14 @@ def iter_objects(assembly: Assembly, mpp: float, threads: int = 0) -> Iterator[S
     kept = np.flatnonzero(assembly.keep)
     # (class, top, left, index): the index makes the key unique, so the order is total
     order = kept[np.lexsort((kept, comps.bbox[kept, 1], comps.bbox[kept, 0], comps.group[kept]))]
-    ids = assembly.ids
-
-    def read_ids(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        return np.asarray(ids[y0:y1, x0:x1])
+    # objects in (class, top, left) order share chunks with their neighbours: one cache for all
+    ids = ChunkCache(assembly.ids, nonempty=assembly.nonempty)
 
     def trace(job: tuple[int, int]) -> SlideObject:
         number, index = job
         y0, x0, y1, x1 = (int(v) for v in comps.bbox[index])
         mask, step = object_mask(
-            read_ids, comps.root_of, int(index), comps.bbox[index], block=ids.chunks[0]
+            ids.read, comps.root_of, int(index), comps.bbox[index], block=assembly.ids.chunks[0]
         )
         geometry = mask_outline(mask, y0, x0, step)
         centroid = geometry.centroid
@@ -239,25 +238,19 @@ def iter_objects(assembly: Assembly, mpp: float, threads: int = 0) -> Iterator[S
         yield obj
 
 
-def label_tile_reader(assembly: Assembly, chunk: int) -> Callable:
+def label_tile_reader(assembly: Assembly) -> Callable:
     """``read_tile(level, y, x, h, w)`` for the OME-TIFF writer: nearest samples of the level-0
-    label map at the centre of each 2**level block; empty regions cost no I/O."""
-    labels = assembly.labels
+    label map at the centre of each 2**level block, through one chunk cache (each label chunk is
+    decoded about once per level; empty chunks cost no I/O)."""
+    labels = ChunkCache(assembly.labels, nonempty=assembly.nonempty)
     height, width = labels.shape
 
     def read_tile(level: int, y: int, x: int, h: int, w: int) -> np.ndarray:
+        if level == 0:
+            return labels.read(y, y + h, x, x + w)
         step = 2**level
         rows = np.minimum(np.arange(y, y + h) * step + step // 2, height - 1)
         cols = np.minimum(np.arange(x, x + w) * step + step // 2, width - 1)
-        out = np.zeros((h, w), dtype=np.uint8)
-        if not any(
-            (r, c) in assembly.nonempty
-            for r in range(rows[0] // chunk, rows[-1] // chunk + 1)
-            for c in range(cols[0] // chunk, cols[-1] // chunk + 1)
-        ):
-            return out
-        if step == 1:
-            return np.asarray(labels[y : y + h, x : x + w])
-        return np.asarray(labels.oindex[rows, cols])
+        return labels.take(rows, cols)
 
     return read_tile

@@ -101,11 +101,12 @@ def class_tables(objects: Iterable[SlideObject]) -> dict:
 
 
 def label_thumbnail(labels, shape_hw: tuple[int, int], downsample: float) -> np.ndarray:
-    """Nearest samples of the level-0 label map at the thumbnail's pixel centres."""
+    """Nearest samples of the level-0 label map (anything with ``shape`` and ``take(rows,
+    cols)``, e.g. a ``ChunkCache``) at the thumbnail's pixel centres."""
     height, width = labels.shape
     rows = np.minimum(((np.arange(shape_hw[0]) + 0.5) * downsample).astype(np.int64), height - 1)
     cols = np.minimum(((np.arange(shape_hw[1]) + 0.5) * downsample).astype(np.int64), width - 1)
-    return np.asarray(labels.oindex[rows, cols])
+    return np.asarray(labels.take(rows, cols))
 
 
 @dataclass(frozen=True)
@@ -127,12 +128,13 @@ def write_outputs(
     mpp: float,
     object_type: str,
     catalogue: Catalogue | None = None,
+    threads: int = 1,
 ) -> None:
     """labels.ome.tif, objects.geojson, objects.csv and overlay.png (summary.json comes last,
     from :func:`write_summary`, and marks the result finished).
 
     ``objects`` is iterated twice (GeoJSON, then CSV): a list, or a re-iterable stream in id
-    order such as ``spool.ObjectSpool``."""
+    order such as ``spool.ObjectSpool``. ``threads`` compress the label pyramid's tiles."""
     release_free_memory()  # each writer starts from a trimmed heap (bounded peak RSS)
     write_label_ome_tiff(
         folder / LABELS_NAME,
@@ -140,6 +142,7 @@ def write_outputs(
         labels.read_tile,
         mpp=mpp,
         class_names=label_names(catalogue),
+        threads=threads,
     )
     release_free_memory()
     write_geojson(

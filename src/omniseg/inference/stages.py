@@ -27,6 +27,7 @@ from omniseg.inference.assemble import (
     iter_objects,
     label_tile_reader,
 )
+from omniseg.inference.chunk_cache import ChunkCache
 from omniseg.inference.gates import GlassGate, TissueGate, grow_mask, roi_mask
 from omniseg.inference.interstitium import gates_fine_pass, interstitium_work, structure_mask
 from omniseg.inference.outputs import (
@@ -238,14 +239,18 @@ def write_result_files(
 ) -> None:
     labels = LabelImage(
         shape_hw=run.shape0,
-        read_tile=label_tile_reader(assembly, run.settings.merge_chunk),
+        read_tile=label_tile_reader(assembly),
         thumb=found.thumb,
-        thumb_labels=label_thumbnail(assembly.labels, found.thumb.shape[:2], found.downsample),
+        thumb_labels=label_thumbnail(
+            ChunkCache(assembly.labels, nonempty=assembly.nonempty),
+            found.thumb.shape[:2],
+            found.downsample,
+        ),
     )
     with run.timed("outputs"):
         write_outputs(
             run.folder, objects, labels, mpp=run.mpp0, object_type=run.settings.object_type,
-            catalogue=run.catalogue,
+            catalogue=run.catalogue, threads=max(1, run.settings.reader_threads),
         )  # fmt: skip
 
 
