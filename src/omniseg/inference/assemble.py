@@ -12,7 +12,7 @@ any I/O.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import zarr
@@ -40,9 +40,6 @@ from omniseg.runtime.memory import release_free_memory
 from omniseg.runtime.ordered import ordered_map
 
 TRIM_EVERY_OBJECTS = 256  # hand freed heap back to the OS this often while tracing objects
-# decoded tile slots kept per scale while merging: a row of level-0 chunks needs about three
-# rows of 40x slots (a 31,000 px wide slide: ~60 MB); wider slides re-decode some, as before
-MERGE_SLOT_CACHE_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -50,7 +47,7 @@ class ScaleSource:
     """A scale's per-tile window codes and which of its tiles were processed."""
 
     plan: ScalePlan
-    windows: zarr.Array | ChunkCache
+    windows: zarr.Array
     processed: np.ndarray  # (rows, cols) bool
 
 
@@ -137,7 +134,6 @@ def assemble(
     roi_prepared = prepared.prep(gates.roi) if gates.roi is not None else None
     nonempty = set()
     windows = list(iter_chunk_windows(shape_hw, chunk))
-    sources = [_cached(src) for src in sources]
 
     def merge(window: Window):
         return window, *_gated_chunk(sources, window, spec, gates, roi_prepared, cuts)
@@ -166,15 +162,6 @@ def assemble(
     keep = labeller.kept(components)
     _remove_small(labels, ids, components, keep, nonempty, chunk)
     return Assembly(labels, ids, components, keep, frozenset(nonempty))
-
-
-def _cached(source: ScaleSource) -> ScaleSource:
-    """The source read through a bounded cache of its decoded tile slots (one slot per chunk)."""
-    if isinstance(source.windows, ChunkCache):
-        return source
-    written = {(int(r), int(c)) for r, c in np.argwhere(source.processed)}
-    cache = ChunkCache(source.windows, MERGE_SLOT_CACHE_BYTES, nonempty=written)
-    return replace(source, windows=cache)
 
 
 def _gated_chunk(sources, window: Window, spec: MergeSpec, gates: Gates, roi_prepared, cuts):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import numpy as np
 import zarr
 
-from omniseg.inference.chunk_cache import ChunkCache
 from omniseg.inference.merge import CODE_MAX
 from omniseg.inference.tiling import Window, tile_at, tiles_touching
 
@@ -50,7 +49,7 @@ def tiles_seeing(window: Window, shape_hw, tile: int, overlap: int) -> tuple[ran
 
 
 def blended_codes(
-    windows: zarr.Array | ChunkCache | np.ndarray,
+    windows: zarr.Array | np.ndarray,
     processed: np.ndarray,
     shape_hw: tuple[int, int],
     tile: int,
@@ -75,10 +74,7 @@ def blended_codes(
         # tile (each call costs ~2 ms in zarr; a slot is one chunk, decoded once either way)
         top, left = min(t[0] for t in seen) * tile, min(t[1] for t in seen) * tile
         bottom, right = (max(t[0] for t in seen) + 1) * tile, (max(t[1] for t in seen) + 1) * tile
-        if isinstance(windows, ChunkCache):  # each slot decoded once for all chunks it reaches
-            slots = windows.read(top, bottom, left, right)
-        else:
-            slots = np.asarray(windows[:, top:bottom, left:right])
+        slots = np.asarray(windows[:, top:bottom, left:right])
     for r, c, win, (y0, y1, x0, x1) in seen:
         slot_y, slot_x = r * tile + y0 - win.y - top, c * tile + x0 - win.x - left
         codes = slots[:, slot_y : slot_y + y1 - y0, slot_x : slot_x + x1 - x0]

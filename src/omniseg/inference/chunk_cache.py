@@ -1,10 +1,9 @@
-"""Read-through cache of a zarr array's decoded chunks, bounded in bytes.
+"""Read-through cache of a 2-D zarr array's decoded chunks, bounded in bytes.
 
 zarr decodes a whole chunk for every read, however small: object tracing read each object's box
 on its own and the label pyramid read each 512² tile of a 1024² chunk, so the same chunk was
-decoded again and again (3.3 ms for a 100² read of a 1024² uint32 id chunk here), and the merge
-decoded each coarse-scale tile slot once for every level-0 chunk it covers. Chunks the run never
-wrote are known to be empty and cost nothing.
+decoded again and again (3.3 ms for a 100² read of a 1024² uint32 id chunk here). Chunks the run
+never wrote are known to be empty and cost nothing.
 """
 
 from __future__ import annotations
@@ -20,12 +19,10 @@ CHUNK_CACHE_BYTES = 256 * 2**20  # decoded chunks kept per cache (64 uint32 chun
 
 
 class ChunkCache:
-    """``read`` (boxes) and ``take`` (orthogonal samples) over the last two axes of a zarr array
-    through its decoded chunks, least recently used out first, at most ``max_bytes`` kept (at
-    least one chunk). Leading axes, if any, must be one chunk deep (the work store's (tasks, y, x)
-    tile slots); reads return them whole. ``nonempty``, when given, is every (row, col) chunk
-    that may hold a value other than the fill value; the others are never read. Safe to share
-    between threads."""
+    """``read`` (boxes) and ``take`` (orthogonal samples) of a 2-D zarr array through its
+    decoded chunks, least recently used out first, at most ``max_bytes`` kept (at least one
+    chunk). ``nonempty``, when given, is every (row, col) chunk that may hold a value other than
+    the fill value; the others are never read. Safe to share between threads."""
 
     def __init__(
         self,
@@ -33,16 +30,12 @@ class ChunkCache:
         max_bytes: int = CHUNK_CACHE_BYTES,
         nonempty: Collection[tuple[int, int]] | None = None,
     ) -> None:
-        if array.ndim < 2 or tuple(array.chunks[:-2]) != tuple(array.shape[:-2]):
-            raise ValueError(
-                f"ChunkCache needs a 2-D array or leading axes in one chunk, got shape "
-                f"{array.shape} in chunks {array.chunks}"
-            )
+        if array.ndim != 2:
+            raise ValueError(f"ChunkCache needs a 2-D array, got shape {array.shape}")
         self._array = array
-        self._lead = tuple(int(v) for v in array.shape[:-2])
-        self._chunk_hw = tuple(int(v) for v in array.chunks[-2:])
+        self._chunk_hw = tuple(int(v) for v in array.chunks)
         self._fill = array.fill_value
-        chunk_bytes = int(np.prod(array.chunks)) * array.dtype.itemsize
+        chunk_bytes = self._chunk_hw[0] * self._chunk_hw[1] * array.dtype.itemsize
         self._capacity = max(1, max_bytes // chunk_bytes)
         self._nonempty = None if nonempty is None else frozenset(nonempty)
         self._chunks: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
@@ -50,7 +43,7 @@ class ChunkCache:
         self.decoded = 0  # chunks decoded so far (tests and benchmarks)
 
     @property
-    def shape(self) -> tuple[int, ...]:
+    def shape(self) -> tuple[int, int]:
         return tuple(int(v) for v in self._array.shape)
 
     @property
@@ -68,7 +61,7 @@ class ChunkCache:
                 self._chunks.move_to_end(key)
                 return block
         ch, cw = self._chunk_hw
-        block = np.asarray(self._array[..., row * ch : (row + 1) * ch, col * cw : (col + 1) * cw])
+        block = np.asarray(self._array[row * ch : (row + 1) * ch, col * cw : (col + 1) * cw])
         block.flags.writeable = False  # shared by every reader of this chunk
         with self._lock:
             self.decoded += 1
@@ -79,9 +72,9 @@ class ChunkCache:
         return block
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        """array[..., y0:y1, x0:x1] (inside the array)."""
+        """array[y0:y1, x0:x1] (inside the array)."""
         self._check_box(y0, y1, x0, x1)
-        out = np.full((*self._lead, y1 - y0, x1 - x0), self._fill, dtype=self.dtype)
+        out = np.full((y1 - y0, x1 - x0), self._fill, dtype=self.dtype)
         ch, cw = self._chunk_hw
         for row in range(y0 // ch, -(-y1 // ch)):
             top, bottom = max(y0, row * ch), min(y1, (row + 1) * ch)
@@ -90,15 +83,15 @@ class ChunkCache:
                 if block is None:
                     continue
                 left, right = max(x0, col * cw), min(x1, (col + 1) * cw)
-                out[..., top - y0 : bottom - y0, left - x0 : right - x0] = block[
-                    ..., top - row * ch : bottom - row * ch, left - col * cw : right - col * cw
+                out[top - y0 : bottom - y0, left - x0 : right - x0] = block[
+                    top - row * ch : bottom - row * ch, left - col * cw : right - col * cw
                 ]
         return out
 
     def take(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """array[..., rows, :][..., cols] (zarr's ``oindex``) for in-range index arrays."""
+        """array[rows][:, cols] (zarr's ``oindex``) for in-range index arrays."""
         rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
-        out = np.full((*self._lead, len(rows), len(cols)), self._fill, dtype=self.dtype)
+        out = np.full((len(rows), len(cols)), self._fill, dtype=self.dtype)
         if len(rows) == 0 or len(cols) == 0:
             return out
         self._check_box(int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1)
@@ -111,12 +104,12 @@ class ChunkCache:
                 if block is None:
                     continue
                 in_col = np.flatnonzero(col_of == col)
-                out[(..., *np.ix_(in_row, in_col))] = block[
-                    (..., *np.ix_(rows[in_row] - row * ch, cols[in_col] - col * cw))
+                out[np.ix_(in_row, in_col)] = block[
+                    np.ix_(rows[in_row] - row * ch, cols[in_col] - col * cw)
                 ]
         return out
 
     def _check_box(self, y0: int, y1: int, x0: int, x1: int) -> None:
-        height, width = self.shape[-2:]
+        height, width = self.shape
         if not (0 <= y0 <= y1 <= height and 0 <= x0 <= x1 <= width):
             raise IndexError(f"box y {y0}:{y1}, x {x0}:{x1} outside an array of {self.shape}")
