@@ -85,6 +85,26 @@ def test_spool_round_trip_is_exact_and_replayable(tmp_path):
     assert not spool.path.exists()
 
 
+def test_spool_replays_in_id_order_whatever_the_append_order(tmp_path):
+    """Objects are traced chunk by chunk, not in id order; the writers still get id order."""
+    objects = random_objects(60, seed=3)
+    shuffled = [objects[i] for i in np.random.default_rng(4).permutation(len(objects))]
+    with ObjectSpool(tmp_path / "objects.spool") as spool:
+        for obj in shuffled:
+            spool.append(obj)
+        assert spool.count == len(objects)
+        for _ in range(2):
+            back = list(spool)
+            assert [o.id for o in back] == [o.id for o in objects]
+            for got, want in zip(back, objects, strict=True):
+                assert shapely.to_wkb(got.geometry) == shapely.to_wkb(want.geometry)
+                assert (got.class_id, got.area_um2, got.bbox_xyxy) == (
+                    want.class_id, want.area_um2, want.bbox_xyxy,
+                )  # fmt: skip
+        with pytest.raises(ValueError, match="already spooled"):
+            spool.append(objects[5])
+
+
 def test_spooled_objects_write_the_same_files_as_a_list(tmp_path):
     objects = random_objects(25, seed=1)
     names, colors = object_names(), object_colors()

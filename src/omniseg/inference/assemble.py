@@ -204,12 +204,18 @@ def _remove_small(labels, ids, components: Components, keep, nonempty, chunk: in
 def iter_objects(assembly: Assembly, mpp: float, threads: int = 0) -> Iterator[SlideObject]:
     """One SlideObject per kept component, ids 1.. in (class, top, left) order, traced lazily
     (a whole slide's polygons do not fit in memory together: callers spool or stream them),
-    on ``threads`` threads a few objects ahead, always yielded in that order."""
+    on ``threads`` threads a few objects ahead. They are traced and yielded in the order of the
+    id-store chunk holding their top-left corner (raster order), so neighbours share decoded
+    chunks in a small cache; ``spool.ObjectSpool`` replays them in id order."""
     comps = assembly.components
     kept = np.flatnonzero(assembly.keep)
     # (class, top, left, index): the index makes the key unique, so the order is total
     order = kept[np.lexsort((kept, comps.bbox[kept, 1], comps.bbox[kept, 0], comps.group[kept]))]
-    # objects in (class, top, left) order share chunks with their neighbours: one cache for all
+    numbers = np.arange(1, len(order) + 1)
+    chunk_rows, chunk_cols = assembly.ids.chunks
+    tracing = np.lexsort(
+        (numbers, comps.bbox[order, 1] // chunk_cols, comps.bbox[order, 0] // chunk_rows)
+    )
     ids = ChunkCache(assembly.ids, nonempty=assembly.nonempty)
 
     def trace(job: tuple[int, int]) -> SlideObject:
@@ -231,9 +237,9 @@ def iter_objects(assembly: Assembly, mpp: float, threads: int = 0) -> Iterator[S
             mean_probability=float(comps.code_sum[index] / comps.area[index] / CODE_MAX),
         )
 
-    jobs = ((number, int(index)) for number, index in enumerate(order, start=1))
-    for obj in ordered_map(trace, jobs, threads, name="omniseg-objects"):
-        if obj.id % TRIM_EVERY_OBJECTS == 0:
+    jobs = ((int(numbers[i]), int(order[i])) for i in tracing)
+    for traced, obj in enumerate(ordered_map(trace, jobs, threads, name="omniseg-objects"), 1):
+        if traced % TRIM_EVERY_OBJECTS == 0:
             release_free_memory()
         yield obj
 

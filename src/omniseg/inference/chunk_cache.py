@@ -15,7 +15,9 @@ from collections.abc import Collection
 import numpy as np
 import zarr
 
-CHUNK_CACHE_BYTES = 256 * 2**20  # decoded chunks kept per cache (64 uint32 chunks of 1024²)
+CHUNK_CACHE_BYTES = (
+    32 * 2**20
+)  # decoded chunks kept per cache (8 uint32 or 32 uint8 chunks of 1024²)
 
 
 class ChunkCache:

@@ -1,8 +1,9 @@
 """An on-disk spool of SlideObjects, so a whole slide's polygons are never in memory together.
 
-Objects are appended in id order as they are traced, one fixed-size binary header (id, class,
-measurements, box) plus the geometry as WKB per object; iterating reads them back one at a time,
-in the same order, as often as needed (once per output writer). Floats are stored as float64 and
+Objects are appended as they are traced, in any order (tracing follows the work store's chunks,
+not the ids), one fixed-size binary header (id, class, measurements, box) plus the geometry as
+WKB per object; iterating reads them back one at a time in id order, as often as needed (once
+per output writer). Only each object's file offset is kept in memory. Floats are stored as float64 and
 WKB keeps every coordinate exactly, so the outputs are byte-identical to writing the objects
 straight from memory.
 """
@@ -23,15 +24,23 @@ READ_BUFFER = 1 << 20  # bytes; reading is sequential
 
 
 class ObjectSpool:
-    """Append-then-replay store of SlideObjects in one file (removed by ``remove`` / ``with``)."""
+    """Append-then-replay store of SlideObjects in one file (removed by ``remove`` / ``with``);
+    replayed in id order whatever order they were appended in."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._handle = open(self.path, "wb")  # noqa: SIM115 - closed in remove()
-        self.count = 0
+        self._offsets: dict[int, int] = {}  # object id -> where its record starts
+
+    @property
+    def count(self) -> int:
+        return len(self._offsets)
 
     def append(self, obj: SlideObject) -> None:
+        if obj.id in self._offsets:
+            raise ValueError(f"{self.path}: object id {obj.id} was already spooled")
+        self._offsets[obj.id] = self._handle.tell()
         wkb = shapely.to_wkb(obj.geometry, byte_order=1)  # little-endian, like RECORD
         self._handle.write(
             RECORD.pack(
@@ -46,13 +55,14 @@ class ObjectSpool:
             )
         )
         self._handle.write(wkb)
-        self.count += 1
 
     def __iter__(self) -> Iterator[SlideObject]:
-        """The appended objects, in append order, read back lazily."""
+        """The appended objects in id order, read back lazily (records appended in id order
+        are read sequentially: a seek inside the read buffer costs no system call)."""
         self._handle.flush()
         with open(self.path, "rb", buffering=READ_BUFFER) as handle:
-            for _ in range(self.count):
+            for object_id in sorted(self._offsets):
+                handle.seek(self._offsets[object_id])
                 header = handle.read(RECORD.size)
                 if len(header) != RECORD.size:
                     raise OSError(f"{self.path}: object spool is truncated (disk full?)")
