@@ -52,6 +52,36 @@ def tile_reader(labels: np.ndarray, calls: list | None = None):
 # ---- label OME-TIFF --------------------------------------------------------------------------
 
 
+def test_label_tiff_reads_few_tiles_ahead_and_threads_keep_the_bytes(tmp_path):
+    """Compressing on threads must not buffer the pyramid: tifffile's default read ~2,000 tiles
+    ahead (a 100k² slide's labels.ome.tif stage peaked 500 MB above the rest)."""
+    import weakref
+
+    from omniseg.export.label_tiff import TILES_AHEAD_PER_THREAD
+
+    labels = np.random.default_rng(5).integers(0, 7, size=(40 * 16, 40 * 16), dtype=np.uint8)
+    alive: set[int] = set()
+    most = [0]
+
+    def read_tile(level, y, x, h, w):
+        tile = np.ascontiguousarray(labels[:: 2**level, :: 2**level][y : y + h, x : x + w])
+        alive.add(id(tile))
+        weakref.finalize(tile, alive.discard, id(tile))
+        most[0] = max(most[0], len(alive))
+        return tile
+
+    written = {}
+    for threads in (1, 2):
+        path = tmp_path / f"t{threads}.ome.tif"
+        write_label_ome_tiff(
+            path, labels.shape, read_tile, mpp=MPP, class_names=CLASS_NAMES_BY_LABEL,
+            tile=16, min_level_side=16, threads=threads,
+        )  # fmt: skip
+        written[threads] = path.read_bytes()
+    assert written[1] == written[2]
+    assert 1 <= most[0] <= 2 * TILES_AHEAD_PER_THREAD + 2  # 1,600 tiles at level 0 alone
+
+
 def test_pyramid_shapes_halve_until_small():
     assert pyramid_shapes((1300, 1100), 256) == [(1300, 1100), (650, 550), (325, 275), (163, 138)]
     assert pyramid_shapes((100, 90), 512) == [(100, 90)]
