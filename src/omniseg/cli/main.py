@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shlex
 import signal
 import sys
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if code == EXIT_INTERRUPTED:  # Typer turns Ctrl-C into a silent exit 130
-            print(interrupted_message(args), file=sys.stderr)
+            _report_interrupt(args)
         return code
     except OmnisegError as exc:
         if debug:
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"omniseg: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(interrupted_message(args), file=sys.stderr)
+        _report_interrupt(args)
         return EXIT_INTERRUPTED
     except Exception as exc:
         from omniseg.atomic import is_disk_full
@@ -93,6 +94,15 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
+
+
+def _report_interrupt(args: list[str]) -> None:
+    """Print what was kept and the resume command as the last words of the run. An interrupt
+    that lands while zarr waits on its I/O event loop leaves that task pending, and at exit
+    asyncio would log 'Task was destroyed but it is pending!' after them: the interrupted I/O is
+    expected here (resume redoes unfinished tiles), so that log is dropped."""
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    print(interrupted_message(args), file=sys.stderr)
 
 
 def _terminate_as_interrupt() -> None:
