@@ -15,9 +15,10 @@ from collections.abc import Collection
 import numpy as np
 import zarr
 
-CHUNK_CACHE_BYTES = (
-    32 * 2**20
-)  # decoded chunks kept per cache (8 uint32 or 32 uint8 chunks of 1024²)
+# Decoded chunks kept per cache: 8 uint32 or 32 uint8 chunks of 1024². Small on purpose: the
+# caches live in the objects and label-pyramid stages, which must stay under the merge's and the
+# inference's peak memory (benchmarks/wsi_memory.py); tracing objects chunk by chunk makes 8 enough.
+CHUNK_CACHE_BYTES = 32 * 2**20
 
 
 class ChunkCache:
