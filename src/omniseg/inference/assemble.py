@@ -211,10 +211,14 @@ def iter_objects(assembly: Assembly, mpp: float, threads: int = 0) -> Iterator[S
     kept = np.flatnonzero(assembly.keep)
     # (class, top, left, index): the index makes the key unique, so the order is total
     order = kept[np.lexsort((kept, comps.bbox[kept, 1], comps.bbox[kept, 0], comps.group[kept]))]
-    numbers = np.arange(1, len(order) + 1)
     chunk_rows, chunk_cols = assembly.ids.chunks
+    # positions in ``order`` (object number - 1), by id chunk of the top-left corner, then number
     tracing = np.lexsort(
-        (numbers, comps.bbox[order, 1] // chunk_cols, comps.bbox[order, 0] // chunk_rows)
+        (
+            np.arange(len(order)),
+            comps.bbox[order, 1] // chunk_cols,
+            comps.bbox[order, 0] // chunk_rows,
+        )
     )
     ids = ChunkCache(assembly.ids, nonempty=assembly.nonempty)
 
@@ -222,7 +226,7 @@ def iter_objects(assembly: Assembly, mpp: float, threads: int = 0) -> Iterator[S
         number, index = job
         y0, x0, y1, x1 = (int(v) for v in comps.bbox[index])
         mask, step = object_mask(
-            ids.read, comps.root_of, int(index), comps.bbox[index], block=assembly.ids.chunks[0]
+            ids.read, comps.root_of, int(index), comps.bbox[index], block=chunk_rows
         )
         geometry = mask_outline(mask, y0, x0, step)
         centroid = geometry.centroid
@@ -237,7 +241,7 @@ def iter_objects(assembly: Assembly, mpp: float, threads: int = 0) -> Iterator[S
             mean_probability=float(comps.code_sum[index] / comps.area[index] / CODE_MAX),
         )
 
-    jobs = ((int(numbers[i]), int(order[i])) for i in tracing)
+    jobs = ((int(i) + 1, int(order[i])) for i in tracing)
     for traced, obj in enumerate(ordered_map(trace, jobs, threads, name="omniseg-objects"), 1):
         if traced % TRIM_EVERY_OBJECTS == 0:
             release_free_memory()
