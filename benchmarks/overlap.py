@@ -94,7 +94,8 @@ def main() -> None:
             "machine": machine(),
             "torch_threads": threads,
             # libgomp spins its idle threads unless told otherwise; spinning takes CPU from the
-            # merge thread (PASSIVE measured 1.48-1.68x overlap against 1.13-1.18x by default)
+            # merge thread (PASSIVE: 1.48-1.92x overlap against 1.07-1.18x by default, in three
+            # runs each; see docs/performance.md for what it costs the network alone)
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "network_alone_tiles_per_s": round(net_alone, 3),
             "merge_alone_chunks_per_s": round(merge_rate, 2),

@@ -79,7 +79,7 @@ def _interpolate_axis(block: np.ndarray, samples: AxisSamples, axis: int) -> np.
     """
     lo = samples.lo - samples.start
     if not samples.frac.any():
-        if lo[-1] - lo[0] == len(lo) - 1 and (np.diff(lo) == 1).all():
+        if (np.diff(lo) == 1).all():
             index = [slice(None)] * block.ndim
             index[axis] = slice(int(lo[0]), int(lo[-1]) + 1)
             return block[tuple(index)]
