@@ -1,7 +1,7 @@
 #!/bin/sh
 # The issue-5 ablation: omniseg (scale-aware) vs omniseg-task vs multihead, each without and with
 # the cross-scale semi-supervised terms, and the dead-head fix (head_init) on or off; same data
-# (train split), same settings (configs/train_default.yaml), same budget in optimiser steps
+# (train split), same settings (src/omniseg/configs/train_default.yaml), same budget in optimiser steps
 # (STEPS, default 600), scored once on val at threshold 0.5. Resumable across sessions: rerun
 # the script and scored arms are skipped, interrupted ones continue from their last checkpoint
 # (every 5 min, and on SIGTERM).
@@ -49,7 +49,7 @@ run_arm() {  # $1 = arm; trains (or resumes) it, then scores it on val once
   # always (re)run train; --resume on a finished run only re-saves its final model.
   resume=""
   [ -f "$out/config.yaml" ] && resume="--resume"
-  .venv/bin/omniseg train --data "${DATA:-../shared/data/kidney-patches}" --config configs/train_default.yaml --model "$model" "--$semi" \
+  .venv/bin/omniseg train --data "${DATA:-../shared/data/kidney-patches}" --config src/omniseg/configs/train_default.yaml --model "$model" "--$semi" \
     --head-init "$head_init" --val-split val --max-steps "$STEPS" --out "$out" --no-progress $resume \
     || { echo "arm $arm failed" >&2; return 1; }
   .venv/bin/omniseg evaluate ../shared/data/kidney-patches --split val --weights "$out/model" \

@@ -1,5 +1,5 @@
 #!/bin/sh
-# One arm of the issue-13 seed comparison: train on the train split with configs/train_default.yaml
+# One arm of the issue-13 seed comparison: train on the train split with src/omniseg/configs/train_default.yaml
 # for STEPS steps (default 600) with one seed, then score once on val at threshold 0.5.
 #   scripts/seed_arm.sh ARM SEED [extra train flags...]
 # ARM names the result files: docs/results/seeds/<ARM>-s<SEED>.json and -per-image.csv.
@@ -8,7 +8,7 @@ set -e
 cd "$(dirname "$0")/.."
 arm=$1; seed=$2; shift 2
 STEPS=${STEPS:-600}
-CONFIG=${CONFIG:-configs/train_default.yaml}
+CONFIG=${CONFIG:-src/omniseg/configs/train_default.yaml}
 out=runs/seeds/$arm-s$seed
 res=docs/results/seeds/$arm-s$seed
 mkdir -p runs/seeds docs/results/seeds

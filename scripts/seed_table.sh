@@ -1,6 +1,6 @@
 #!/bin/sh
 # The issue-13 seed table: every arm x every seed through scripts/seed_arm.sh (600 steps of
-# configs/train_default.yaml on the train split, scored on val at 0.5). Resumable.
+# src/omniseg/configs/train_default.yaml on the train split, scored on val at 0.5). Resumable.
 #   OMP_NUM_THREADS=2 scripts/seed_table.sh            # or ARMS="lite0 lite0-neg" SEEDS="1 2"
 cd "$(dirname "$0")/.." || exit 1
 SEEDS=${SEEDS:-"1234 1 2"}

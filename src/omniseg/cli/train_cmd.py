@@ -20,7 +20,29 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option(help="Manifest CSV or patch folder (original layout).")
         ] = None,
         config: Annotated[
-            Path | None, typer.Option(help="YAML training config; flags override it.")
+            list[Path] | None,
+            typer.Option(
+                help="YAML training config; flags override it. Repeat it for stages run in "
+                "order, each from the one before. None: the shipped two-stage recipe."
+            ),
+        ] = None,
+        folds: Annotated[
+            int | None,
+            typer.Option(
+                help="K-fold cross-validation: train the recipe K times, each fold held out "
+                "once, into OUT/fold-i/, and write OUT/crossval.json (out-of-fold scores)."
+            ),
+        ] = None,
+        teacher_folds: Annotated[
+            Path | None,
+            typer.Option(
+                help="With --folds: a finished cross-validation run (same data, same --folds) "
+                "whose fold-i model completes the missing labels for fold i's student."
+            ),
+        ] = None,
+        fold: Annotated[
+            int | None,
+            typer.Option(help="With --folds: run only this fold (0..K-1), e.g. one per process."),
         ] = None,
         model: Annotated[str | None, typer.Option(help="Architecture, e.g. omniseg.")] = None,
         head_init: Annotated[
@@ -110,8 +132,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train a model on labelled patches; writes OUT/model (a model folder) and OUT/last."""
         from omniseg.training import load_train_config
-        from omniseg.training import train as run_training
-        from omniseg.training.rundir import CONFIG_NAME
+        from omniseg.training.recipe import load_recipe, run_stages, saved_stage_configs
 
         for flag, value in (("--max-steps", max_steps), ("--epochs", epochs)):
             if value is not None and value < 1:  # 0 would fall back to the config's schedule
@@ -149,13 +170,40 @@ def register(app: typer.Typer) -> None:
             "run.checkpoint_minutes": checkpoint_minutes,
             "run.progress": progress,
         }
-        base, saved_run = config, False
-        if base is None and resume and (out / CONFIG_NAME).is_file():
-            base, saved_run = out / CONFIG_NAME, True  # resume needs only --out
-        resolved = load_train_config(base, overrides, saved_run=saved_run)
-        result = run_training(resolved, resume=resume, overwrite=overwrite)
+        if (fold is not None or teacher_folds is not None) and folds is None:
+            raise OmnisegError("--fold and --teacher-folds need --folds K (cross-validation)")
+        saved = saved_stage_configs(out) if resume and not config and folds is None else []
+        if saved:  # resuming needs only --out: each stage's settings come from its config.yaml
+            stages = tuple(load_train_config(p, overrides, saved_run=True) for p in saved)
+        else:
+            stages = load_recipe(config or None, overrides)
+        if folds is not None:
+            _cross_validate(stages, out, folds, fold, resume=resume, overwrite=overwrite,
+                            teacher_run=teacher_folds)  # fmt: skip
+            return
+        result = run_stages(stages, out, resume=resume, overwrite=overwrite)
         best = "n/a" if result.best_metric is None else f"{result.best_metric:.4f}"
         typer.echo(
             f"trained {result.steps} steps ({result.seconds_per_step:.3f} s/step); "
             f"val Dice {best}; model folder: {result.model_dir}"
         )
+
+
+def _cross_validate(stages, out: Path, folds: int, fold: int | None, **kwargs) -> None:
+    from omniseg.evaluation.crossval import REPORT_JSON, cross_validate
+
+    result = cross_validate(stages, out, folds, only_fold=fold, **kwargs)
+    done = ", ".join(str(f) for f in result.folds_run)
+    if result.report is None:
+        typer.echo(
+            f"fold(s) {done} trained and scored in {out}; the report is written once every "
+            f"fold is (run the others, or: omniseg train --folds {folds} --out {out} --resume)"
+        )
+        return
+    mean = result.report["mean"]
+    ci = mean.get("dice_ci")
+    spread = f" [95% CI {ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+    typer.echo(
+        f"cross-validation ({folds} folds, {result.report['n_images']} patches out-of-fold): "
+        f"mean fg Dice {mean['dice']:.3f}{spread}; report: {out / REPORT_JSON}"
+    )

@@ -38,6 +38,10 @@ class DataConfig:
     # Seeds both splits above; apart from run.seed so that a fine-tuning stage with fresh
     # augmentation draws (another run.seed) keeps out the rows its first stage never saw.
     split_seed: int = DEFAULT_SEED
+    # Cross-validation (data/folds.py): folds >= 2 trains on every fold but ``fold`` (seeded by
+    # split_seed, stratified, a source never split) and ignores the split column; 0 = off.
+    folds: int = 0
+    fold: int = -1
     patch_size: int = 256  # training patch size (px); also saved as model.inference.patch_size
     # Share of each task's samples replaced by a known negative: another task's labelled pixels
     # where anatomy excludes this task (data/negatives.py); 0 = off, as before.
@@ -290,6 +294,11 @@ def load_train_config(
         raw = with_legacy_split_seed(raw)
     merged = _merge(raw, {k: v for k, v in (overrides or {}).items() if v is not None})
     return config_from_dict(merged, source)
+
+
+def replace_config(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """A copy of ``config`` with dotted overrides applied (and checked again)."""
+    return config_from_dict(_merge(config.to_dict(), overrides), "overrides")
 
 
 def dump_train_config(config: TrainConfig) -> str:

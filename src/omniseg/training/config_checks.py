@@ -50,6 +50,12 @@ def validate(config: TrainConfig) -> TrainConfig:
         )
     if not 0.0 <= s.ema_decay < 1.0:
         raise OmnisegError(f"semi.ema_decay={s.ema_decay}: must lie in [0, 1)")
+    if d.folds == 1 or d.folds < 0:
+        raise OmnisegError(f"data.folds={d.folds}: 0 (off) or at least 2")
+    if d.folds and not 0 <= d.fold < d.folds:
+        raise OmnisegError(f"data.fold={d.fold}: must lie in 0..{d.folds - 1}")
+    if not d.folds and d.fold != -1:
+        raise OmnisegError(f"data.fold={d.fold} needs data.folds >= 2 (cross-validation)")
     if r.epochs < 1 and r.max_steps < 1:
         raise OmnisegError("run.epochs and run.max_steps are both < 1; set --epochs or --max-steps")
     f = config.finetune

@@ -16,7 +16,16 @@ LAST_NAME = "last"
 MODEL_NAME = "model"
 RUN_MARKER = ".omniseg-run"  # written when omniseg creates a run folder
 # Everything omniseg itself puts in a run folder; --overwrite deletes these and nothing else.
-RUN_ENTRIES = {CONFIG_NAME, METRICS_NAME, LAST_NAME, MODEL_NAME, "tensorboard", RUN_MARKER}
+# (oof.json: the out-of-fold scores a cross-validation fold writes beside its run.)
+RUN_ENTRIES = {
+    CONFIG_NAME,
+    METRICS_NAME,
+    LAST_NAME,
+    MODEL_NAME,
+    "tensorboard",
+    RUN_MARKER,
+    "oof.json",
+}
 METRIC_COLUMNS = (
     "step", "epoch", "lr", "loss", "supervised", "pseudo", "match", "step_seconds", "val_dice",
 )  # fmt: skip

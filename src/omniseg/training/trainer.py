@@ -17,6 +17,7 @@ import torch
 from omniseg.catalogue import scales
 from omniseg.data import PatchRecord, discover_patches, select_split
 from omniseg.data.dataset import check_group_split, group_split, stratified_split
+from omniseg.data.folds import fold_split
 from omniseg.data.patches import check_pairs
 from omniseg.errors import OmnisegError
 from omniseg.locks import folder_lock
@@ -52,6 +53,9 @@ def split_records(config: TrainConfig) -> tuple[list[PatchRecord], list[PatchRec
         records = [r for r in records if r.task_id in d.tasks]
         if not records:
             raise OmnisegError(f"{d.path}: no patches of the selected tasks {list(d.tasks)}")
+    if d.folds:  # the held-out fold is scored after training (crossval.py), never during it
+        train, _ = fold_split(records, d.folds, d.fold, d.split_seed)
+        return train, []
     if d.val_split == NO_VAL:
         return records, []
     if all(r.split is None for r in records):
