@@ -74,3 +74,7 @@ def make_patch_set(
         writer.writerow(["image", "mask", "task_id", "scale_id", "stain", "split"])
         writer.writerows(rows)
     return manifest
+
+
+# `omniseg train` with the library defaults as one stage (bare `train` runs the shipped recipe).
+ONE_STAGE = ["--config", str(Path(__file__).with_name("one_stage.yaml"))]

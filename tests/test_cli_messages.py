@@ -92,7 +92,9 @@ def test_semi_supervised_terms_are_off_by_default():
     assert SemiConfig().enabled is False and TrainConfig().semi.enabled is False
 
 
-@pytest.mark.parametrize("config", sorted((REPO / "src" / "omniseg" / "configs").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "config", sorted((REPO / "src" / "omniseg" / "configs").glob("*.yaml")), ids=lambda p: p.name
+)
 def test_shipped_configs_hold_no_machine_paths_and_load(config):
     from omniseg.training import load_train_config
 

@@ -30,6 +30,7 @@ from tests._annotated_slides import (
     write_imagescope,
     write_label_image,
 )
+from tests._training_synth import ONE_STAGE
 
 CLASSES = "Glomerulus=capsule,Tubule=dt"
 PATCH = 64
@@ -242,7 +243,7 @@ def test_round_trip_extract_train_segment_gives_qupath_geojson(tmp_path, capsys)
                "--classes", CLASSES, "--patch", "64", "--per-class", "4", "--quiet"]  # fmt: skip
     assert main(extract) == 0
     assert "patches in" in capsys.readouterr().out
-    train = ["train", "--data", str(patches), "--out", str(run), "--model", "omniseg-tiny",
+    train = ["train", *ONE_STAGE, "--data", str(patches), "--out", str(run), "--model", "omniseg-tiny",
              "--max-steps", "3", "--batch-size", "2", "--patch-size", "64", "--no-progress",
              "--precision", "fp32"]  # fmt: skip
     assert main(train) == 0

@@ -18,7 +18,7 @@ from torch import nn
 from omniseg.models import create_model
 from omniseg.models.blocks import SubsampledPointwiseConv
 from omniseg.models.registry import list_models
-from tests._training_synth import make_patch_set
+from tests._training_synth import ONE_STAGE, make_patch_set
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -77,7 +77,7 @@ def test_train_segment_evaluate_every_registered_model_in_a_subprocess(tmp_path,
     patches to keep the suite fast; the tiny ones (whose shortcuts crashed) run the defaults."""
     manifest = make_patch_set(tmp_path / "data", size=256, per_task=2)
     run = tmp_path / "run"
-    train = ["train", "--data", str(manifest), "--out", str(run), "--model", name]
+    train = ["train", *ONE_STAGE, "--data", str(manifest), "--out", str(run), "--model", name]
     train += ["--max-steps", "2", "--no-progress"]
     if "tiny" not in name:
         train += ["--batch-size", "2", "--patch-size", "64"]
@@ -213,7 +213,7 @@ def uninterrupted_train(tmp_path_factory):
     """(train arguments, the uninterrupted run folder) shared by the kill -9 cases."""
     root = tmp_path_factory.mktemp("train-ref")
     manifest = make_patch_set(root / "data", size=64, per_task=3)
-    args = ["train", "--data", str(manifest), "--model", "omniseg-tiny",
+    args = ["train", *ONE_STAGE, "--data", str(manifest), "--model", "omniseg-tiny",
             "--max-steps", str(KILLED_TRAIN_STEPS), "--batch-size", "2", "--patch-size", "64",
             "--device", "cpu", "--val-split", "none", "--workers", "0", "--no-progress",
             "--checkpoint-minutes", "1e-9"]  # fmt: skip
@@ -321,7 +321,7 @@ def test_a_full_disk_during_segment_keeps_earlier_results_and_resumes_to_the_sam
 @pytest.mark.slow
 def test_a_full_disk_during_train_keeps_the_last_checkpoint_and_resumes(tmp_path, small_disk):
     manifest = make_patch_set(tmp_path / "data", size=64, per_task=3)
-    args = ["train", "--data", str(manifest), "--model", "omniseg-tiny", "--max-steps", "4",
+    args = ["train", *ONE_STAGE, "--data", str(manifest), "--model", "omniseg-tiny", "--max-steps", "4",
             "--batch-size", "2", "--patch-size", "64", "--device", "cpu", "--val-split", "none",
             "--workers", "0", "--no-progress", "--checkpoint-minutes", "1e-9"]  # fmt: skip
     _cli([*args, "--out", "ref"], tmp_path)

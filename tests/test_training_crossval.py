@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -236,3 +237,46 @@ def test_complete_labels_writes_a_trainable_patch_folder(patches, tmp_path):
         n_rep = sum(1 for r in real if r["task_id"] == task)
         n_teacher = sum(1 for r in teacher if r["task_id"] == task)
         assert n_rep == n_real * max(1, round(n_teacher / n_real))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_ema_weights_are_saved_and_resume_exactly(patches, tmp_path):
+    from safetensors.torch import load_file
+
+    from omniseg.training import train
+
+    def stop_after_two(step: int, metrics: dict) -> None:
+        if step == 2:
+            raise KeyboardInterrupt
+
+    def run(out: Path, ema: float, resume: bool = False, callback=None) -> dict:
+        overrides = {**FAST, "data.path": str(patches), "data.val_split": "none",
+                     "run.out": str(out), "run.max_steps": 3, "run.ema_decay": ema}  # fmt: skip
+        train(load_train_config(None, overrides), resume=resume, callback=callback)
+        return load_file(out / "model" / "model.safetensors")
+
+    plain, ema = run(tmp_path / "plain", 0.0), run(tmp_path / "ema", 0.5)
+    assert any(not torch.equal(plain[k], ema[k]) for k in plain)  # the average, not the last
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "split", 0.5, callback=stop_after_two)
+    resumed = run(tmp_path / "split", 0.5, resume=True)
+    assert all(torch.equal(resumed[k], ema[k]) for k in ema)  # resume == uninterrupted
+
+
+def test_tversky_is_dice_at_one_half_and_charges_misses_more_above():
+    from omniseg.training.losses import soft_dice_loss
+
+    target = torch.zeros(1, 4, 4)
+    target[0, :2] = 1.0
+    weight = torch.ones_like(target)
+    missed = target.clone()
+    missed[0, 1] = 0.0  # half the object missed
+    extra = target.clone()
+    extra[0, 2] = 1.0  # as many pixels marked outside it
+    dice = soft_dice_loss(missed, target, weight, 0.0)
+    general = soft_dice_loss(missed, target, weight, 0.0, fn_weight=0.5 + 1e-9)
+    assert torch.allclose(dice, general) and torch.allclose(dice, torch.tensor([1 - 2 * 4 / 12]))
+    recall_first = dict(fn_weight=0.7)
+    assert soft_dice_loss(missed, target, weight, 0.0, **recall_first) > soft_dice_loss(
+        extra, target, weight, 0.0, **recall_first
+    )

@@ -15,7 +15,7 @@ from omniseg.training import load_train_config, train
 from omniseg.training.config import OptimConfig
 from omniseg.training.losses import supervised_loss
 from omniseg.training.optim import ENCODER_PREFIX, build_optimizer
-from tests._training_synth import FAST, make_patch_set, one_thread  # noqa: F401 - fixture
+from tests._training_synth import FAST, ONE_STAGE, make_patch_set, one_thread  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -202,7 +202,7 @@ def test_cli_fine_tuning_flags_reach_the_run_config(manifest, tmp_path):
     from omniseg.cli.main import main as cli_main
 
     out = tmp_path / "run"
-    args = ["train", "--data", str(manifest), "--out", str(out), "--model", "omniseg-lite0-tiny",
+    args = ["train", *ONE_STAGE, "--data", str(manifest), "--out", str(out), "--model", "omniseg-lite0-tiny",
             "--max-steps", "2", "--batch-size", "2", "--patch-size", "32", "--no-progress",
             "--val-split", "none", "--precision", "fp32", "--no-semi", "--random-encoder",
             "--encoder-lr-scale", "0.5", "--freeze-encoder-steps", "1", "--train-norm-stats",

@@ -18,7 +18,7 @@ from omniseg.errors import OmnisegError
 from omniseg.models import create_model, load_pretrained
 from omniseg.training import load_train_config, train
 from omniseg.training.losses import hard_dice
-from tests._training_synth import FAST, make_patch_set, one_thread  # noqa: F401 - fixture
+from tests._training_synth import FAST, ONE_STAGE, make_patch_set, one_thread  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -219,7 +219,7 @@ def test_split_is_made_when_data_have_none(tmp_path):
 
 def test_cli_train_runs_and_resumes(manifest, tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["train", "--data", str(manifest), "--out", str(out), "--model", "omniseg-tiny",
+    args = ["train", *ONE_STAGE, "--data", str(manifest), "--out", str(out), "--model", "omniseg-tiny",
             "--max-steps", "1", "--batch-size", "2", "--patch-size", "32", "--no-progress",
             "--val-split", "none", "--precision", "fp32"]  # fmt: skip
     assert cli_main(args) == 0

@@ -14,7 +14,7 @@ from omniseg.errors import OmnisegError
 from omniseg.training import load_train_config, train
 from omniseg.training.holdout import hold_back
 from tests._training_synth import FAST as SYNTH_FAST
-from tests._training_synth import make_patch_set, one_thread  # noqa: F401 - fixture
+from tests._training_synth import ONE_STAGE, make_patch_set, one_thread  # noqa: F401 - fixture
 
 FAST = {**SYNTH_FAST, "run.max_steps": 2}
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -189,7 +189,7 @@ def test_a_fine_tuning_stage_with_another_seed_tunes_on_rows_no_stage_saw(manife
 
 def test_split_seed_flag_is_recorded_apart_from_the_run_seed(manifest, tmp_path):
     out = tmp_path / "run"
-    args = ["train", "--data", str(manifest), "--out", str(out), "--model", "omniseg-tiny",
+    args = ["train", *ONE_STAGE, "--data", str(manifest), "--out", str(out), "--model", "omniseg-tiny",
             "--max-steps", "1", "--batch-size", "2", "--patch-size", "32", "--no-progress",
             "--precision", "fp32", "--split-seed", "7", "--seed", "8"]  # fmt: skip
     assert cli_main(args) == 0
@@ -203,7 +203,8 @@ def test_a_run_saved_before_split_seed_resumes_with_its_own_seed(manifest, tmp_p
     settings = ["--data", str(manifest), "--model", "omniseg-tiny", "--batch-size", "2",
                 "--patch-size", "32", "--no-progress", "--precision", "fp32",
                 "--threshold-holdout", "0.25", "--seed", "4321"]  # fmt: skip
-    first = ["train", "--out", str(out), "--max-steps", "1", *settings, "--split-seed", "4321"]
+    first = ["train", *ONE_STAGE, "--out", str(out), "--max-steps", "1", *settings,
+             "--split-seed", "4321"]  # fmt: skip
     assert cli_main(first) == 0
     legacy = saved.read_text().replace("  split_seed: 4321\n", "")
     assert "split_seed" not in legacy

@@ -98,6 +98,31 @@ def print_summary(summary: dict, weights: str | None) -> None:
     Console().print(table)
 
 
+def training_overlap_note(seen: dict | None) -> str:
+    """One line saying whether the scores are on patches the model learned from."""
+    if seen is None:
+        return (
+            "note: this model records no training data, so overlap cannot be checked; if it "
+            "learned from these patches, these scores are optimistic"
+        )
+    if seen["seen"] == 0:
+        return f"none of these {seen['of']} patches were in this model's training data"
+    return (
+        f"WARNING: {seen['seen']} of these {seen['of']} patches were in this model's training "
+        "data: these scores do not measure accuracy on unseen tissue (cross-validated scores: "
+        "omniseg evaluate --crossval RUN, docs/model-card.md)"
+    )
+
+
+def print_crossval(run: Path) -> None:
+    """The out-of-fold report of ``omniseg train --folds`` as evaluate's table."""
+    from omniseg.evaluation.crossval import read_report
+
+    report = read_report(run)
+    summary = {**report, "split": "out-of-fold", "tta": report.get("tta", False)}
+    print_summary(summary, f"{run} ({report['folds']} fold models)")
+
+
 def register(app: typer.Typer) -> None:
     """Add the command to the app."""
 
@@ -141,9 +166,20 @@ def register(app: typer.Typer) -> None:
         ] = 0,
         allow_unverified: AllowUnverifiedOption = False,
         allow_outside_paths: AllowOutsideOption = False,
+        crossval: Annotated[
+            bool,
+            typer.Option(
+                "--crossval",
+                help="DATA is a run of `omniseg train --folds K`: print its out-of-fold report.",
+            ),
+        ] = False,
     ):
         """Score a model on labelled patches: Dice, IoU, HD95, ASSD per task and per stain."""
         from omniseg.evaluation.evaluate import evaluate_path
+
+        if crossval:
+            print_crossval(data)
+            return
 
         result = evaluate_path(
             data,
@@ -160,6 +196,7 @@ def register(app: typer.Typer) -> None:
             **given(device=device, batch_size=batch_size, precision=precision, backend=backend),
         )
         print_summary(result.summary, result.weights)
+        typer.echo(training_overlap_note(result.summary.get("seen_in_training")))
         for path in (json_out, csv_out):
             if path is not None:
                 typer.echo(f"wrote {path}")

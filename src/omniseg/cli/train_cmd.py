@@ -33,6 +33,14 @@ def register(app: typer.Typer) -> None:
                 "once, into OUT/fold-i/, and write OUT/crossval.json (out-of-fold scores)."
             ),
         ] = None,
+        set_values: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--set",
+                help="Any config value, as section.key=value (repeatable), for every stage: "
+                "e.g. --set loss.fn_weight=0.7.",
+            ),
+        ] = None,
         teacher_folds: Annotated[
             Path | None,
             typer.Option(
@@ -82,6 +90,10 @@ def register(app: typer.Typer) -> None:
         batch_size: Annotated[int | None, typer.Option(help="Patches per step (per GPU).")] = None,
         patch_size: Annotated[int | None, typer.Option(help="Training patch size in px.")] = None,
         lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+        ema_decay: Annotated[
+            float | None,
+            typer.Option(help="Save a moving average of the weights (e.g. 0.999); 0 = off."),
+        ] = None,
         device: Annotated[str | None, typer.Option(help="auto | cpu | cuda.")] = None,
         precision: Annotated[str | None, typer.Option(help="fp32 | bf16 | auto.")] = None,
         seed: Annotated[
@@ -154,6 +166,7 @@ def register(app: typer.Typer) -> None:
             "data.batch_size": batch_size,
             "data.patch_size": patch_size,
             "optim.lr": lr,
+            "run.ema_decay": ema_decay,
             "run.device": device,
             "run.precision": precision,
             "run.seed": seed,
@@ -170,6 +183,7 @@ def register(app: typer.Typer) -> None:
             "run.checkpoint_minutes": checkpoint_minutes,
             "run.progress": progress,
         }
+        overrides.update(_dotted(set_values or []))
         if (fold is not None or teacher_folds is not None) and folds is None:
             raise OmnisegError("--fold and --teacher-folds need --folds K (cross-validation)")
         saved = saved_stage_configs(out) if resume and not config and folds is None else []
@@ -187,6 +201,17 @@ def register(app: typer.Typer) -> None:
             f"trained {result.steps} steps ({result.seconds_per_step:.3f} s/step); "
             f"val Dice {best}; model folder: {result.model_dir}"
         )
+
+
+def _dotted(pairs: list[str]) -> dict[str, str]:
+    """--set section.key=value pairs (values are typed and checked by the config loader)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key.count(".") != 1:
+            raise OmnisegError(f"--set {pair!r}: use section.key=value, e.g. loss.fn_weight=0.7")
+        out[key.strip()] = value.strip()
+    return out
 
 
 def _cross_validate(stages, out: Path, folds: int, fold: int | None, **kwargs) -> None:

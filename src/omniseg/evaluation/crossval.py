@@ -86,11 +86,13 @@ def _write_assignment(run_dir: Path, records: Sequence[PatchRecord], fold_of: li
             writer.writerow([str(record.image), task, record.stain, source_group(record), fold])
 
 
-def score_fold(model_dir: Path, held: Sequence[PatchRecord], fold: int, digest: str) -> dict:
+def score_fold(
+    model_dir: Path, held: Sequence[PatchRecord], fold: int, digest: str, tta: bool = False
+) -> dict:
     """Out-of-fold rows of one fold's model on its held-out patches (threshold = the model's)."""
     model = load_pretrained(model_dir)
     predictor = TorchPredictor(model, "fp32")
-    rows, _ = score_records(predictor, model.inference, list(held), tta=False)
+    rows, _ = score_records(predictor, model.inference, list(held), tta=tta)
     for row in rows:
         row["fold"] = fold
     return {"fold": fold, "recipe_sha256": digest, "model": str(model_dir), "rows": rows}
@@ -199,7 +201,29 @@ def read_oof(run_dir: Path, folds: int, digest: str | None = None) -> list[dict]
 
 def write_report(run_dir: Path, folds: int, digest: str | None, resamples: int) -> dict:
     """crossval.json (summary with bootstrap intervals over images) and crossval.csv."""
-    rows = read_oof(run_dir, folds, digest)
+    return report_files(run_dir, read_oof(run_dir, folds, digest), folds, digest, resamples)
+
+
+def rescore(run_dir: Path, data: str, folds: int, *, tta: bool, resamples: int) -> dict:
+    """Score every fold model again on its held-out patches (e.g. with dihedral TTA) into
+    ``crossval-tta.json/.csv``; the fold assignment is read back from ``folds.csv``."""
+    with open(run_dir / FOLDS_NAME, newline="", encoding="utf-8") as fh:
+        fold_of = {row["image"]: int(row["fold"]) for row in csv.DictReader(fh)}
+    records = [r for r in discover_patches(data) if str(r.image) in fold_of]
+    rows = []
+    for fold in range(folds):
+        held = [r for r in records if fold_of[str(r.image)] == fold]
+        model_dir = fold_dir(run_dir, fold) / MODEL_NAME
+        rows.extend(score_fold(model_dir, held, fold, "", tta=tta)["rows"])
+    stem = "crossval-tta" if tta else "crossval-rescored"
+    return report_files(run_dir, rows, folds, None, resamples, stem=stem, tta=tta)
+
+
+def report_files(
+    run_dir: Path, rows: list[dict], folds: int, digest: str | None, resamples: int,
+    stem: str = "crossval", tta: bool = False,
+) -> dict:  # fmt: skip
+    """``<stem>.json`` (summary, bootstrap intervals over images) and ``<stem>.csv`` (rows)."""
     summary = (
         with_intervals(summarise_all(rows), rows, resamples) if resamples else summarise_all(rows)
     )
@@ -209,11 +233,12 @@ def write_report(run_dir: Path, folds: int, digest: str | None, resamples: int) 
         "n_images": len(rows),
         "recipe_sha256": digest,
         "per_fold": {str(f): {"n": sum(1 for r in rows if r["fold"] == f)} for f in range(folds)},
+        "tta": tta,
         "thresholds": "each fold model's own (0.5 unless its recipe tunes them on train rows)",
         "scored": "out-of-fold: every patch by the one fold model that never trained on it",
     }
-    atomic_write_json(run_dir / REPORT_JSON, _json_safe(report))
-    with atomic_path(run_dir / REPORT_CSV) as tmp, open(tmp, "w", newline="") as fh:
+    atomic_write_json(run_dir / f"{stem}.json", _json_safe(report))
+    with atomic_path(run_dir / f"{stem}.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=[*CSV_COLUMNS, "fold"], extrasaction="ignore",
                                 lineterminator="\n")  # fmt: skip
         writer.writeheader()

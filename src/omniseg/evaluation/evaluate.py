@@ -12,6 +12,7 @@ from pathlib import Path
 
 from omniseg.atomic import atomic_path
 from omniseg.data import PatchRecord, discover_patches, select_split
+from omniseg.data.provenance import seen_in_training
 from omniseg.errors import OmnisegError
 from omniseg.models import OmniSeg
 from omniseg.runtime import Predictor, TorchPredictor, resolve_device, resolve_precision
@@ -150,7 +151,7 @@ def evaluate_path(
     tune_allocator()
     from omniseg.models import load_pretrained
     from omniseg.models.bundled import require_model_dir
-    from omniseg.models.pretrained import WEIGHTS_NAME, sha256_of
+    from omniseg.models.pretrained import WEIGHTS_NAME, read_model_config, sha256_of
 
     found = discover_patches(data, allow_outside=allow_outside_paths)
     try:
@@ -189,6 +190,8 @@ def evaluate_path(
     )
     result = replace(result, weights=label, weights_sha256=sha256)
     result.summary["backend"] = predictor.backend
+    training = read_model_config(model_dir).get("training")
+    result.summary["seen_in_training"] = seen_in_training(records, training)
     if json_path is not None:
         result.to_json(json_path)
     if csv_path is not None:

@@ -95,6 +95,8 @@ class LossConfig:
     dice_smooth: float = 1.0
     edge_weight: float = 1.2  # per-pixel weight on the 2-px outer ring of objects; 1.0 = off
     edge_width: int = 2
+    # Tversky weight of missed pixels in the Dice term (0.5 = Dice; > 0.5 favours recall)
+    fn_weight: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,9 @@ class RunConfig:
     select_best: bool = True
     log_every_steps: int = 10
     progress: bool = True
+    # > 0: model/ holds an exponential moving average of the weights (decay per step, warmed
+    # up as min(decay, 1 - 1/(step + 1))); 0 = the latest weights
+    ema_decay: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,10 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise OmnisegError(f"data.fold={d.fold}: must lie in 0..{d.folds - 1}")
     if not d.folds and d.fold != -1:
         raise OmnisegError(f"data.fold={d.fold} needs data.folds >= 2 (cross-validation)")
+    if not 0.0 < config.loss.fn_weight < 1.0:
+        raise OmnisegError(f"loss.fn_weight={config.loss.fn_weight}: must lie in (0, 1)")
+    if not 0.0 <= r.ema_decay < 1.0:
+        raise OmnisegError(f"run.ema_decay={r.ema_decay}: must lie in [0, 1)")
     if r.epochs < 1 and r.max_steps < 1:
         raise OmnisegError("run.epochs and run.max_steps are both < 1; set --epochs or --max-steps")
     f = config.finetune

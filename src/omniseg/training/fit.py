@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from omniseg.data import PatchRecord
 from omniseg.data.dataset import PatchDataset, TaskBalancedBatchSampler, collate
+from omniseg.data.provenance import training_data_record
 from omniseg.models import InferenceSettings, OmniSeg, load_pretrained, save_pretrained
 from omniseg.runtime import TorchPredictor
 from omniseg.scoring.records import score_records
@@ -31,7 +32,7 @@ from omniseg.training.finetune import batch_norms, calibration_batches, recalibr
 from omniseg.training.holdout import held_back_info
 from omniseg.training.optim import build_optimizer, build_scheduler
 from omniseg.training.rundir import LAST_NAME, MODEL_NAME, MetricsLog
-from omniseg.training.semi import StudentStep, make_teacher
+from omniseg.training.semi import StudentStep, ema_update, make_teacher
 from omniseg.training.step import StepContext, train_step
 
 MAX_GPU_LOADER_WORKERS = 8
@@ -123,6 +124,8 @@ class Fit:
         model.train()
         self.model = model
         self.teacher = make_teacher(model) if config.semi.enabled else None
+        # run.ema_decay > 0: the saved model is an exponential moving average of the weights
+        self.ema = make_teacher(model) if config.run.ema_decay > 0 else None
         student: torch.nn.Module = StudentStep(model)
         if info.enabled:
             ids = [device.index] if device.type == "cuda" else None
@@ -142,6 +145,10 @@ class Fit:
         # the log drops rows after the restored step (they were written after the checkpoint)
         self.log = MetricsLog(run_dir, self.state.step) if info.is_main else None
         self.step_times: list[float] = []
+        # what evaluate checks to say a score is on patches this model learned from
+        self.data_record = (
+            training_data_record([*records.fit, *records.held]) if info.is_main else None
+        )
 
     @property
     def batches_per_epoch(self) -> int:
@@ -152,16 +159,24 @@ class Fit:
         self.model.load_state_dict(saved["model"])
         if self.teacher is not None and saved.get("teacher") is not None:
             self.teacher.load_state_dict(saved["teacher"])
+        if self.ema is not None and saved.get("ema") is not None:
+            self.ema.load_state_dict(saved["ema"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         restore_rng(saved["rng"])
         return TrainState.from_checkpoint(saved)
+
+    @property
+    def kept(self) -> OmniSeg:
+        """The weights a model folder gets: the moving average when run.ema_decay > 0."""
+        return self.ema if self.ema is not None else self.model
 
     def checkpoint(self) -> None:
         s = self.state
         save_state(self.run_dir / LAST_NAME, {
             "model": self.model.state_dict(),
             "teacher": self.teacher.state_dict() if self.teacher is not None else None,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": capture_rng(),
@@ -188,6 +203,8 @@ class Fit:
                 )  # fmt: skip
                 for batch in loader:
                     metrics = train_step(self.ctx, batch, s.step)
+                    if self.ema is not None:
+                        ema_update(self.ema, self.model, config.run.ema_decay, s.step)
                     s.step, s.batch_in_epoch = s.step + 1, s.batch_in_epoch + 1
                     self.step_times.append(metrics["step_seconds"])
                     bar.update(1)
@@ -235,14 +252,14 @@ class Fit:
         s.val_step = s.step
         if not self.info.is_main:
             return
-        dice, _ = validation_score(self.model, self.records.val, self.config, self.precision)
+        dice, _ = validation_score(self.kept, self.records.val, self.config, self.precision)
         self.model.train()
         self.log.log({"step": s.step, "epoch": s.epoch, "val_dice": dice})
         improved = s.best_metric is None or dice > s.best_metric
         if improved:
             s.best_metric, s.best_step = dice, s.step
         if improved or not self.config.run.select_best:
-            self.save_model(self.model, {"step": s.step, "val_dice": dice, **self._thresholds()})
+            self.save_model(self.kept, {"step": s.step, "val_dice": dice, **self._thresholds()})
 
     def finish(self) -> None:
         """Final checkpoint, the model folder when nothing selected one, then threshold tuning
@@ -250,7 +267,7 @@ class Fit:
         self.checkpoint()
         if not self.records.val:
             info = {"step": self.state.step, "val_dice": None, **self._thresholds()}
-            self.save_model(self.model, info)
+            self.save_model(self.kept, info)
         holdout = self.config.data.threshold_holdout > 0  # then never val, even if none held
         tune, source = (self.records.held, "holdout") if holdout else (self.records.val, "val")
         if tune and self.config.run.tune_thresholds:
@@ -260,7 +277,7 @@ class Fit:
         return {"thresholds": list(self.model.inference.thresholds)}
 
     def save_model(self, model: OmniSeg, info: dict) -> Path:
-        extra = {"training": {"config": self.config.to_dict(), **info}}
+        extra = {"training": {"config": self.config.to_dict(), **info, "data": self.data_record}}
         return save_pretrained(model, self.run_dir / MODEL_NAME, extra=extra)
 
     def tune_saved_model(self, records: list[PatchRecord], source: str) -> None:

@@ -70,6 +70,7 @@ def compute_losses(ctx: StepContext, batch: dict, step: int) -> dict[str, Tensor
         "smooth": c.loss.dice_smooth,
         "edge_weight": c.loss.edge_weight,
         "edge_width": c.loss.edge_width,
+        "fn_weight": c.loss.fn_weight,
     }
     if w_pseudo == 0.0 and w_match == 0.0:
         with autocast(ctx.device, ctx.precision):
