@@ -280,3 +280,28 @@ def test_tversky_is_dice_at_one_half_and_charges_misses_more_above():
     assert soft_dice_loss(missed, target, weight, 0.0, **recall_first) > soft_dice_loss(
         extra, target, weight, 0.0, **recall_first
     )
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_student_folds_never_see_their_held_out_patches(patches, tmp_path):
+    from omniseg.data.provenance import pixel_sha256
+
+    cfg = _stage_yaml(tmp_path, "s.yaml", 1, 1)
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    base = ["train", "--data", str(patches), "--config", str(cfg), "--folds", "2"]
+    assert cli_main([*base, "--out", str(teacher)]) == 0
+    args = [*base, "--out", str(student), "--teacher-folds", str(teacher),
+            "--teacher-confidence", "0.3,0.9"]  # fmt: skip
+    assert cli_main(args) == 0
+    assert json.loads((student / REPORT_JSON).read_text())["n_images"] == 9
+    assigned = {r["image"]: int(r["fold"]) for r in _read_csv(student / "folds.csv")}
+    assert assigned == {r["image"]: int(r["fold"]) for r in _read_csv(teacher / "folds.csv")}
+    for fold in (0, 1):
+        held = {pixel_sha256(Path(i)) for i, f in assigned.items() if f == fold}
+        learned = {
+            pixel_sha256(r.image) for r in discover_patches(student / f"fold-{fold}-patches")
+        }
+        assert held and not held & learned  # neither its real rows nor its teacher's
+        made = json.loads((student / f"fold-{fold}-patches" / "completion.json").read_text())
+        assert made["settings"]["tau_hi"] == 0.9
+    assert cli_main([*args[:-1], "0.2,0.8", "--resume"]) == 2  # other settings: never pooled

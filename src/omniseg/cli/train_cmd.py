@@ -48,6 +48,14 @@ def register(app: typer.Typer) -> None:
                 "whose fold-i model completes the missing labels for fold i's student."
             ),
         ] = None,
+        teacher_confidence: Annotated[
+            str | None,
+            typer.Option(
+                help="With --teacher-folds: LO,HI cut-offs of the teacher's probability "
+                "(background <= LO, foreground >= HI, unlabelled between); default 0.2,0.8. "
+                "HI=1 teaches only what not to mark.",
+            ),
+        ] = None,
         fold: Annotated[
             int | None,
             typer.Option(help="With --folds: run only this fold (0..K-1), e.g. one per process."),
@@ -193,7 +201,8 @@ def register(app: typer.Typer) -> None:
             stages = load_recipe(config or None, overrides)
         if folds is not None:
             _cross_validate(stages, out, folds, fold, resume=resume, overwrite=overwrite,
-                            teacher_run=teacher_folds)  # fmt: skip
+                            teacher_run=teacher_folds,
+                            completion=_completion(teacher_confidence))  # fmt: skip
             return
         result = run_stages(stages, out, resume=resume, overwrite=overwrite)
         best = "n/a" if result.best_metric is None else f"{result.best_metric:.4f}"
@@ -212,6 +221,19 @@ def _dotted(pairs: list[str]) -> dict[str, str]:
             raise OmnisegError(f"--set {pair!r}: use section.key=value, e.g. loss.fn_weight=0.7")
         out[key.strip()] = value.strip()
     return out
+
+
+def _completion(text: str | None):
+    """--teacher-confidence LO,HI -> CompletionSettings (None: the defaults)."""
+    from omniseg.training.complete import CompletionSettings
+
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise OmnisegError(f"--teacher-confidence {text!r}: use LO,HI, e.g. 0.2,0.8") from None
+    return CompletionSettings(tau_lo=lo, tau_hi=hi)
 
 
 def _cross_validate(stages, out: Path, folds: int, fold: int | None, **kwargs) -> None:

@@ -10,6 +10,7 @@ held-out patches there (``oof.json``: out-of-fold rows). Once every fold has its
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import warnings
@@ -149,7 +150,9 @@ def cross_validate(
                 replace_config(s, {"data.folds": folds, "data.fold": fold}) for s in stages
             ]
         else:  # the student of this fold learns only from its teacher, which never saw the fold
-            fold_stages = _student_stages(stages, teacher_run, fold, train, here, completion)
+            fold_stages = _student_stages(
+                stages, teacher_run, fold, train, here, completion, overwrite
+            )
         result = run_stages(fold_stages, here, resume=resume, overwrite=overwrite)
         atomic_write_json(
             here / OOF_NAME, _json_safe(score_fold(result.model_dir, held, fold, digest))
@@ -162,14 +165,22 @@ def cross_validate(
 
 def _student_stages(
     stages: Sequence[TrainConfig], teacher_run: Path, fold: int, train: Sequence[PatchRecord],
-    here: Path, completion: CompletionSettings,
+    here: Path, completion: CompletionSettings, overwrite: bool,
 ) -> list[TrainConfig]:  # fmt: skip
     """Complete fold ``fold``'s training patches with its teacher; stages that train on them."""
     teacher_dir = fold_dir(teacher_run, fold) / MODEL_NAME
     patches = here.parent / f"{here.name}-patches"
-    manifest = patches / "manifest.csv"
-    if not manifest.is_file():
+    manifest, made_by = patches / "manifest.csv", patches / "completion.json"
+    wanted = {"teacher": str(teacher_dir.resolve()), "settings": dataclasses.asdict(completion)}
+    made = json.loads(made_by.read_text(encoding="utf-8")) if made_by.is_file() else None
+    if made is not None and made != wanted and not overwrite:
+        raise OmnisegError(
+            f"{made_by}: fold {fold}'s labels were completed by another teacher or with other "
+            f"settings ({made}); pass --overwrite to redo the fold, or choose another --out"
+        )
+    if made != wanted or not manifest.is_file():
         complete_labels(train, [load_pretrained(teacher_dir)], patches, completion)
+        atomic_write_json(made_by, wanted)
     on_patches = {"data.path": str(manifest), "data.val_split": "none", "data.folds": 0,
                   "data.fold": -1}  # fmt: skip
     return [replace_config(s, on_patches) for s in stages]

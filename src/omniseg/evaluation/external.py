@@ -2,9 +2,9 @@
 
 Two small sets stand in for "another lab" (``../shared/data/other-labs``, see its README): BUPT
 human biopsy snapshots with glomerulus polygons in three stains, and Bouteldja mouse PAS patches
-with 8-class labels. Their licences allow evaluation only, so nothing here writes pixels or masks:
-the report holds counts and scores. Each image is resampled from its own pixel size to the task's
-µm/px, predicted there, and the probabilities are resized back so scoring is at native resolution.
+with 8-class labels. Their licences allow evaluation only: the report holds counts and scores
+(``segment``'s result for a BUPT image is written to a temporary folder, deleted once read). "Raw"
+masks: each image resampled to the task's µm/px, predicted, probabilities resized back.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
@@ -23,6 +23,8 @@ from PIL import Image
 
 from omniseg.catalogue import Catalogue, Tissue, default_catalogue
 from omniseg.errors import OmnisegError
+from omniseg.inference.anatomy import GlomerulusSize
+from omniseg.inference.snapshot import segment_glomeruli
 from omniseg.models import load_pretrained
 from omniseg.models.pretrained import read_model_config
 from omniseg.runtime import TorchPredictor, image_to_tensor
@@ -35,7 +37,12 @@ MOUSE_MPP = 0.337
 MOUSE_TASKS = {"capsule": (2, 3), "tuft": (3,), "vessel": (5, 6)}  # our task <- label values
 BUPT_STAINS = (("silver", "PASM"), ("trichrome", "Masson"), ("pas", "PAS"))  # PASM before PAS
 MIN_IOU = 0.5
-ARMS = ("without_anatomy_rule", "with_anatomy_rule")
+VARIANTS = {  # BUPT glomerulus masks scored, each against the same polygons
+    "raw": "capsule task probability > threshold: no merge, no minimum area, no rule",
+    "as_segment": "segment's label map, glomerulus = capsule ∪ tuft labels: merge with the other "
+    "tasks, tissue/glass gates, components, minimum area (glomerulus: the capsule's)",
+    "as_segment_glomerulus_check": "as_segment with --glomerulus-check on",
+}
 
 
 def _ratio(num: int, den: int) -> float | None:
@@ -129,20 +136,6 @@ def match_objects(
     return ObjectCounts(len(greedy_matches(iou, min_iou)), n_pred, len(true_instances))
 
 
-def anatomy_filter(
-    capsule_mask: np.ndarray, tuft_mask: np.ndarray, mpp: float, min_um=40.0, max_um=400.0
-) -> np.ndarray:
-    """Keep capsule objects that contain a tuft pixel and whose equivalent diameter lies in
-    [min_um, max_um]: a glomerulus without a tuft, or of impossible size, is likely a false hit.
-    A rule to measure, not yet adopted by the pipeline."""
-    n, labels, areas = connected_objects(capsule_mask)
-    has_tuft = np.bincount(labels[np.asarray(tuft_mask, bool)], minlength=n + 1) > 0
-    diameter_um = 2.0 * np.sqrt(areas / np.pi) * mpp
-    keep = has_tuft & (diameter_um >= min_um) & (diameter_um <= max_um)
-    keep[0] = False
-    return keep[labels]
-
-
 def resize_to_mpp(image: np.ndarray, mpp: float, target_mpp: float) -> np.ndarray:
     """Resample to the task's pixel size: area averaging when shrinking (no aliasing)."""
     factor = mpp / target_mpp
@@ -229,46 +222,53 @@ def read_rgb(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-def evaluate_bupt(model, root: str | Path, *, limit: int | None = None) -> dict:
-    """Capsule task on BUPT, per stain and overall, with and without :func:`anatomy_filter`
-    (its tuft mask is the same model's tuft prediction at the same scale)."""
-    root = Path(root)
+def bupt_masks(model, predictor, item: BuptImage, mpp: float) -> dict[str, np.ndarray]:
+    """One predicted glomerulus mask per entry of :data:`VARIANTS`."""
     catalogue = getattr(model, "catalogue", None) or default_catalogue()
-    capsule, tuft = catalogue.tissue("capsule"), catalogue.tissue("tuft")
-    cut = model.inference.thresholds
+    capsule = catalogue.tissue("capsule")
+    rgb = read_rgb(item.path)
+    if rgb.shape[:2] != (item.height, item.width):
+        raise OmnisegError(f"{item.path}: size {rgb.shape[:2]} differs from annotations.json")
+    prob = predict_at_mpp(predictor, rgb, mpp, (capsule,), catalogue)["capsule"]
+    return {
+        "raw": prob > model.inference.thresholds[capsule.id],
+        "as_segment": segment_glomeruli(item.path, mpp, model, predictor, "off"),
+        "as_segment_glomerulus_check": segment_glomeruli(item.path, mpp, model, predictor, "on"),
+    }
+
+
+def evaluate_bupt(model, root: str | Path, *, limit: int | None = None) -> dict:
+    """The glomerulus on BUPT, per stain and overall, in each of :data:`VARIANTS`."""
+    root = Path(root)
     predictor = TorchPredictor(model, "fp32")
     images, unlabelled = load_bupt(root)
     images = images[:limit]  # None keeps all
     pixels, objects = defaultdict(PixelCounts), defaultdict(ObjectCounts)
     n_images, sources = Counter(), Counter()
     for item in images:
-        rgb = read_rgb(item.path)
-        if rgb.shape[:2] != (item.height, item.width):
-            raise OmnisegError(f"{item.path}: size {rgb.shape[:2]} differs from annotations.json")
         mpp, source = bupt_mpp(item.path.name)
         sources[source] += 1
-        prob = predict_at_mpp(predictor, rgb, mpp, (capsule, tuft), catalogue)
-        raw = prob["capsule"] > cut[capsule.id]
-        ruled = anatomy_filter(raw, prob["tuft"] > cut[tuft.id], mpp)
-        truths = [rasterise(parts, rgb.shape[:2]) for parts in item.instances]
+        masks = bupt_masks(model, predictor, item, mpp)
+        truths = [rasterise(parts, (item.height, item.width)) for parts in item.instances]
         truth = np.logical_or.reduce(truths)
         for key in (bupt_stain(item.path.name), "all"):
             n_images[key] += 1
-            for arm, pred in zip(ARMS, (raw, ruled), strict=True):
-                pixels[key, arm].add(pred, truth)
-                objects[key, arm].add(match_objects(pred, truths))
+            for variant, pred in masks.items():
+                pixels[key, variant].add(pred, truth)
+                objects[key, variant].add(match_objects(pred, truths))
+    scores = {k: {"pixel": p.report(), "object": objects[k].report()} for k, p in pixels.items()}
     stains = {
-        key: {"images": n}
-        | {a: {"pixel": pixels[key, a].report(), "object": objects[key, a].report()} for a in ARMS}
+        key: {"images": n} | {v: scores[key, v] for v in VARIANTS}
         for key, n in sorted(n_images.items())
     }
     return {
-        "task": capsule.name,
-        "threshold": cut[capsule.id],
+        "inference": model.inference.to_dict(),  # thresholds and min_area_um2 per task
+        "glomerulus_check_size_um": asdict(GlomerulusSize()),
         "images_scored": len(images),
         "images_unlabelled_skipped": unlabelled,
         "true_objects": sum(len(i.instances) for i in images),
         "pixel_size_source_counts": dict(sorted(sources.items())),
+        "variants": VARIANTS,
         "stains": stains,
     }
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from omniseg.errors import OmnisegError
 from omniseg.inference.components import Components
 from omniseg.inference.merge import GLOMERULUS, TUFT
 
@@ -37,12 +38,9 @@ class GlomerulusSize:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.max_um) and 0 < self.min_um < self.max_um):
-            raise ValueError(
+            raise OmnisegError(
                 f"glomerulus diameters need 0 < min < max µm, got [{self.min_um}, {self.max_um}]"
             )
-
-    def check(self) -> None:
-        """Validation for callers that report errors their own way (see SegmentSettings)."""
 
 
 def equivalent_diameter_um(area_px: np.ndarray, pixel_area_um2: float) -> np.ndarray:

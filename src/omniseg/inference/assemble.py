@@ -4,8 +4,9 @@ Chunk by chunk on the level-0 grid: resample every task's probability codes bili
 merge them (``merge.merge_labels``), gate by the ROI, the (grown) tissue mask and the
 full-resolution glass test (``gates``), label connected
 components (erasing chunk-interior ones below their class's minimum area at once); then join
-components across chunk borders, drop the remaining objects below their class's minimum area, and
-rewrite the label chunks without them. Chunks that no processed tile touches are skipped without
+components across chunk borders, drop the remaining objects below their class's minimum area (and,
+with the glomerulus check, implausible glomeruli: ``anatomy``), and rewrite the label chunks
+without them. Chunks that no processed tile touches are skipped without
 any I/O.
 """
 
@@ -21,6 +22,7 @@ from shapely.geometry import box
 from tqdm import tqdm
 
 from omniseg.export.objects import SlideObject
+from omniseg.inference.anatomy import GlomerulusSize, TuftContacts, glomerulus_keep
 from omniseg.inference.blend import blended_codes, tiles_seeing
 from omniseg.inference.chunk_cache import ChunkCache
 from omniseg.inference.components import (
@@ -56,7 +58,7 @@ class Assembly:
     labels: zarr.Array
     ids: zarr.Array
     components: Components
-    keep: np.ndarray  # per object: above its class's minimum area
+    keep: np.ndarray  # per object: above its class's minimum area (and passes the glomerulus check)
     nonempty: frozenset[tuple[int, int]]  # chunk (row, col) holding any label
 
 
@@ -96,6 +98,7 @@ class MergeSpec:
     tile: int
     overlap: int
     chunk: int
+    glomerulus_size: GlomerulusSize | None = None  # None: the glomerulus check is off
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,7 @@ def assemble(
     progress: str | None = None,
     threads: int = 0,
 ) -> Assembly:
-    """Merged, component-labelled and size-filtered level-0 label map (in the work store).
+    """Merged, component-labelled and filtered level-0 label map (in the work store).
 
     Chunks are merged on ``threads`` threads ahead of the labeller, which takes them in raster
     order on this thread (so the result never depends on ``threads``)."""
@@ -132,6 +135,7 @@ def assemble(
         pixel_area=spec.mpp * spec.mpp,
     )
     roi_prepared = prepared.prep(gates.roi) if gates.roi is not None else None
+    tufts = TuftContacts() if spec.glomerulus_size is not None else None
     nonempty = set()
     windows = list(iter_chunk_windows(shape_hw, chunk))
 
@@ -153,6 +157,8 @@ def assemble(
         chunk_ids = labeller.label_chunk(window.y, window.x, merged, winner)  # erases specks
         if not merged.any():
             continue
+        if tufts is not None:
+            tufts.add(chunk_ids, merged)
         labels[window.y : window.y1, window.x : window.x1] = merged
         ids[window.y : window.y1, window.x : window.x1] = chunk_ids
         nonempty.add((window.y // chunk, window.x // chunk))
@@ -160,6 +166,9 @@ def assemble(
     components = resolve(labeller.table)
     release_free_memory()
     keep = labeller.kept(components)
+    if tufts is not None:
+        pixel_area = spec.mpp * spec.mpp
+        keep &= glomerulus_keep(components, tufts, pixel_area, spec.glomerulus_size)
     _remove_small(labels, ids, components, keep, nonempty, chunk)
     return Assembly(labels, ids, components, keep, frozenset(nonempty))
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from omniseg.catalogue import tissues
 from omniseg.errors import OmnisegError
+from omniseg.inference.anatomy import GLOMERULUS_CHECKS, GlomerulusSize
 from omniseg.models import InferenceSettings
 from omniseg.runtime.backends import BACKENDS
 from omniseg.runtime.precision import AUTO, PRECISIONS
@@ -48,6 +49,10 @@ class SegmentSettings:
     tile_size: int | None = None
     tile_overlap: int | None = None
     ptc_region: str = "interstitium"
+    # "on": drop glomeruli without a tuft pixel or with an equivalent diameter outside
+    # ``glomerulus_size`` (``inference.anatomy``); off by default, see docs/wsi.md.
+    glomerulus_check: str = "off"
+    glomerulus_size: GlomerulusSize = field(default_factory=GlomerulusSize)
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -79,6 +84,10 @@ class SegmentSettings:
             raise OmnisegError(f"--tissue-margin must be >= 0 µm, got {self.tissue_margin_um}")
         if self.ptc_region not in PTC_REGIONS:
             raise OmnisegError(f"--ptc-region {self.ptc_region}: valid: {', '.join(PTC_REGIONS)}")
+        if self.glomerulus_check not in GLOMERULUS_CHECKS:
+            raise OmnisegError(
+                f"--glomerulus-check {self.glomerulus_check}: valid: {', '.join(GLOMERULUS_CHECKS)}"
+            )
         self._check_tile()
         if self.merge_chunk < 64 or self.thumbnail_side < 64:
             raise OmnisegError("merge_chunk and thumbnail_side must be >= 64 px")
@@ -114,6 +123,10 @@ class SegmentSettings:
         out = asdict(self)
         out["tasks"] = list(self.tasks)
         out["roi"] = None if self.roi is None else str(Path(self.roi).resolve())
+        if (
+            self.glomerulus_check == "off"
+        ):  # recorded when it ran: other summaries stay as they were
+            del out["glomerulus_check"], out["glomerulus_size"]
         return out
 
     def work_key(self) -> dict:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from omniseg.catalogue import Catalogue, catalogue_of
+from omniseg.inference.anatomy import GlomerulusSize
 from omniseg.inference.assemble import (
     Assembly,
     Gates,
@@ -214,6 +215,7 @@ def merge_scales(run: SlideRun, found: TissueStage, stages: Sequence[ScaleStage]
         tile=inference.tile_size,
         overlap=inference.tile_overlap,
         chunk=run.settings.merge_chunk,
+        glomerulus_size=checked_size(run.settings),
     )
     with run.timed("merge"):
         sources = [s.source for s in stages]
@@ -221,6 +223,11 @@ def merge_scales(run: SlideRun, found: TissueStage, stages: Sequence[ScaleStage]
             sources, run.store, run.shape0, spec, found.gates, run.bar("merge"),
             threads=run.settings.reader_threads,
         )  # fmt: skip
+
+
+def checked_size(settings: SegmentSettings) -> GlomerulusSize | None:
+    """The glomerulus size range to enforce, or None when the check is off."""
+    return settings.glomerulus_size if settings.glomerulus_check == "on" else None
 
 
 def trace_objects(run: SlideRun, assembly: Assembly, spool: ObjectSpool) -> ClassTally:

@@ -82,7 +82,7 @@ def completed_mask(
 ) -> np.ndarray:
     """uint8 mask: 255 confident foreground, 0 confident or anatomical background, 128 unsure."""
     mask = np.full(prob.shape, UNSURE, dtype=np.uint8)
-    mask[prob >= settings.tau_hi] = FOREGROUND
+    mask[prob >= settings.tau_hi] = FOREGROUND  # tau_hi 1.0: (almost) never, negatives only
     mask[prob <= settings.tau_lo] = 0
     mask[known_negative] = 0
     return mask
