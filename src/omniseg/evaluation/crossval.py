@@ -34,6 +34,7 @@ from omniseg.training.complete import CompletionSettings, complete_labels
 from omniseg.training.config import TrainConfig, replace_config
 from omniseg.training.recipe import run_stages
 from omniseg.training.rundir import MODEL_NAME
+from omniseg.training.trainer import config_records
 
 OOF_NAME = "oof.json"
 FOLDS_NAME = "folds.csv"
@@ -64,18 +65,6 @@ def recipe_digest(stages: Sequence[TrainConfig]) -> str:
             flat[section].pop(name, None)
         plain.append(flat)
     return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()
-
-
-def _records(config: TrainConfig) -> list[PatchRecord]:
-    d = config.data
-    if not d.path:
-        raise OmnisegError("no training data; pass --data (a manifest CSV or a patch folder)")
-    records = discover_patches(d.path, allow_outside=d.allow_outside_paths)
-    if d.tasks:
-        records = [r for r in records if r.task_id in d.tasks]
-    if not records:
-        raise OmnisegError(f"{d.path}: no patches of the selected tasks {list(d.tasks)}")
-    return records
 
 
 def _write_assignment(run_dir: Path, records: Sequence[PatchRecord], fold_of: list[int]) -> None:
@@ -119,7 +108,7 @@ def cross_validate(
     """
     first = stages[0]
     seed = first.data.split_seed
-    records = _records(first)
+    records = config_records(first)
     fold_of = assign_folds(records, folds, seed)
     if only_fold is not None and not 0 <= only_fold < folds:
         raise OmnisegError(f"--fold {only_fold}: must lie in 0..{folds - 1} for --folds {folds}")

@@ -43,8 +43,8 @@ from omniseg.training.rundir import (
 NO_VAL = "none"
 
 
-def split_records(config: TrainConfig) -> tuple[list[PatchRecord], list[PatchRecord]]:
-    """(train, val) records; a seeded stratified split when the data carry no split column."""
+def config_records(config: TrainConfig) -> list[PatchRecord]:
+    """Every patch of ``data.path`` (of ``data.tasks`` when set), before any split."""
     d = config.data
     if not d.path:
         raise OmnisegError("no training data; pass --data (a manifest CSV or a patch folder)")
@@ -53,6 +53,13 @@ def split_records(config: TrainConfig) -> tuple[list[PatchRecord], list[PatchRec
         records = [r for r in records if r.task_id in d.tasks]
         if not records:
             raise OmnisegError(f"{d.path}: no patches of the selected tasks {list(d.tasks)}")
+    return records
+
+
+def split_records(config: TrainConfig) -> tuple[list[PatchRecord], list[PatchRecord]]:
+    """(train, val) records; a seeded stratified split when the data carry no split column."""
+    d = config.data
+    records = config_records(config)
     if d.folds:  # the held-out fold is scored after training (crossval.py), never during it
         train, _ = fold_split(records, d.folds, d.fold, d.split_seed)
         return train, []
