@@ -12,8 +12,8 @@ from PIL import Image
 
 from omniseg.errors import OmnisegError
 from omniseg.evaluation.external import (
+    VARIANTS,
     PixelCounts,
-    anatomy_filter,
     bupt_mpp,
     bupt_stain,
     evaluate_bupt,
@@ -24,6 +24,7 @@ from omniseg.evaluation.external import (
 )
 from omniseg.testing import PointwiseModel
 
+DARK = (60, 60, 90)  # the stand-in's capsule and tuft; not black, which segment takes for ink
 OTHER_LABS = Path(__file__).resolve().parents[2] / "shared" / "data" / "other-labs"
 
 
@@ -61,17 +62,6 @@ def test_object_matching_at_iou_half():
     assert (both.matched, both.predicted, both.true) == (1, 1, 2)
 
 
-def test_anatomy_filter_removes_tuftless_and_too_small():
-    shape = (200, 200)
-    big = _square(shape, 10, 10, 60)  # 60 px * 1 µm = 68 µm equivalent diameter
-    tuftless = _square(shape, 100, 100, 60)
-    small = _square(shape, 10, 150, 20)  # 22.6 µm < 40 µm
-    tuft = _square(shape, 30, 30, 5) | _square(shape, 15, 155, 5)
-    kept = anatomy_filter(big | tuftless | small, tuft, mpp=1.0)
-    assert np.array_equal(kept, big)
-    assert not anatomy_filter(big, tuft, mpp=10.0).any()  # 680 µm > 400 µm
-
-
 def test_names_give_stain_and_pixel_size():
     assert bupt_stain("20181346-PASM.jpg") == "silver"
     assert bupt_stain("K20173336-PASM0002.jpg") == "silver"
@@ -87,7 +77,7 @@ def _fake_bupt(root: Path) -> None:
     images, annotations = [], []
     for i, name in enumerate(["a-PASM-200.jpg", "b-Masson.jpg"]):
         rgb = np.full((160, 200, 3), 240, np.uint8)
-        rgb[40:120, 60:140] = 40  # dark square: the double's capsule and tuft
+        rgb[40:120, 60:140] = DARK
         Image.fromarray(rgb).save(root / "JPEGImages" / name, quality=95)
         images.append({"id": i, "file_name": f"x/JPEGImages/{name}", "height": 160, "width": 200})
         poly = [60, 40, 139, 40, 139, 119, 60, 119]
@@ -102,11 +92,27 @@ def test_bupt_on_synthetic_coco(tmp_path):
     report = evaluate_bupt(PointwiseModel(), tmp_path / "bupt")
     assert report["images_scored"] == 2 and report["images_unlabelled_skipped"] == 1
     assert set(report["stains"]) == {"all", "silver", "trichrome"}
-    raw = report["stains"]["all"]["without_anatomy_rule"]
-    assert raw["object"]["counts"] == {"matched": 2, "predicted": 2, "true": 2}
-    assert raw["pixel"]["dice"] > 0.9
-    # 80 px at 0.5 µm/px = 45 µm equivalent diameter: kept by the rule (tuft inside, >= 40 µm)
-    assert report["stains"]["all"]["with_anatomy_rule"]["object"]["counts"]["matched"] == 2
+    assert set(report["stains"]["all"]) == {"images", *VARIANTS}
+    for variant in VARIANTS:  # segment's own label map too: merge, gates, minimum area
+        scores = report["stains"]["all"][variant]
+        assert scores["object"]["counts"] == {"matched": 2, "predicted": 2, "true": 2}, variant
+        assert scores["pixel"]["dice"] > 0.9, variant
+    # 80 px at 0.5 µm/px: 1600 µm² (above the 500 µm² minimum) and a 45 µm equivalent diameter
+    # with a tuft inside, so the glomerulus check keeps both
+
+
+def test_bupt_segment_variants_drop_what_segment_drops(tmp_path):
+    """A 20 px square (100 µm², below the 500 µm² minimum) is a raw object, never segment's."""
+    _fake_bupt(tmp_path / "bupt")
+    path = tmp_path / "bupt" / "JPEGImages" / "a-PASM-200.jpg"
+    rgb = np.asarray(Image.open(path)).copy()
+    rgb[130:150, 160:180] = DARK
+    Image.fromarray(rgb).save(path, quality=95)
+    report = evaluate_bupt(PointwiseModel(), tmp_path / "bupt")
+    silver = report["stains"]["silver"]
+    assert silver["raw"]["object"]["counts"]["predicted"] == 2
+    assert silver["as_segment"]["object"]["counts"]["predicted"] == 1
+    assert silver["as_segment_glomerulus_check"]["object"]["counts"]["predicted"] == 1
 
 
 def test_mouse_scores_only_the_labelled_centre(tmp_path):
@@ -142,6 +148,6 @@ def test_real_other_labs_two_bupt_images():
     assert report["bupt"]["images_scored"] == 2
     assert report["mouse"]["images"] == 4
     assert report["weights_sha256"]
-    for arm in ("without_anatomy_rule", "with_anatomy_rule"):
-        pixel = report["bupt"]["stains"]["all"][arm]["pixel"]
+    for variant in VARIANTS:
+        pixel = report["bupt"]["stains"]["all"][variant]["pixel"]
         assert 0.0 <= pixel["dice"] <= 1.0

@@ -24,8 +24,8 @@ OUTPUTS = ("labels.ome.tif", "objects.geojson", "objects.csv", "overlay.png")
 MPP = tissue("capsule").mpp  # the glomerulus scale: the slide is read as it is
 CHUNK = 64  # merge chunk: the kept glomerulus is centred on a chunk corner
 SIZE = GlomerulusSize(min_um=40.0, max_um=120.0)  # a small range keeps the slide small
-CAPSULE_RGB = (77, 77, 230)  # the stand-in model's capsule, not its tuft
-TUFT_RGB = (25, 25, 25)  # capsule and tuft
+CAPSULE_RGB = (100, 100, 170)  # the stand-in model's capsule, not its tuft (and not ink)
+TUFT_RGB = (60, 60, 90)  # capsule and tuft
 DT_RGB = (225, 110, 120)
 GLASS = 245
 CAPSULE_LABEL, TUFT_LABEL = tissue("capsule").label_value, tissue("tuft").label_value
@@ -38,7 +38,7 @@ def _disc(img: np.ndarray, centre: tuple[int, int], radius: int, rgb) -> None:
 
 def glomeruli_slide(path: Path) -> Path:
     """Four glomerulus candidates at 2 µm/px: kept (60 µm, tuft in one of its four chunks),
-    tuftless (60 µm), too small (26 µm, with tuft) and too large (162 µm, with tuft)."""
+    tuftless (60 µm), too small (about 25 µm, with tuft) and too large (about 160 µm, with tuft)."""
     img = np.full((200, 260, 3), GLASS, dtype=np.uint8)
     _disc(img, (CHUNK, CHUNK), 15, CAPSULE_RGB)
     _disc(img, (CHUNK - 8, CHUNK - 8), 4, TUFT_RGB)

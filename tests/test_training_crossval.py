@@ -305,3 +305,43 @@ def test_student_folds_never_see_their_held_out_patches(patches, tmp_path):
         made = json.loads((student / f"fold-{fold}-patches" / "completion.json").read_text())
         assert made["settings"]["tau_hi"] == 0.9
     assert cli_main([*args[:-1], "0.2,0.8", "--resume"]) == 2  # other settings: never pooled
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_evaluate_says_when_it_scores_patches_the_model_learned_from(patches, tmp_path, capsys):
+    from omniseg.evaluation.evaluate import evaluate_path
+
+    cfg = _stage_yaml(tmp_path, "s.yaml", 1, 1)
+    run = tmp_path / "run"
+    args = ["train", "--data", str(patches), "--out", str(run), "--config", str(cfg),
+            "--val-split", "val"]  # fmt: skip
+    assert cli_main(args) == 0
+    model = run / "model"
+    data = json.loads((model / "config.json").read_text())["training"]["data"]
+    assert data["rows"] == len(data["image_sha256"]) == 6  # 9 patches, a val patch per task
+    assert evaluate_path(patches, model).summary["seen_in_training"] == {"seen": 6, "of": 9}
+    assert cli_main(["evaluate", str(patches), "--weights", str(model)]) == 0
+    assert (
+        "WARNING: 6 of these 9 patches were in this model's training data"
+        in capsys.readouterr().out
+    )
+    # the out-of-fold report of a cross-validation prints through evaluate too
+    assert cli_main(["evaluate", str(tmp_path / "nowhere"), "--crossval"]) == 2
+
+
+def test_cli_complete_labels_writes_once_and_overwrites_only_its_own(patches, tmp_path, capsys):
+    from omniseg.models import create_model, save_pretrained
+
+    teacher = save_pretrained(create_model("omniseg-tiny"), tmp_path / "teacher")
+    out = tmp_path / "done"
+    args = ["complete-labels", str(patches), "--teacher", str(teacher), "--teacher", str(teacher),
+            "-o", str(out), "--confidence", "0.1,0.9"]  # fmt: skip
+    assert cli_main(args) == 0
+    record = json.loads((out / "completion.json").read_text())
+    assert len(record["teachers"]) == 2 and record["settings"]["tau_lo"] == 0.1
+    assert len(discover_patches(out)) > len(discover_patches(patches))
+    assert cli_main(args) == 2 and "--overwrite" in capsys.readouterr().err
+    assert cli_main([*args, "--overwrite"]) == 0
+    (out / "notes.txt").write_text("mine")
+    assert cli_main([*args, "--overwrite"]) == 2  # a folder with files of the user's: never
+    assert (out / "notes.txt").is_file()

@@ -202,7 +202,7 @@ def register(app: typer.Typer) -> None:
         if folds is not None:
             _cross_validate(stages, out, folds, fold, resume=resume, overwrite=overwrite,
                             teacher_run=teacher_folds,
-                            completion=_completion(teacher_confidence))  # fmt: skip
+                            completion=completion_settings(teacher_confidence))  # fmt: skip
             return
         result = run_stages(stages, out, resume=resume, overwrite=overwrite)
         best = "n/a" if result.best_metric is None else f"{result.best_metric:.4f}"
@@ -223,7 +223,7 @@ def _dotted(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def _completion(text: str | None):
+def completion_settings(text: str | None):
     """--teacher-confidence LO,HI -> CompletionSettings (None: the defaults)."""
     from omniseg.training.complete import CompletionSettings
 
