@@ -345,3 +345,9 @@ def test_cli_complete_labels_writes_once_and_overwrites_only_its_own(patches, tm
     (out / "notes.txt").write_text("mine")
     assert cli_main([*args, "--overwrite"]) == 2  # a folder with files of the user's: never
     assert (out / "notes.txt").is_file()
+
+
+def test_completion_can_be_limited_to_some_tasks():
+    only_glomeruli = CompletionSettings(tasks=(tissue("capsule").id, tissue("tuft").id))
+    dt = PatchRecord(Path("/a.png"), Path("/m"), 0, 1, "he")
+    assert {tissue(t).name for t in targets_for(dt, only_glomeruli)} == {"capsule", "tuft"}

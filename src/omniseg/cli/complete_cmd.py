@@ -29,6 +29,9 @@ def register(app: typer.Typer) -> None:
                 "unlabelled between."
             ),
         ] = "0.2,0.8",
+        tasks: Annotated[
+            str | None, typer.Option(help="Complete only these tasks, e.g. capsule,tuft.")
+        ] = None,
         overwrite: Annotated[bool, typer.Option(help="Replace OUT.")] = False,
     ) -> None:
         """Label every patch for the tasks it carries no label for, by a teacher: a patch folder
@@ -43,7 +46,7 @@ def register(app: typer.Typer) -> None:
         from omniseg.models import load_pretrained
         from omniseg.training.complete import complete_labels
 
-        settings = completion_settings(confidence)
+        settings = completion_settings(confidence, tasks)
         records = discover_patches(data)
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             ours = out.is_dir() and {p.name for p in out.iterdir()} <= OUR_ENTRIES

@@ -56,6 +56,12 @@ def register(app: typer.Typer) -> None:
                 "HI=1 teaches only what not to mark.",
             ),
         ] = None,
+        teacher_tasks: Annotated[
+            str | None,
+            typer.Option(
+                help="With --teacher-folds: complete only these tasks, e.g. capsule,tuft."
+            ),
+        ] = None,
         fold: Annotated[
             int | None,
             typer.Option(help="With --folds: run only this fold (0..K-1), e.g. one per process."),
@@ -202,7 +208,7 @@ def register(app: typer.Typer) -> None:
         if folds is not None:
             _cross_validate(stages, out, folds, fold, resume=resume, overwrite=overwrite,
                             teacher_run=teacher_folds,
-                            completion=completion_settings(teacher_confidence))  # fmt: skip
+                            completion=completion_settings(teacher_confidence, teacher_tasks))  # fmt: skip
             return
         result = run_stages(stages, out, resume=resume, overwrite=overwrite)
         best = "n/a" if result.best_metric is None else f"{result.best_metric:.4f}"
@@ -223,17 +229,19 @@ def _dotted(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def completion_settings(text: str | None):
-    """--teacher-confidence LO,HI -> CompletionSettings (None: the defaults)."""
+def completion_settings(confidence: str | None, tasks: str | None = None):
+    """LO,HI cut-offs and task names -> CompletionSettings (None: the defaults)."""
+    from omniseg.catalogue import tissue
     from omniseg.training.complete import CompletionSettings
 
-    if text is None:
+    if confidence is None and tasks is None:
         return None
     try:
-        lo, hi = (float(v) for v in text.split(","))
+        lo, hi = (float(v) for v in (confidence or "0.2,0.8").split(","))
     except ValueError:
-        raise OmnisegError(f"--teacher-confidence {text!r}: use LO,HI, e.g. 0.2,0.8") from None
-    return CompletionSettings(tau_lo=lo, tau_hi=hi)
+        raise OmnisegError(f"confidence {confidence!r}: use LO,HI, e.g. 0.2,0.8") from None
+    ids = tuple(tissue(t.strip()).id for t in (tasks or "").split(",") if t.strip())
+    return CompletionSettings(tau_lo=lo, tau_hi=hi, tasks=ids)
 
 
 def _cross_validate(stages, out: Path, folds: int, fold: int | None, **kwargs) -> None:

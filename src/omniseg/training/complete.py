@@ -48,6 +48,7 @@ class CompletionSettings:
     tau_hi: float = 0.8
     min_zoom: float = 0.5  # 10x -> 5x; finer targets (zoom > 1) would only upsample blur
     balance_real: bool = True  # repeat real rows to about the teacher rows' count per task
+    tasks: tuple[int, ...] = ()  # complete only these task ids (empty: every task)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.tau_lo < 0.5 < self.tau_hi <= 1.0:
@@ -61,7 +62,8 @@ def targets_for(record: PatchRecord, settings: CompletionSettings) -> list[int]:
     out = []
     for t in tissues():
         zoom = zoom_factor(record.scale_id, t.scale_id)
-        if t.id != record.task_id and settings.min_zoom <= zoom <= 1.0:
+        wanted = not settings.tasks or t.id in settings.tasks
+        if wanted and t.id != record.task_id and settings.min_zoom <= zoom <= 1.0:
             out.append(t.id)
     return out
 
