@@ -41,6 +41,9 @@ def test_wheel_contains_catalogue_and_bundled_weights(tmp_path):
     encoders = "omniseg/weights/encoders/"
     assert {encoders + "efficientnet-lite0-imagenet.safetensors", encoders + "SOURCE.json",
             encoders + "NOTICE-efficientnet-lite0.txt"} <= names  # fmt: skip
+    from omniseg.training.recipe import DEFAULT_RECIPE  # bare `train` needs them installed
+
+    assert {f"omniseg/configs/{name}" for name in DEFAULT_RECIPE} <= names
 
 
 def test_bundled_model_loads_offline_and_matches_its_checksum():
