@@ -29,7 +29,9 @@ def tiny_inference(tile=64, overlap=16, min_area=NO_MIN_AREA) -> InferenceSettin
 
 
 def quiet(**kw) -> SegmentSettings:
-    return SegmentSettings(progress=False, merge_chunk=64, **kw)
+    # fp32 unless a test asks: auto picks bf16 on CPUs with AVX512-BF16/AMX, and these tests
+    # compare with fp32 predictions
+    return SegmentSettings(**{"progress": False, "merge_chunk": 64, "precision": "fp32", **kw})
 
 
 def output_bytes(folder: Path) -> dict[str, bytes]:

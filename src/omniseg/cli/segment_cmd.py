@@ -169,6 +169,15 @@ def register(app: typer.Typer) -> None:
                 show_default="interstitium",
             ),
         ] = None,
+        glomerulus_check: Annotated[
+            str | None,
+            typer.Option(
+                "--glomerulus-check",
+                help="'on': drop glomeruli that hold no tuft or whose equivalent diameter is "
+                "implausible (SegmentSettings.glomerulus_size, docs/wsi.md).",
+                show_default="off",
+            ),
+        ] = None,
         workers: Annotated[
             int | None,
             typer.Option(
@@ -212,6 +221,7 @@ def register(app: typer.Typer) -> None:
         runtime = given(
             device=device, batch_size=batch_size, precision=precision, reader_threads=reader_threads,
             backend=backend, tile_size=tile_size, tile_overlap=tile_overlap, ptc_region=ptc_region,
+            glomerulus_check=glomerulus_check,
         )  # fmt: skip
         settings, model, source = _settings_and_model(
             weights, allow_unverified, mpp=mpp, magnification=magnification, roi=roi,

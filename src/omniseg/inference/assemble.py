@@ -6,8 +6,7 @@ full-resolution glass test (``gates``), label connected
 components (erasing chunk-interior ones below their class's minimum area at once); then join
 components across chunk borders, drop the remaining objects below their class's minimum area (and,
 with the glomerulus check, implausible glomeruli: ``anatomy``), and rewrite the label chunks
-without them. Chunks that no processed tile touches are skipped without
-any I/O.
+without them. Chunks that no processed tile touches are skipped without any I/O.
 """
 
 from __future__ import annotations
@@ -167,8 +166,7 @@ def assemble(
     release_free_memory()
     keep = labeller.kept(components)
     if tufts is not None:
-        pixel_area = spec.mpp * spec.mpp
-        keep &= glomerulus_keep(components, tufts, pixel_area, spec.glomerulus_size)
+        keep &= glomerulus_keep(components, tufts, labeller.pixel_area, spec.glomerulus_size)
     _remove_small(labels, ids, components, keep, nonempty, chunk)
     return Assembly(labels, ids, components, keep, frozenset(nonempty))
 

@@ -123,9 +123,8 @@ class SegmentSettings:
         out = asdict(self)
         out["tasks"] = list(self.tasks)
         out["roi"] = None if self.roi is None else str(Path(self.roi).resolve())
-        if (
-            self.glomerulus_check == "off"
-        ):  # recorded when it ran: other summaries stay as they were
+        # the glomerulus check is recorded where it ran: other runs keep their summary.json as it was
+        if self.glomerulus_check == "off":
             del out["glomerulus_check"], out["glomerulus_size"]
         return out
 
