@@ -16,8 +16,8 @@ mkdir -p "$RESULTS" "$(dirname "$OUT")" || exit 1
 exec 9>"$OUT.lock" || exit 1
 flock -n 9 || { echo "$OUT is being trained by another copy; wait for it" >&2; exit 1; }
 # --resume continues an interrupted stage; on a finished stage it only re-saves its final model.
-OUT=$OUT VAL_SPLIT=none sh scripts/train_default.sh --no-progress --resume || exit 1
-.venv/bin/python scripts/bundle_default.py "$OUT-ft/model" --out "$OUT-bundle" || exit 1
+OUT=$OUT sh scripts/train_default.sh --no-progress --resume || exit 1
+.venv/bin/python scripts/bundle_default.py "$OUT/model" --out "$OUT-bundle" || exit 1
 .venv/bin/omniseg evaluate "$DATA" --weights "$OUT-bundle" --json "$RESULTS/rerun.json" \
   --csv "$RESULTS/rerun-per-image.csv" || exit 1
 .venv/bin/omniseg evaluate "$DATA" --json "$RESULTS/shipped.json" \

@@ -291,8 +291,9 @@ def test_student_folds_never_see_their_held_out_patches(patches, tmp_path):
     base = ["train", "--data", str(patches), "--config", str(cfg), "--folds", "2"]
     assert cli_main([*base, "--out", str(teacher)]) == 0
     args = [*base, "--out", str(student), "--teacher-folds", str(teacher),
-            "--teacher-confidence", "0.3,0.9"]  # fmt: skip
+            "--teacher-confidence", "0.3,0.9", "--teacher-tasks", "dt,capsule"]  # fmt: skip
     assert cli_main(args) == 0
+    assert cli_main([*args, "--resume"]) == 0  # the same settings resume (tuples read back)
     assert json.loads((student / REPORT_JSON).read_text())["n_images"] == 9
     assigned = {r["image"]: int(r["fold"]) for r in _read_csv(student / "folds.csv")}
     assert assigned == {r["image"]: int(r["fold"]) for r in _read_csv(teacher / "folds.csv")}
@@ -304,7 +305,8 @@ def test_student_folds_never_see_their_held_out_patches(patches, tmp_path):
         assert held and not held & learned  # neither its real rows nor its teacher's
         made = json.loads((student / f"fold-{fold}-patches" / "completion.json").read_text())
         assert made["settings"]["tau_hi"] == 0.9
-    assert cli_main([*args[:-1], "0.2,0.8", "--resume"]) == 2  # other settings: never pooled
+    other = [*args[:-3], "0.2,0.8", *args[-2:], "--resume"]
+    assert cli_main(other) == 2  # other settings: never pooled
 
 
 @pytest.mark.usefixtures("one_thread")

@@ -161,6 +161,7 @@ def _student_stages(
     patches = here.parent / f"{here.name}-patches"
     manifest, made_by = patches / "manifest.csv", patches / "completion.json"
     wanted = {"teacher": str(teacher_dir.resolve()), "settings": dataclasses.asdict(completion)}
+    wanted = json.loads(json.dumps(wanted))  # as read back: tuples become lists
     made = json.loads(made_by.read_text(encoding="utf-8")) if made_by.is_file() else None
     if made is not None and made != wanted and not overwrite:
         raise OmnisegError(
