@@ -17,6 +17,10 @@ torch predictor folded the encoder's BatchNorms into its convolutions (float sum
 pixel changed, the same 52 objects, areas within 0.07 µm². Then outlines were polygonized from
 the mask's boundary runs instead of a union of row runs: every object the same geometry
 (symmetric difference 0), rings starting at another vertex; only objects.geojson changed.
+Then the glomerulus check became the default (issue 31): the demo's two glomeruli pass it, so
+only summary.json changed (its parameters record the check). Recorded on an AVX-512 machine run
+as an AVX2 one (ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2, no native bf16), a method
+that reproduced every earlier pin first.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ PINNED_PIXELS_SHA256 = {
     "synthetic-kidney-demo/overlay.png": "495a9f5346a3865bfbd344a0fd9e9368630cbecf670ec034d9e371795b8bbae1",
 }
 # summary.json without what differs from run to run (paths, timings)
-PINNED_SUMMARY_SHA256 = "00d17095ae9a7eeeddea26e6b6e5d4805d0c9e020c6c02a9914dfb318558e484"
+PINNED_SUMMARY_SHA256 = "91fb2763897959a69c26ef0b83f4467f3eb5441dd59a07e7dc2d360f66a921ee"
 RUN_DEPENDENT_KEYS = ("slide", "result_dir", "timings_s", "runtime")  # runtime: this machine
 RECORDED_TORCH = "2.13.0"
 

@@ -66,7 +66,7 @@ def labels_of(result) -> np.ndarray:
 
 def test_pipeline_check_keeps_only_the_plausible_glomerulus(tmp_path):
     slide = glomeruli_slide(tmp_path / "glom.tif")
-    off = run(slide, tmp_path / "off")
+    off = run(slide, tmp_path / "off", glomerulus_check="off")
     on = run(slide, tmp_path / "on", glomerulus_check="on")
     assert off.summary["classes"]["glomerulus"]["count"] == 4
     assert on.summary["classes"]["glomerulus"]["count"] == 1
@@ -83,13 +83,17 @@ def test_pipeline_check_keeps_only_the_plausible_glomerulus(tmp_path):
     assert on.summary["parameters"]["glomerulus_size"] == {"min_um": 40.0, "max_um": 120.0}
 
 
-def test_check_off_is_byte_identical_to_the_default(tmp_path):
+def test_the_check_is_the_default_and_needs_the_tuft_task(tmp_path):
     slide = glomeruli_slide(tmp_path / "glom.tif")
     default = run(slide, tmp_path / "default")
-    off = run(slide, tmp_path / "off", glomerulus_check="off")
+    on = run(slide, tmp_path / "on", glomerulus_check="on")
     for name in OUTPUTS:
-        assert (default.out_dir / name).read_bytes() == (off.out_dir / name).read_bytes()
+        assert (default.out_dir / name).read_bytes() == (on.out_dir / name).read_bytes()
+    off = run(slide, tmp_path / "off", glomerulus_check="off")
     assert "glomerulus_check" not in off.summary["parameters"]  # summaries stay as they were
+    # without the tuft task there is no tuft to look for: nothing is removed
+    capsule_only = run(slide, tmp_path / "capsule", tasks=(tissue("capsule").id,))
+    assert capsule_only.summary["classes"]["glomerulus"]["count"] == 4
 
 
 def test_check_on_changes_nothing_where_every_glomerulus_is_plausible(tmp_path):
@@ -101,7 +105,7 @@ def test_check_on_changes_nothing_where_every_glomerulus_is_plausible(tmp_path):
     _disc(img, (CHUNK, CHUNK), 5, TUFT_RGB)
     slide = write_tiff(tmp_path / "s.tif", img, MPP)
     tasks = (DT, tissue("capsule").id, tissue("tuft").id)
-    off = run(slide, tmp_path / "off", tasks=tasks)
+    off = run(slide, tmp_path / "off", tasks=tasks, glomerulus_check="off")
     on = run(slide, tmp_path / "on", tasks=tasks, glomerulus_check="on")
     assert off.summary["classes"]["glomerulus"]["count"] == 1
     assert off.summary["classes"]["dt"]["count"] == 1

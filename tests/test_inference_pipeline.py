@@ -362,7 +362,7 @@ class Slow(PointwiseModel):
 
 inference = InferenceSettings(tile_size=64, tile_overlap=16, min_area_um2=(1.0,) * 6)
 segment_slide(sys.argv[1], sys.argv[2], SegmentSettings(progress=False, merge_chunk=64,
-              batch_size=2, resume=True), Slow(inference))
+              batch_size=2, resume=True, precision="fp32"), Slow(inference))
 """
 
 

@@ -186,7 +186,9 @@ def test_segment_runs_int8_and_records_it(trained, tmp_path):
     slide = write_tiff(tmp_path / "s.tif", synthetic_tissue(120, 150), 0.5)
     labels = {}
     for backend in ("torch", "onnxruntime-int8"):
-        settings = SegmentSettings(progress=False, backend=backend, tissue_margin_um=None)
+        # fp32: auto would pick bf16 for torch on a CPU with AVX512-BF16/AMX
+        settings = SegmentSettings(progress=False, backend=backend, tissue_margin_um=None,
+                                   precision="fp32")  # fmt: skip
         result = segment_slide(slide, tmp_path / backend, settings, model, model_source=source)
         runtime = result.summary["runtime"]
         assert (runtime["backend"], runtime["precision"]) == (

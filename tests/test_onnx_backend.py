@@ -81,7 +81,9 @@ def test_segment_with_onnxruntime_gives_the_torch_labels(tmp_path):
     slide = write_tiff(tmp_path / "s.tif", synthetic_tissue(120, 150), 0.5)
     labels = {}
     for backend in ("torch", *GRAPH_BACKENDS):
-        settings = SegmentSettings(progress=False, backend=backend, tissue_margin_um=None)
+        # fp32 on every backend (auto is bf16 for torch on CPUs with AVX512-BF16/AMX)
+        settings = SegmentSettings(progress=False, backend=backend, tissue_margin_um=None,
+                                   precision="fp32")  # fmt: skip
         result = segment_slide(slide, tmp_path / backend, settings, model, model_source=source)
         assert result.summary["runtime"]["backend"] == backend
         import tifffile

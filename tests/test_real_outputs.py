@@ -90,6 +90,7 @@ def test_segment_scores_what_evaluate_scores_on_every_shared_patch(tmp_path, bun
                 mpp=task.mpp,
                 reader_threads=0,
                 tissue_margin_um=None,
+                precision="fp32",  # as evaluate (auto is bf16 on AVX512-BF16/AMX CPUs)
             )
             result = segment_slide(record.image, tmp_path / str(i), settings, bundled)
             segmented = dice(_labels(result.out_dir) == task.label_value, truth)

@@ -174,8 +174,9 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--glomerulus-check",
                 help="'on': drop glomeruli that hold no tuft or whose equivalent diameter is "
-                "implausible (SegmentSettings.glomerulus_size, docs/wsi.md).",
-                show_default="off",
+                "implausible (SegmentSettings.glomerulus_size, docs/wsi.md); needs the capsule "
+                "and tuft tasks.",
+                show_default="on",
             ),
         ] = None,
         workers: Annotated[

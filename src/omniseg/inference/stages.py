@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from omniseg.catalogue import Catalogue, catalogue_of
+from omniseg.catalogue import Catalogue, catalogue_of, tissue
 from omniseg.inference.anatomy import GlomerulusSize
 from omniseg.inference.assemble import (
     Assembly,
@@ -226,8 +226,10 @@ def merge_scales(run: SlideRun, found: TissueStage, stages: Sequence[ScaleStage]
 
 
 def checked_size(settings: SegmentSettings) -> GlomerulusSize | None:
-    """The glomerulus size range to enforce, or None when the check is off."""
-    return settings.glomerulus_size if settings.glomerulus_check == "on" else None
+    """The glomerulus size range to enforce, or None when the check is off or cannot apply: a
+    run without the tuft task (or the capsule task) has no tufts to look for."""
+    both = {tissue("capsule").id, tissue("tuft").id} <= set(settings.tasks)
+    return settings.glomerulus_size if settings.glomerulus_check == "on" and both else None
 
 
 def trace_objects(run: SlideRun, assembly: Assembly, spool: ObjectSpool) -> ClassTally:
