@@ -32,7 +32,7 @@ from omniseg.data.folds import source_group
 from omniseg.data.negatives import NEGATIVE_SOURCES, to_negative, zoom_factor
 from omniseg.errors import OmnisegError
 from omniseg.models import OmniSeg
-from omniseg.runtime import TorchPredictor
+from omniseg.runtime import Predictor, TorchPredictor
 
 UNSURE = 128  # mask value of pixels the teacher is not confident about (manifest ignore_value)
 FOREGROUND = 255
@@ -68,15 +68,15 @@ def targets_for(record: PatchRecord, settings: CompletionSettings) -> list[int]:
     return out
 
 
-def ensemble_probability(models: Sequence[OmniSeg], image: np.ndarray, task: int) -> np.ndarray:
-    """Mean foreground probability of the teacher models for one task at its own scale."""
+def ensemble_probability(teachers: Sequence[Predictor], image: np.ndarray, task: int) -> np.ndarray:
+    """Mean foreground probability of the teachers for one task at its own scale."""
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
     scale = tissue(task).scale_id
     total = np.zeros(image.shape[:2], dtype=np.float64)
-    for model in models:
-        prob = TorchPredictor(model, "fp32").predict_probability(x, [task], [scale], tta=False)
+    for teacher in teachers:
+        prob = teacher.predict_probability(x, [task], [scale], tta=False)
         total += prob[0].cpu().numpy()
-    return (total / len(models)).astype(np.float32)
+    return (total / len(teachers)).astype(np.float32)
 
 
 def completed_mask(
@@ -106,7 +106,7 @@ def _row(image: Path, mask: Path, task: int, record: PatchRecord, source: str, r
 
 
 def _teacher_rows(
-    record: PatchRecord, index: int, models: Sequence[OmniSeg], out: Path,
+    record: PatchRecord, index: int, teachers: Sequence[Predictor], out: Path,
     settings: CompletionSettings,
 ) -> list[dict]:  # fmt: skip
     image, label = load_pair(record)
@@ -117,7 +117,7 @@ def _teacher_rows(
         excluded = record.task_id in NEGATIVE_SOURCES.get(task, ())
         known_negative = own if excluded else np.zeros_like(own)
         mask = completed_mask(
-            ensemble_probability(models, resampled, task), known_negative, settings
+            ensemble_probability(teachers, resampled, task), known_negative, settings
         )
         stem = f"{index:04d}-{record.image.stem}-as-{tissue(task).name}"
         image_path, mask_path = (
@@ -161,11 +161,11 @@ def complete_labels(
         raise OmnisegError("no teacher model: pass at least one model folder")
     if not records:
         raise OmnisegError("no patches to complete")
-    for model in teachers:
-        model.eval()
+    # one predictor per teacher: each folds its BatchNorms once, not once per image and task
+    predictors = [TorchPredictor(model.eval(), "fp32") for model in teachers]
     real = _real_rows(records, out)
     teacher = [
-        row for i, r in enumerate(records) for row in _teacher_rows(r, i, teachers, out, settings)
+        row for i, r in enumerate(records) for row in _teacher_rows(r, i, predictors, out, settings)
     ]
     repeats = _repeats(real, teacher) if settings.balance_real else {}
     rows = [row for row in real for _ in range(repeats.get(row["task_id"], 1))] + teacher
