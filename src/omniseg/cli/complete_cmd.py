@@ -23,12 +23,13 @@ def register(app: typer.Typer) -> None:
         ],
         out: Annotated[Path, typer.Option("--out", "-o", help="New patch folder to write.")],
         confidence: Annotated[
-            str,
+            str | None,
             typer.Option(
                 help="LO,HI: teacher probability <= LO is background, >= HI foreground, "
-                "unlabelled between."
+                "unlabelled between.",
+                show_default="0.2,0.8",
             ),
-        ] = "0.2,0.8",
+        ] = None,
         tasks: Annotated[
             str | None, typer.Option(help="Complete only these tasks, e.g. capsule,tuft.")
         ] = None,
@@ -40,13 +41,13 @@ def register(app: typer.Typer) -> None:
         import shutil
 
         from omniseg.atomic import atomic_write_json
-        from omniseg.cli.train_cmd import completion_settings
+        from omniseg.cli.options import completion_settings
         from omniseg.data import discover_patches
         from omniseg.errors import OmnisegError
         from omniseg.models import load_pretrained
-        from omniseg.training.complete import complete_labels
+        from omniseg.training.complete import CompletionSettings, complete_labels
 
-        settings = completion_settings(confidence, tasks)
+        settings = completion_settings(confidence, tasks) or CompletionSettings()
         records = discover_patches(data)
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             ours = out.is_dir() and {p.name for p in out.iterdir()} <= OUR_ENTRIES

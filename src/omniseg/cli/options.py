@@ -65,3 +65,21 @@ QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 def given(**options) -> dict:
     """The options the user actually passed (None = not given: the library default applies)."""
     return {k: v for k, v in options.items() if v is not None}
+
+
+def completion_settings(confidence: str | None, tasks: str | None = None):
+    """LO,HI cut-offs and task names -> CompletionSettings (None: the defaults)."""
+    from omniseg.catalogue import tissue
+    from omniseg.errors import OmnisegError
+    from omniseg.training.complete import CompletionSettings
+
+    if confidence is None and tasks is None:
+        return None
+    cutoffs = {}
+    if confidence is not None:  # else the dataclass's defaults
+        try:
+            cutoffs["tau_lo"], cutoffs["tau_hi"] = (float(v) for v in confidence.split(","))
+        except ValueError:
+            raise OmnisegError(f"confidence {confidence!r}: use LO,HI, e.g. 0.2,0.8") from None
+    ids = tuple(tissue(t.strip()).id for t in (tasks or "").split(",") if t.strip())
+    return CompletionSettings(**cutoffs, tasks=ids)

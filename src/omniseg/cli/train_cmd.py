@@ -157,6 +157,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Train a model on labelled patches; writes OUT/model (a model folder) and OUT/last."""
+        from omniseg.cli.options import completion_settings
         from omniseg.training import load_train_config
         from omniseg.training.recipe import load_recipe, run_stages, saved_stage_configs
 
@@ -227,21 +228,6 @@ def _dotted(pairs: list[str]) -> dict[str, str]:
             raise OmnisegError(f"--set {pair!r}: use section.key=value, e.g. loss.fn_weight=0.7")
         out[key.strip()] = value.strip()
     return out
-
-
-def completion_settings(confidence: str | None, tasks: str | None = None):
-    """LO,HI cut-offs and task names -> CompletionSettings (None: the defaults)."""
-    from omniseg.catalogue import tissue
-    from omniseg.training.complete import CompletionSettings
-
-    if confidence is None and tasks is None:
-        return None
-    try:
-        lo, hi = (float(v) for v in (confidence or "0.2,0.8").split(","))
-    except ValueError:
-        raise OmnisegError(f"confidence {confidence!r}: use LO,HI, e.g. 0.2,0.8") from None
-    ids = tuple(tissue(t.strip()).id for t in (tasks or "").split(",") if t.strip())
-    return CompletionSettings(tau_lo=lo, tau_hi=hi, tasks=ids)
 
 
 def _cross_validate(stages, out: Path, folds: int, fold: int | None, **kwargs) -> None:

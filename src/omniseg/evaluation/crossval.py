@@ -25,7 +25,7 @@ from omniseg.data.folds import assign_folds, source_group, untrained_tasks
 from omniseg.data.patches import check_pairs
 from omniseg.errors import OmnisegError
 from omniseg.evaluation.bootstrap import DEFAULT_RESAMPLES, with_intervals
-from omniseg.evaluation.evaluate import CSV_COLUMNS, _json_safe
+from omniseg.evaluation.evaluate import CSV_COLUMNS, json_safe
 from omniseg.models import load_pretrained
 from omniseg.runtime import TorchPredictor
 from omniseg.scoring.aggregate import summarise_all
@@ -144,7 +144,7 @@ def cross_validate(
             )
         result = run_stages(fold_stages, here, resume=resume, overwrite=overwrite)
         atomic_write_json(
-            here / OOF_NAME, _json_safe(score_fold(result.model_dir, held, fold, digest))
+            here / OOF_NAME, json_safe(score_fold(result.model_dir, held, fold, digest))
         )
     report = (
         write_report(run_dir, folds, digest, resamples) if _all_scored(run_dir, folds) else None
@@ -238,7 +238,7 @@ def report_files(
         "thresholds": "each fold model's own (0.5 unless its recipe tunes them on train rows)",
         "scored": "out-of-fold: every patch by the one fold model that never trained on it",
     }
-    atomic_write_json(run_dir / f"{stem}.json", _json_safe(report))
+    atomic_write_json(run_dir / f"{stem}.json", json_safe(report))
     with atomic_path(run_dir / f"{stem}.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=[*CSV_COLUMNS, "fold"], extrasaction="ignore",
                                 lineterminator="\n")  # fmt: skip

@@ -49,7 +49,7 @@ class EvaluationResult:
         }
 
     def to_json(self, path: str | os.PathLike, weights: str | None = None, sha: str | None = None):
-        text = json.dumps(_json_safe(self.report(weights, sha)), indent=2) + "\n"
+        text = json.dumps(json_safe(self.report(weights, sha)), indent=2) + "\n"
         _write_atomic(Path(path), lambda fh: fh.write(text))
         return Path(path)
 
@@ -64,12 +64,12 @@ class EvaluationResult:
         return Path(path)
 
 
-def _json_safe(value):
+def json_safe(value):
     """NaN/inf would make invalid JSON; they become null."""
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
