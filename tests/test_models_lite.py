@@ -11,22 +11,28 @@ from omniseg.models.efficientnet_lite import EfficientNetLiteEncoder, SamePadCon
 from omniseg.models.encoders import encoder_source, encoder_weights_path
 from omniseg.models.pretrained import sha256_of
 
-LITE = ("omniseg-lite0", "omniseg-lite0-task", "omniseg-lite0-tiny")
+LITE = ("omniseg-lite0", "omniseg-lite0-task", "omniseg-lite1", "omniseg-lite0-tiny")
 
 
 def test_lite_models_are_registered():
     assert set(LITE) <= set(list_models())
 
 
-def test_lite0_encoder_gives_the_documented_feature_pyramid():
-    encoder = EfficientNetLiteEncoder("efficientnet-lite0").eval()
+@pytest.mark.parametrize(
+    ("name", "blocks", "low", "high"),
+    [("efficientnet-lite0", 16, 2.9e6, 3.0e6), ("efficientnet-lite1", 21, 3.7e6, 3.85e6)],
+)
+def test_lite_encoders_give_the_documented_feature_pyramid(name, blocks, low, high):
+    """Lite1 is Lite0 made deeper: same feature widths (one decoder fits both), 21 blocks."""
+    encoder = EfficientNetLiteEncoder(name).eval()
+    assert len(encoder.blocks) == blocks
     assert encoder.feature_channels == (16, 24, 40, 112, 320)
     with torch.no_grad():
         features = encoder(torch.rand(1, 3, 256, 256))
     sizes = [(f.shape[1], f.shape[2]) for f in features]
     assert sizes == [(16, 128), (24, 64), (40, 32), (112, 16), (320, 8)]
     n = sum(p.numel() for p in encoder.parameters())
-    assert 2.9e6 < n < 3.0e6  # 2.96 M parameters without the classifier head
+    assert low < n < high  # Lite0: 2.96 M parameters without the classifier head
 
 
 def test_same_padding_matches_tensorflow_rule():
@@ -49,14 +55,17 @@ def test_same_padding_matches_tensorflow_rule():
         torch.testing.assert_close(same(y), explicit)
 
 
-def test_bundled_imagenet_encoder_is_recorded_and_loads():
-    path = encoder_weights_path("efficientnet-lite0", "imagenet")
-    record = encoder_source("efficientnet-lite0", "imagenet")
+@pytest.mark.parametrize(("model", "encoder"), [("omniseg-lite0", "efficientnet-lite0"),
+                                                 ("omniseg-lite1", "efficientnet-lite1")])  # fmt: skip
+def test_bundled_imagenet_encoder_is_recorded_and_loads(model, encoder):
+    path = encoder_weights_path(encoder, "imagenet")
+    record = encoder_source(encoder, "imagenet")
     assert sha256_of(path) == record["safetensors_sha256"]
     assert record["license"] == "Apache-2.0"
+    assert record["source_wheel"].startswith(encoder.replace("-", "_"))
     assert (path.parent / record["notice"]).read_text().startswith("Apache")
-    pretrained = create_model("omniseg-lite0")
-    random_init = create_model("omniseg-lite0", pretrained_encoder=False)
+    pretrained = create_model(model)
+    random_init = create_model(model, pretrained_encoder=False)
     a = pretrained.backbone.encoder.stem[0].weight
     b = random_init.backbone.encoder.stem[0].weight
     assert not torch.equal(a, b)

