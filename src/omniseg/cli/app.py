@@ -115,9 +115,16 @@ def calibrate(
 
 
 def _register_stage_commands() -> None:
-    from omniseg.cli import complete_cmd, evaluate_cmd, extract_cmd, segment_cmd, train_cmd
+    from omniseg.cli import (
+        complete_cmd,
+        evaluate_cmd,
+        extract_cmd,
+        finetune_cmd,
+        segment_cmd,
+        train_cmd,
+    )  # fmt: skip
 
-    for module in (extract_cmd, train_cmd, complete_cmd, evaluate_cmd, segment_cmd):
+    for module in (extract_cmd, train_cmd, finetune_cmd, complete_cmd, evaluate_cmd, segment_cmd):
         module.register(app)
 
 

@@ -83,3 +83,26 @@ def completion_settings(confidence: str | None, tasks: str | None = None):
             raise OmnisegError(f"confidence {confidence!r}: use LO,HI, e.g. 0.2,0.8") from None
     ids = tuple(tissue(t.strip()).id for t in (tasks or "").split(",") if t.strip())
     return CompletionSettings(**cutoffs, tasks=ids)
+
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Any training config value, as section.key=value (repeatable): "
+        "e.g. --set loss.fn_weight=0.7.",
+    ),
+]
+
+
+def dotted_overrides(pairs: list[str] | None) -> dict[str, str]:
+    """--set section.key=value pairs (values are typed and checked by the config loader)."""
+    from omniseg.errors import OmnisegError
+
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or key.count(".") != 1:
+            raise OmnisegError(f"--set {pair!r}: use section.key=value, e.g. loss.fn_weight=0.7")
+        out[key.strip()] = value.strip()
+    return out

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from omniseg.cli.options import SetOption, dotted_overrides
 from omniseg.errors import OmnisegError
 
 
@@ -33,14 +34,7 @@ def register(app: typer.Typer) -> None:
                 "once, into OUT/fold-i/, and write OUT/crossval.json (out-of-fold scores)."
             ),
         ] = None,
-        set_values: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--set",
-                help="Any config value, as section.key=value (repeatable), for every stage: "
-                "e.g. --set loss.fn_weight=0.7.",
-            ),
-        ] = None,
+        set_values: SetOption = None,
         teacher_folds: Annotated[
             Path | None,
             typer.Option(
@@ -198,7 +192,7 @@ def register(app: typer.Typer) -> None:
             "run.checkpoint_minutes": checkpoint_minutes,
             "run.progress": progress,
         }
-        overrides.update(_dotted(set_values or []))
+        overrides.update(dotted_overrides(set_values))
         if (fold is not None or teacher_folds is not None) and folds is None:
             raise OmnisegError("--fold and --teacher-folds need --folds K (cross-validation)")
         saved = saved_stage_configs(out) if resume and not config and folds is None else []
@@ -217,17 +211,6 @@ def register(app: typer.Typer) -> None:
             f"trained {result.steps} steps ({result.seconds_per_step:.3f} s/step); "
             f"val Dice {best}; model folder: {result.model_dir}"
         )
-
-
-def _dotted(pairs: list[str]) -> dict[str, str]:
-    """--set section.key=value pairs (values are typed and checked by the config loader)."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or key.count(".") != 1:
-            raise OmnisegError(f"--set {pair!r}: use section.key=value, e.g. loss.fn_weight=0.7")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def _cross_validate(stages, out: Path, folds: int, fold: int | None, **kwargs) -> None:

@@ -9,6 +9,7 @@ from omniseg.errors import OmnisegError
 
 DEFAULT_MODEL_NAME = "omniseg-kidney-v4"
 CONFIG_NAME = "config.json"
+BUNDLED_ALIAS = "default"  # what --weights / --init accept for the bundled model
 
 
 def default_model_dir() -> Path | None:
@@ -19,8 +20,9 @@ def default_model_dir() -> Path | None:
 
 
 def require_model_dir(weights: str | Path | None) -> Path:
-    """``--weights`` if given, else the bundled model; a clear error when neither exists."""
-    if weights is not None:
+    """``--weights`` if given (``default`` names the bundled model), else the bundled model; a
+    clear error when neither exists."""
+    if weights is not None and str(weights) != BUNDLED_ALIAS:
         return Path(weights)
     path = default_model_dir()
     if path is None:

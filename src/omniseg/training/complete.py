@@ -30,6 +30,7 @@ from omniseg.catalogue import tissue, tissues
 from omniseg.data import PatchRecord, load_pair
 from omniseg.data.folds import source_group
 from omniseg.data.negatives import NEGATIVE_SOURCES, to_negative, zoom_factor
+from omniseg.data.patches import load_labelled
 from omniseg.errors import OmnisegError
 from omniseg.models import OmniSeg
 from omniseg.runtime import Predictor, TorchPredictor
@@ -46,11 +47,18 @@ class CompletionSettings:
 
     tau_lo: float = 0.2
     tau_hi: float = 0.8
-    min_zoom: float = 0.5  # 10x -> 5x; finer targets (zoom > 1) would only upsample blur
+    min_zoom: float = 0.5  # 10x -> 5x
+    # Finer targets (zoom > 1) see the patch's centre upsampled: blur, useless as new labels, but
+    # what keeps a fine-tuned model's other tasks where they were (``omniseg finetune``).
+    max_zoom: float = 1.0
     balance_real: bool = True  # repeat real rows to about the teacher rows' count per task
     tasks: tuple[int, ...] = ()  # complete only these task ids (empty: every task)
 
     def __post_init__(self) -> None:
+        if not 0.0 < self.min_zoom <= 1.0 <= self.max_zoom:
+            raise OmnisegError(
+                f"min_zoom/max_zoom={self.min_zoom}/{self.max_zoom}: need 0 < lo <= 1 <= hi"
+            )
         if not 0.0 <= self.tau_lo < 0.5 < self.tau_hi <= 1.0:
             raise OmnisegError(
                 f"tau_lo/tau_hi={self.tau_lo}/{self.tau_hi}: need 0 <= lo < 0.5 < hi <= 1"
@@ -63,9 +71,25 @@ def targets_for(record: PatchRecord, settings: CompletionSettings) -> list[int]:
     for t in tissues():
         zoom = zoom_factor(record.scale_id, t.scale_id)
         wanted = not settings.tasks or t.id in settings.tasks
-        if wanted and t.id != record.task_id and settings.min_zoom <= zoom <= 1.0:
+        if wanted and t.id != record.task_id and settings.min_zoom <= zoom <= settings.max_zoom:
             out.append(t.id)
     return out
+
+
+def target_view(
+    image: np.ndarray, label: np.ndarray, source_scale: int, target_scale: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The patch at the target's scale; a finer target sees the centre, upsampled to the same size."""
+    zoom = zoom_factor(source_scale, target_scale)
+    if zoom > 1.0:
+        h, w = label.shape
+        ch, cw = max(1, round(h / zoom)), max(1, round(w / zoom))
+        top, left = (h - ch) // 2, (w - cw) // 2
+        image, label = (
+            image[top : top + ch, left : left + cw],
+            label[top : top + ch, left : left + cw],
+        )
+    return to_negative(image, label, source_scale, target_scale)
 
 
 def ensemble_probability(teachers: Sequence[Predictor], image: np.ndarray, task: int) -> np.ndarray:
@@ -113,12 +137,14 @@ def _teacher_rows(
     base = image.astype(np.float32) / 255.0
     rows = []
     for task in targets_for(record, settings):
-        resampled, own = to_negative(base, label, record.scale_id, tissue(task).scale_id)
+        resampled, own = target_view(base, label, record.scale_id, tissue(task).scale_id)
         excluded = record.task_id in NEGATIVE_SOURCES.get(task, ())
         known_negative = own if excluded else np.zeros_like(own)
         mask = completed_mask(
             ensemble_probability(teachers, resampled, task), known_negative, settings
         )
+        if np.all(mask == UNSURE):
+            continue  # nothing confident: the row would only take a batch and give no gradient
         stem = f"{index:04d}-{record.image.stem}-as-{tissue(task).name}"
         image_path, mask_path = (
             out / "teacher" / f"{stem}.png",
@@ -131,14 +157,21 @@ def _teacher_rows(
 
 
 def _real_rows(records: Sequence[PatchRecord], out: Path) -> list[dict]:
+    """The labelled patches, copied; pixels their label leaves open (outside a checked region of
+    ``omniseg extract``) stay unlabelled."""
     rows = []
     for index, record in enumerate(records):
-        image, label = load_pair(record)
+        image, label, known = load_labelled(record)
         stem = f"{index:04d}-{record.image.stem}"
         image_path, mask_path = out / "real" / f"{stem}.png", out / "real" / f"{stem}_mask.png"
+        mask = np.where(label, FOREGROUND, 0).astype(np.uint8)
+        if known is not None:
+            mask[~known] = UNSURE
         _save_png(image_path, image)
-        _save_png(mask_path, np.where(label, FOREGROUND, 0).astype(np.uint8))
-        rows.append(_row(image_path, mask_path, record.task_id, record, "label", out))
+        _save_png(mask_path, mask)
+        row = _row(image_path, mask_path, record.task_id, record, "label", out)
+        row["ignore_value"] = UNSURE if known is not None else ""
+        rows.append(row)
     return rows
 
 
