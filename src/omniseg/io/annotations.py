@@ -1,4 +1,5 @@
-"""Classified whole-slide annotations (QuPath GeoJSON, ImageScope XML) for cutting training patches.
+"""Classified whole-slide annotations (QuPath GeoJSON, ImageScope XML, COCO, labelme) for cutting
+training patches.
 
 Unlike `load_roi`, which merges everything into one region, every object keeps its own class
 and object type, so patches can be labelled. Shapes are repaired, clipped to the slide, and
@@ -21,6 +22,7 @@ from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
 
 from omniseg.errors import OmnisegError
+from omniseg.io.annotation_formats import coco_polygons, is_coco, is_labelme, labelme_polygons
 from omniseg.io.base import SlideInfo
 from omniseg.io.roi import imagescope_region_polygon, polygons_of
 
@@ -84,11 +86,12 @@ def load_annotations(path: str | os.PathLike[str], info: SlideInfo) -> Annotatio
         if head == b"<":
             shapes = _imagescope_shapes(file_path, content, skipped)
         elif head in (b"{", b"["):
-            shapes = _geojson_shapes(file_path, content, skipped)
+            shapes = _json_shapes(file_path, content, info, skipped)
         else:
             problem = "the file is empty" if not head else "neither XML nor JSON"
             raise OmnisegError(
-                f"{file_path}: {problem}; export annotations as QuPath GeoJSON or ImageScope XML"
+                f"{file_path}: {problem}; export annotations as QuPath GeoJSON, ImageScope XML, "
+                "COCO JSON or labelme JSON"
             )
     except RecursionError as exc:  # a hostile or broken file nested thousands of levels deep
         raise OmnisegError(
@@ -210,14 +213,35 @@ def _imagescope_class(layer: ET.Element) -> str | None:
     return attribute_name or None
 
 
-def _geojson_shapes(path: Path, content: bytes, skipped: Counter[str]) -> list[AnnotatedShape]:
-    """One shape per feature with an area; the feature's polygons stay together."""
+def _json_shapes(
+    path: Path, content: bytes, info: SlideInfo, skipped: Counter[str]
+) -> list[AnnotatedShape]:  # fmt: skip
+    """GeoJSON (QuPath), COCO or labelme, told apart by their keys."""
     try:
         data = json.loads(content.decode("utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise OmnisegError(
             f"{path}: not valid JSON ({exc}); export the annotations as GeoJSON again"
         ) from exc
+    if is_coco(data) or is_labelme(data):
+        found = (
+            coco_polygons(path, data, info.path, skipped)
+            if is_coco(data)
+            else labelme_polygons(path, data, skipped)
+        )
+        shapes = []
+        for name, polygon in found:
+            geometry = _polygonal(polygon)
+            if geometry is None:
+                skipped[SKIP_NO_AREA] += 1
+            else:
+                shapes.append(AnnotatedShape(name, geometry, ANNOTATION))
+        return shapes
+    return _geojson_shapes(path, data, skipped)
+
+
+def _geojson_shapes(path: Path, data: object, skipped: Counter[str]) -> list[AnnotatedShape]:
+    """One shape per feature with an area; the feature's polygons stay together."""
     shapes: list[AnnotatedShape] = []
     for feature in _geojson_features(data):
         geometry_data = feature.get("geometry")

@@ -32,6 +32,7 @@ from omniseg.data.patches import MANIFEST_NAME
 from omniseg.errors import OmnisegError
 from omniseg.inference.tiling import Window
 from omniseg.io import open_slide, read_at_mpp, target_shape
+from omniseg.io.annotation_formats import holds_many_images
 from omniseg.models.config import MAX_TILE, MIN_TILE
 from omniseg.runtime.ordered import ordered_map
 
@@ -95,10 +96,10 @@ class ExtractResult:
 def annotation_for(slide: Path, annotations: Path, n_slides: int) -> Path:
     """The annotation file of one slide: ``annotations`` itself, or ``<stem>.<ext>`` in it."""
     if annotations.is_file():
-        if n_slides > 1:
+        if n_slides > 1 and not holds_many_images(annotations):
             raise OmnisegError(
                 f"{annotations}: one annotation file for {n_slides} slides; pass a folder "
-                "holding <slide name>.geojson (or .xml, .tif) for each slide"
+                "holding <slide name>.geojson (or .xml, .tif) for each slide, or one COCO file"
             )
         return annotations
     if not annotations.is_dir():
