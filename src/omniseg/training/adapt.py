@@ -152,6 +152,8 @@ def _train_config(start_dir: Path, data: Path, out: Path, settings: AdaptSetting
     overrides = {
         "data.path": str(data), "data.val_split": "none", "run.init": str(start_dir),
         "run.model": start.get("architecture", "omniseg"), "run.out": str(out / TRAIN_DIR),
+        # crops the size the model was trained and is run at (its controller pools the whole crop)
+        "data.patch_size": start.get("inference", {}).get("patch_size"),
         "run.max_steps": settings.max_steps, "optim.lr": settings.lr, "run.seed": settings.seed,
         "run.progress": settings.progress,
     }  # fmt: skip
