@@ -102,6 +102,28 @@ def test_finetune_adapts_its_tasks_and_holds_the_others(start_model, tmp_path):
 
 
 @pytest.mark.usefixtures("one_thread")
+def test_task_only_finetune_leaves_every_other_task_bit_identical(start_model, tmp_path):
+    data = _inverted_capsule_patches(tmp_path / "lab").parent
+    settings = AdaptSettings(weights=start_model, max_steps=8, lr=0.01, parts="task",
+                             config_overrides=SMALL, progress=False)  # fmt: skip
+    result = finetune(data, tmp_path / "run", settings)
+    record = json.loads((result.run_dir / "adapt.json").read_text(encoding="utf-8"))
+    assert record["train_parts"] == "task" and record["kept_by_distillation"] == []
+    assert not (result.run_dir / "patches").exists()  # nothing to hold: no teacher labels made
+    before, after = load_pretrained(start_model), load_pretrained(result.model_dir)
+    changed = [
+        n for n, p in after.state_dict().items() if not torch.equal(p, before.state_dict()[n])
+    ]
+    assert changed == ["controller_trilinear.linear.weight"]
+    c = after.controller_trilinear
+    shape = (-1, c.feat, c.num_tasks, c.num_scales)
+    w_after = after.state_dict()[changed[0]].reshape(shape)
+    w_before = before.state_dict()[changed[0]].reshape(shape)
+    differs = (w_after != w_before).any(dim=(0, 1, 3))
+    assert differs.tolist() == [t == CAPSULE for t in range(c.num_tasks)]
+
+
+@pytest.mark.usefixtures("one_thread")
 def test_resumed_finetune_equals_an_uninterrupted_one(start_model, tmp_path):
     data = _inverted_capsule_patches(tmp_path / "lab").parent
     settings = AdaptSettings(weights=start_model, max_steps=6, lr=0.01, config_overrides=SMALL,

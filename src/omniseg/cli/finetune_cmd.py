@@ -33,6 +33,15 @@ def finetune(
             help="Hold the other tasks to the starting model's predictions (no forgetting).",
         ),
     ] = True,
+    train_parts: Annotated[
+        str | None,
+        typer.Option(
+            "--train-parts",
+            help="What learns: task (only these tasks' controller blocks: the others stay "
+            "bit-identical), decoder (encoder frozen) or all.",
+            show_default="all",
+        ),
+    ] = None,
     set_values: SetOption = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT.")] = False,
@@ -50,7 +59,7 @@ def finetune(
     chosen = tuple(t.id for t in parse_tasks(tasks)) if tasks else ()
     settings = AdaptSettings(
         weights=weights, tasks=chosen, max_steps=max_steps, lr=lr, seed=seed,
-        keep_others=keep_others, config_overrides=dotted_overrides(set_values), resume=resume, overwrite=overwrite, progress=not quiet,
+        keep_others=keep_others, parts=train_parts, config_overrides=dotted_overrides(set_values), resume=resume, overwrite=overwrite, progress=not quiet,
     )  # fmt: skip
     result = run_finetune(data, out, settings)
     kept = ", ".join(result.kept) or "none"

@@ -55,6 +55,9 @@ class AdaptSettings:
     lr: float | None = None
     seed: int | None = None
     keep_others: bool = True  # hold the other tasks to the starting model (False: plain fine-tune)
+    # "task": only the adapted tasks' controller blocks learn (the others stay bit-identical, so
+    # nothing needs holding); "decoder" / "all": more capacity, held by distillation
+    parts: str | None = None  # None = configs/adapt.yaml's finetune.train_parts
     config_overrides: dict = dataclasses.field(default_factory=dict)  # --set section.key=value
     resume: bool = False
     overwrite: bool = False
@@ -147,7 +150,9 @@ def _distillation_patches(
     return manifest
 
 
-def _train_config(start_dir: Path, data: Path, out: Path, settings: AdaptSettings):
+def _train_config(
+    start_dir: Path, data: Path, out: Path, settings: AdaptSettings, tasks: tuple[int, ...] = ()
+):  # fmt: skip
     start = json.loads((start_dir / "config.json").read_text(encoding="utf-8"))
     overrides = {
         "data.path": str(data), "data.val_split": "none", "run.init": str(start_dir),
@@ -155,8 +160,10 @@ def _train_config(start_dir: Path, data: Path, out: Path, settings: AdaptSetting
         # crops the size the model was trained and is run at (its controller pools the whole crop)
         "data.patch_size": start.get("inference", {}).get("patch_size"),
         "run.max_steps": settings.max_steps, "optim.lr": settings.lr, "run.seed": settings.seed,
-        "run.progress": settings.progress,
+        "run.progress": settings.progress, "finetune.train_parts": settings.parts,
     }  # fmt: skip
+    if tasks:  # the user's patches themselves: only the adapted tasks' rows
+        overrides["data.tasks"] = tasks
     given = {**{k: v for k, v in overrides.items() if v is not None}, **settings.config_overrides}
     return load_train_config(packaged_config(ADAPT_CONFIG), given)
 
@@ -177,22 +184,25 @@ def finetune(
     _prepare(out, settings)
     out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
-    if settings.keep_others:
+    config = _train_config(start_dir, data, out, settings, adapted)
+    holding = settings.keep_others and config.finetune.train_parts != "task"
+    if holding:
         manifest = _distillation_patches(records, start_dir, adapted, out)
-    else:
-        manifest = data
-    config = _train_config(start_dir, manifest, out, settings)
+        config = _train_config(start_dir, manifest, out, settings)
     result = train(config, resume=settings.resume or (out / TRAIN_DIR).exists(), callback=callback)
     model_dir = out / MODEL_NAME
     if model_dir.exists():
         shutil.rmtree(model_dir)
     shutil.copytree(result.model_dir, model_dir)
-    kept = tuple(t.name for t in tissues() if t.id not in adapted) if settings.keep_others else ()
+    others = tuple(t.name for t in tissues() if t.id not in adapted)
+    kept = others if holding else ()
     names = tuple(tissue(t).name for t in adapted)
     seconds = time.perf_counter() - began
     atomic_write_json(out / RECORD_NAME, {
         "data": str(Path(data).resolve()), "patches": len(records), "tasks": list(names),
-        "kept_by_distillation": list(kept), "steps": result.steps,
+        "kept_by_distillation": list(kept), "train_parts": config.finetune.train_parts,
+        "unchanged_by_construction": list(others) if config.finetune.train_parts == "task" else [],
+        "steps": result.steps,
         "start_model": str(start_dir.resolve()),
         "start_model_sha256": sha256_of(start_dir / "model.safetensors"),
         "model_sha256": sha256_of(model_dir / "model.safetensors"),

@@ -84,6 +84,9 @@ class FinetuneConfig:
     # ...after being re-estimated once on every training patch at the start of a run (AdaBN,
     # training/finetune.py): stained tissue is not ImageNet.
     recalibrate_norm_stats: bool = True
+    # What learns: "all", "decoder" (encoder frozen) or "task" (only the controller blocks of
+    # the tasks in the data: every other task stays bit-identical; training/finetune.py)
+    train_parts: str = "all"
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from omniseg.models.config import HEAD_ACTIVATIONS, HEAD_INITS
 from omniseg.runtime.device import DEVICE_CHOICES
 from omniseg.runtime.precision import AUTO, PRECISIONS
 
+TRAIN_PARTS = ("all", "decoder", "task")  # finetune.train_parts (training/finetune.py)
+
 if TYPE_CHECKING:
     from omniseg.training.config import TrainConfig
 
@@ -65,6 +67,15 @@ def validate(config: TrainConfig) -> TrainConfig:
     f = config.finetune
     if f.encoder_lr_scale < 0:
         raise OmnisegError(f"finetune.encoder_lr_scale={f.encoder_lr_scale}: must be >= 0")
+    if f.train_parts not in TRAIN_PARTS:
+        raise OmnisegError(
+            f"finetune.train_parts={f.train_parts!r}: unknown; valid: {', '.join(TRAIN_PARTS)}"
+        )
+    if f.train_parts == "task" and config.optim.weight_decay:
+        raise OmnisegError(
+            "finetune.train_parts=task needs optim.weight_decay=0 (decay would move the other "
+            "tasks' frozen controller blocks)"
+        )
     if f.freeze_encoder_steps < 0:
         raise OmnisegError(f"finetune.freeze_encoder_steps={f.freeze_encoder_steps}: must be >= 0")
     if r.val_every_epochs < 1:

@@ -70,3 +70,38 @@ def calibration_batches(
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         yield images
+
+
+def restrict_training(model: nn.Module, parts: str, tasks: tuple[int, ...]) -> None:
+    """Which weights may learn (``finetune.train_parts``).
+
+    "all": every weight (the encoder at ``encoder_lr_scale``). "decoder": all but the encoder.
+    "task": only the controller's weights of ``tasks`` (the scale-aware controller keeps one
+    block per task x scale): every other task's head, and so its output, stays exactly as it
+    was, by construction. Frozen weights get ``requires_grad = False``; the other tasks' blocks
+    get zero gradients (so the optimiser, without weight decay, leaves them bit-identical).
+    """
+    from omniseg.errors import OmnisegError
+    from omniseg.training.optim import ENCODER_PREFIX
+
+    if parts == "all":
+        return
+    if parts == "decoder":
+        for name, p in model.named_parameters():
+            if name.startswith(ENCODER_PREFIX):
+                p.requires_grad_(False)
+        return
+    controller = getattr(model, "controller_trilinear", None)
+    if controller is None:
+        raise OmnisegError(
+            "finetune.train_parts=task needs the scale-aware controller (omniseg, omniseg-lite0); "
+            "use train_parts=decoder or all for this model"
+        )
+    for p in model.parameters():
+        p.requires_grad_(False)
+    weight = controller.linear.weight  # (P, feat * T * S), column (c * T + t) * S + s
+    weight.requires_grad_(True)
+    keep = torch.zeros(controller.feat, controller.num_tasks, controller.num_scales)
+    keep[:, list(tasks), :] = 1.0
+    mask = keep.reshape(1, -1).to(weight.device, weight.dtype)
+    weight.register_hook(lambda grad: grad * mask)

@@ -28,7 +28,12 @@ from omniseg.scoring.records import score_records
 from omniseg.training import distributed
 from omniseg.training.checkpoint import capture_rng, load_state, restore_rng, save_state
 from omniseg.training.config import TrainConfig
-from omniseg.training.finetune import batch_norms, calibration_batches, recalibrate_norm_stats
+from omniseg.training.finetune import (
+    batch_norms,
+    calibration_batches,
+    recalibrate_norm_stats,
+    restrict_training,
+)  # fmt: skip
 from omniseg.training.holdout import held_back_info
 from omniseg.training.optim import build_optimizer, build_scheduler
 from omniseg.training.rundir import LAST_NAME, MODEL_NAME, MetricsLog
@@ -136,9 +141,10 @@ class Fit:
         )  # fmt: skip
         run = config.run
         self.total = run.max_steps if run.max_steps > 0 else run.epochs * self.batches_per_epoch
+        tasks = tuple(sorted({r.task_id for r in records.fit}))
+        restrict_training(model, config.finetune.train_parts, tasks)
         self.optimizer = build_optimizer(model, config.optim, config.finetune.encoder_lr_scale)
         self.scheduler = build_scheduler(self.optimizer, self.total, config.optim)
-        tasks = tuple(sorted({r.task_id for r in records.fit}))
         self.ctx = StepContext(config, model, student, self.teacher, self.optimizer,
                                self.scheduler, device, precision, tasks, self.total)  # fmt: skip
         self.state = self._restore() if resume else TrainState()
