@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   - create .venv, install omniseg, segment the built-in demo slide
+#   make demo   - create .venv, install omniseg, segment the bundled real demo tiles
 #   make test   - create .venv, install omniseg with test tools, run every non-GPU test
 PYTHON ?= python3
 VENV ?= .venv

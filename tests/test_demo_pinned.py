@@ -87,7 +87,7 @@ def _sha256(data: bytes) -> str:
 
 @pytest.mark.slow
 def test_demo_outputs_are_byte_identical_to_the_pinned_ones(tmp_path):
-    assert main(["demo", "-o", str(tmp_path), "--quiet"]) == 0
+    assert main(["demo", "--synthetic", "-o", str(tmp_path), "--quiet"]) == 0
     summary = canonical_summary(tmp_path / "synthetic-kidney-demo" / "summary.json")
     assert b'"tiles_processed": 65' in summary
     reason = _same_kernels_as_recorded()

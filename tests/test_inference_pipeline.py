@@ -306,10 +306,11 @@ def test_demo_slide_runs_end_to_end_and_cli_needs_weights(tmp_path, capsys, monk
     assert "--weights" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
     spec = DemoSlideSpec(width=640, height=480, downsamples=(4,), thumbnail_side=128)
-    result = run_demo(
+    (result,) = run_demo(
         tmp_path / "demo",
         quiet(tasks=(tissue("dt").id,)),
         PointwiseModel(tiny_inference(96, 16)),
+        synthetic=True,
         spec=spec,
     )
     slide = open_slide(tmp_path / "demo" / DEMO_NAME)
@@ -318,6 +319,25 @@ def test_demo_slide_runs_end_to_end_and_cli_needs_weights(tmp_path, capsys, monk
     for name in (*OUTPUTS, "summary.json"):
         assert (result.out_dir / name).is_file()
     assert level0_labels(result.out_dir).shape == (480, 640)
+
+
+def test_demo_segments_the_bundled_real_tiles_at_their_pixel_size(tmp_path):
+    """The default demo: four real PAS tiles (JPEG, no pixel size in the files: 0.5 µm/px)."""
+    from PIL import Image
+
+    from omniseg.inference.demo import DEMO_TISSUE_MPP, demo_attribution, demo_tiles, run_demo
+
+    tiles = demo_tiles()
+    assert len(tiles) == 4 and "CC BY 4.0" in demo_attribution().read_text(encoding="utf-8")
+    results = run_demo(
+        tmp_path, quiet(tasks=(tissue("capsule").id,)), PointwiseModel(tiny_inference(96, 16))
+    )
+    assert [r.slide for r in results] == tiles and all(r.ok for r in results)
+    for tile, result in zip(tiles, results, strict=True):
+        summary = json.loads((result.out_dir / "summary.json").read_text(encoding="utf-8"))
+        assert summary["mpp"] == DEMO_TISSUE_MPP and summary["mpp_source"] == "override"
+        with Image.open(tile) as image:
+            assert level0_labels(result.out_dir).shape == image.size[::-1]
 
 
 def test_cli_segment_with_weights(tmp_path, capsys):

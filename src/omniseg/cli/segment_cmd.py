@@ -264,10 +264,16 @@ def register(app: typer.Typer) -> None:
         overwrite: Annotated[
             bool, typer.Option("--overwrite", help="Redo an existing demo.")
         ] = False,
+        synthetic: Annotated[
+            bool,
+            typer.Option(
+                "--synthetic", help="Segment a generated kidney-like slide instead (tests)."
+            ),
+        ] = False,
         quiet: QuietOption = False,
     ):
-        """Run the whole pipeline on a small SYNTHETIC slide generated on the fly (offline)."""
-        from omniseg.inference.demo import DEMO_NAME, run_demo
+        """Run the whole pipeline on four real human PAS biopsy tiles shipped in the package."""
+        from omniseg.inference.demo import DEMO_NAME, demo_attribution, demo_tiles, run_demo
 
         runtime = given(
             device=device, batch_size=batch_size, precision=precision, reader_threads=reader_threads,
@@ -278,12 +284,18 @@ def register(app: typer.Typer) -> None:
             **runtime,
         )  # fmt: skip
         _setup_logging()
+        if synthetic:
+            typer.echo(
+                f"writing a SYNTHETIC demo slide (generated, not real tissue): {out / DEMO_NAME}"
+            )
+        else:
+            typer.echo(
+                f"segmenting {len(demo_tiles())} real human PAS biopsy tiles (AIDPATH, CC BY 4.0, "
+                f"0.5 µm/px; credits: {demo_attribution()})"
+            )
+        results = run_demo(out, settings, model, model_source=source, synthetic=synthetic)
+        _report(results)
         typer.echo(
-            f"writing a SYNTHETIC demo slide (generated, not real tissue): {out / DEMO_NAME}"
-        )
-        result = run_demo(out, settings, model, model_source=source)
-        _report([result])
-        typer.echo(
-            f"outputs: {result.out_dir} (labels.ome.tif, objects.geojson, objects.csv, "
+            f"outputs: {out}/<tile>/ (labels.ome.tif, objects.geojson, objects.csv, "
             "overlay.png, summary.json)"
         )
