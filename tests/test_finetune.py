@@ -73,7 +73,7 @@ def test_finetune_adapts_its_tasks_and_holds_the_others(start_model, tmp_path):
     before = _dt_probability(start_model, dt_images)
     drift = {}
     for keep in (True, False):
-        settings = AdaptSettings(weights=start_model, max_steps=25, lr=0.01, keep_others=keep,
+        settings = AdaptSettings(weights=start_model, max_steps=25, lr=0.01, keep_others=keep, parts="all",
                                  config_overrides=SMALL, progress=False)  # fmt: skip
         result = finetune(data.parent, tmp_path / f"run-{keep}", settings)
         assert result.tasks == ("capsule",)
@@ -193,7 +193,7 @@ def test_route_corrected_geojson_extract_finetune_segment(start_model, tmp_path,
     assert seen_deleted > 0, "no patch showed the deleted glomerulus; the test checks nothing"
     run = tmp_path / "run"
     args = ["finetune", "--data", str(patches), "--out", str(run), "--weights", str(start_model),
-            "--max-steps", "3", "--quiet", *[f"--set={k}={v}" for k, v in SMALL.items()]]  # fmt: skip
+            "--max-steps", "3", "--train-parts", "all", "--quiet", *[f"--set={k}={v}" for k, v in SMALL.items()]]  # fmt: skip
     args[args.index("--set=data.patch_size=32")] = "--set=data.patch_size=64"
     assert main(args) == 0
     assert "adapted capsule in 3 steps" in capsys.readouterr().out

@@ -22,9 +22,9 @@ def finetune(
         typer.Option(help="Tasks to adapt, e.g. capsule,tuft.", show_default="those labelled"),
     ] = None,
     max_steps: Annotated[
-        int | None, typer.Option("--max-steps", help="Optimiser steps.", show_default="300")
+        int | None, typer.Option("--max-steps", help="Optimiser steps.", show_default="60")
     ] = None,
-    lr: Annotated[float | None, typer.Option("--lr", show_default="0.0002")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", show_default="0.002")] = None,
     seed: Annotated[int | None, typer.Option("--seed", show_default="0")] = None,
     keep_others: Annotated[
         bool,
@@ -39,7 +39,7 @@ def finetune(
             "--train-parts",
             help="What learns: task (only these tasks' controller blocks: the others stay "
             "bit-identical), decoder (encoder frozen) or all.",
-            show_default="all",
+            show_default="task",
         ),
     ] = None,
     set_values: SetOption = None,
