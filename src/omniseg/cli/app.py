@@ -122,9 +122,18 @@ def _register_stage_commands() -> None:
         finetune_cmd,
         segment_cmd,
         train_cmd,
+        view_cmd,
     )  # fmt: skip
 
-    for module in (extract_cmd, train_cmd, finetune_cmd, complete_cmd, evaluate_cmd, segment_cmd):
+    for module in (
+        extract_cmd,
+        train_cmd,
+        finetune_cmd,
+        complete_cmd,
+        evaluate_cmd,
+        segment_cmd,
+        view_cmd,
+    ):
         module.register(app)
 
 

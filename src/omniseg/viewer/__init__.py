@@ -1,0 +1,1 @@
+"""Local web viewer of segmentation results (`omniseg view`)."""
