@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import os
-import threading
 import urllib.error
 import urllib.request
 
@@ -19,8 +17,9 @@ from omniseg.data.synthetic import synthetic_tissue, write_tiff
 from omniseg.inference import SegmentSettings, segment_slide
 from omniseg.models import InferenceSettings
 from omniseg.testing import PointwiseModel
-from omniseg.viewer.server import Viewer, make_app
+from omniseg.viewer.server import Viewer
 from omniseg.viewer.tiles import best_level, level_size, max_level, tile_box
+from tests._viewer_server import serving
 
 
 def test_tiles_cover_every_level_exactly_once():
@@ -56,30 +55,8 @@ def result(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(result):
-    viewer = Viewer(result.parent)
-    app = make_app(viewer)
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    box = {}
-
-    def run():
-        asyncio.set_event_loop(loop)
-
-        async def start():
-            box["server"] = app.listen(0, address="127.0.0.1")
-            ready.set()
-
-        loop.run_until_complete(start())
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    ready.wait(10)
-    port = next(iter(box["server"]._sockets.values())).getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-    viewer.close()
+    with serving(Viewer(result.parent)) as url:
+        yield url
 
 
 def get(url: str):

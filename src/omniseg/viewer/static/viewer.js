@@ -60,7 +60,7 @@ function renderLegend(info) {
   }
 }
 
-const COLUMNS = ["id", "class", "area_um2", "centroid_x", "centroid_y", "mean_probability"];
+const COLUMNS = ["id", "class", "area_um2", "mean_probability"];
 
 function renderObjects() {
   const table = document.getElementById("objects");
