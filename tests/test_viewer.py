@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import urllib.error
 import urllib.request
 
@@ -14,6 +15,7 @@ import tifffile
 from PIL import Image
 
 from omniseg.data.synthetic import synthetic_tissue, write_tiff
+from omniseg.errors import OmnisegError
 from omniseg.inference import SegmentSettings, segment_slide
 from omniseg.models import InferenceSettings
 from omniseg.testing import PointwiseModel
@@ -134,7 +136,50 @@ def test_a_label_file_linking_out_of_the_folder_is_not_served(result, tmp_path):
     outside = tmp_path / "elsewhere.ome.tif"
     outside.write_bytes((result / "labels.ome.tif").read_bytes())
     os.symlink(outside, copy / "labels.ome.tif")
-    from omniseg.errors import OmnisegError
-
     with pytest.raises(OmnisegError, match="link out of the result folder"):
         Viewer(copy)
+
+
+def test_compare_mode_and_cohort_status(result, tmp_path):
+    cohort = result.parent
+    (cohort / "cohort.csv").write_text(
+        "slide,status,error,result_dir\n"
+        f"/data/slide.tif,done,,{result}\n/data/broken.svs,failed,unreadable tile,\n",
+        encoding="utf-8",
+    )
+    try:
+        with serving(Viewer(cohort, compare=cohort)) as url:
+            status, _, body = get(url + "/api/results")
+            data = json.loads(body)
+            assert status == 200 and len(data["compare"]) == len(data["results"]) == 1
+            assert data["cohort"] == [
+                {"slide": "slide.tif", "status": "done", "error": "", "index": 0},
+                {
+                    "slide": "broken.svs",
+                    "status": "failed",
+                    "error": "unreadable tile",
+                    "index": None,
+                },
+            ]
+            a = get(url + "/tiles/a/0/labels/9/0_0.png")
+            b = get(url + "/tiles/b/0/labels/9/0_0.png")
+            assert a[0] == b[0] == 200 and a[2] == b[2]
+    finally:
+        (cohort / "cohort.csv").unlink()
+    for name in ("r1", "r2"):  # two results against one: not the same slides
+        shutil.copytree(result, tmp_path / "two" / name)
+    with pytest.raises(OmnisegError, match="compare results of the same slides"):
+        Viewer(cohort, compare=tmp_path / "two")
+
+
+def test_cli_view_errors_are_one_line(tmp_path, capsys):
+    from omniseg.cli.main import main
+
+    assert main(["view", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not a folder" in err
+    assert main(["view", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no segmentation result" in err
+    assert main(["view", str(tmp_path), "--port", "0"]) == 2
+    assert "--port 0" in capsys.readouterr().err

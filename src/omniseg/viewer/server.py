@@ -10,6 +10,7 @@ revisit answers 304).
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 from importlib import resources
@@ -21,6 +22,7 @@ from omniseg.viewer.sources import ResultSource, find_results
 from omniseg.viewer.tiles import TILE, max_level
 
 CACHE_SECONDS = 3600
+COHORT_CSV = "cohort.csv"
 MAX_HIDDEN = 64  # class values in ?hide=: more is not a real request
 
 
@@ -33,6 +35,7 @@ class Viewer:
 
     def __init__(self, folder: Path, compare: Path | None = None) -> None:
         self.sources = [ResultSource(p) for p in find_results(folder)]
+        self.cohort = cohort_rows(folder, self.sources)
         self.compare = [ResultSource(p) for p in find_results(compare)] if compare else []
         if self.compare and len(self.compare) != len(self.sources):
             raise_mismatch(folder, compare, len(self.sources), len(self.compare))
@@ -47,6 +50,24 @@ class Viewer:
     def close(self) -> None:
         for s in (*self.sources, *self.compare):
             s.close()
+
+
+def cohort_rows(folder: Path, sources: list[ResultSource]) -> list[dict]:
+    """Rows of a cohort's cohort.csv (slide, status, error), each with the index of its result
+    in ``sources`` (None for a slide that failed or has not run)."""
+    path = folder / COHORT_CSV
+    if not path.is_file() or not path.resolve().is_relative_to(folder.resolve()):
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    by_dir = {s.folder.resolve(): i for i, s in enumerate(sources)}
+    out = []
+    for row in rows:
+        result = Path(row.get("result_dir") or "")
+        index = by_dir.get((result if result.is_absolute() else folder / result).resolve())
+        out.append({"slide": Path(row.get("slide", "")).name, "status": row.get("status", ""),
+                    "error": row.get("error", ""), "index": index})  # fmt: skip
+    return out
 
 
 def raise_mismatch(a: Path, b: Path, na: int, nb: int) -> None:
@@ -89,6 +110,7 @@ class ResultsHandler(_Base):
         self.write_json({
             "results": [describe(i, s, "a") for i, s in enumerate(v.sources)],
             "compare": [describe(i, s, "b") for i, s in enumerate(v.compare)],
+            "cohort": v.cohort,
         })  # fmt: skip
 
 

@@ -1,7 +1,7 @@
 // omniseg view: slide + label overlay (Deep Zoom tiles from the omniseg server), legend,
 // object table, and a synchronised second view in compare mode. No network but this server.
 "use strict";
-const state = { results: [], compare: [], current: 0, hidden: new Set(), viewers: {}, sortKey: "id", sortUp: true, objects: [] };
+const state = { results: [], compare: [], cohort: [], current: 0, hidden: new Set(), viewers: {}, sortKey: "id", sortUp: true, objects: [] };
 
 function tileSource(side, index, info, kind) {
   return {
@@ -102,7 +102,7 @@ function flyTo(o) {
 
 function renderSlides() {
   const box = document.getElementById("slides");
-  if (state.results.length < 2) { box.hidden = true; return; }
+  if (state.results.length < 2 && !state.cohort.length) { box.hidden = true; return; }
   box.innerHTML = "<h2>Results</h2>";
   state.results.forEach((r, i) => {
     const thumb = Math.max(0, r.max_level - Math.ceil(Math.log2(Math.max(r.width, r.height) / r.tile)));
@@ -113,6 +113,12 @@ function renderSlides() {
     div.addEventListener("click", () => show(i));
     box.appendChild(div);
   });
+  for (const row of state.cohort.filter((r) => r.index === null || r.index === undefined)) {
+    const div = document.createElement("div");
+    div.className = "slide failed";
+    div.textContent = `${row.slide}: ${row.status}${row.error ? " (" + row.error + ")" : ""}`;
+    box.appendChild(div);
+  }
 }
 
 async function show(i) {
@@ -145,6 +151,7 @@ async function main() {
   const data = await (await fetch("/api/results")).json();
   state.results = data.results;
   state.compare = data.compare;
+  state.cohort = data.cohort || [];
   if (state.compare.length) document.getElementById("pane-b").hidden = false;
   document.getElementById("opacity").addEventListener("input", () => {
     for (const viewer of Object.values(state.viewers)) {
