@@ -44,12 +44,25 @@ def test_info_json_lists_models_and_tissues(capsys):
     assert [t["name"] for t in data["tissues"]][5] == "ptc"
     assert data["tissues"][5]["mpp"] == 0.25
     assert data["device"] in ("cpu", "cuda", "mps")
+    from omniseg.models.bundled import DEFAULT_MODEL_NAME, default_model_dir
+    from omniseg.models.pretrained import sha256_of
+
+    bundled = data["bundled_model"]
+    assert bundled["name"] == DEFAULT_MODEL_NAME
+    assert bundled["sha256"] == sha256_of(default_model_dir() / "model.safetensors")
 
 
 def test_info_human_readable(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "peritubular" in out and "omniseg-task" in out
+    assert "bundled model: omniseg-kidney-" in out and "--weights default" in out
+
+
+def test_default_names_the_bundled_model_in_export_onnx(tmp_path):
+    pytest.importorskip("onnx")
+    assert main(["export-onnx", "default", str(tmp_path / "m.onnx")]) == 0
+    assert (tmp_path / "m.onnx").stat().st_size > 1_000_000
 
 
 def test_console_script_errors_are_one_line_without_traceback(tmp_path):

@@ -24,9 +24,22 @@ def system_info() -> dict:
         "device": default_device(),
         "threads": torch.get_num_threads(),
         "models": models,
+        "bundled_model": bundled_model(),
         "tissues": [
             {**row, "magnification": t.magnification, "mpp": t.mpp, "label_value": t.label_value}
             for row, t in zip(catalogue_rows["tissues"], cat.tissues, strict=True)
         ],
         "scales": catalogue_rows["scales"],
     }
+
+
+def bundled_model() -> dict | None:
+    """Name, folder and weights SHA-256 of the model that ships inside the package."""
+    from omniseg.models.bundled import DEFAULT_MODEL_NAME, default_model_dir
+    from omniseg.models.pretrained import sha256_of
+
+    folder = default_model_dir()
+    if folder is None:
+        return None
+    return {"name": DEFAULT_MODEL_NAME, "folder": str(folder),
+            "sha256": sha256_of(folder / "model.safetensors")}  # fmt: skip

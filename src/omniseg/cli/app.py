@@ -70,7 +70,9 @@ def convert_checkpoint(
 
 @app.command("export-onnx")
 def export_onnx_command(
-    model_dir: Annotated[Path, typer.Argument(help="Model folder (config.json + weights).")],
+    model_dir: Annotated[
+        Path, typer.Argument(help="Model folder (config.json + weights), or default (bundled).")
+    ],
     out: Annotated[Path, typer.Argument(help="ONNX file to write.")],
     allow_unverified: Annotated[
         bool, typer.Option("--allow-unverified", help="Load a folder without a recorded SHA-256.")
@@ -81,9 +83,10 @@ def export_onnx_command(
     Inputs: images (N, 3, H, W) float in [0, 1] with H, W multiples of the model's size divisor,
     task_ids and scale_ids (N, T) int64; output: logits (N, T, 2, H, W)."""
     from omniseg.models import load_pretrained
+    from omniseg.models.bundled import require_model_dir
     from omniseg.runtime.onnx_backend import export_onnx
 
-    model = load_pretrained(model_dir, verify=not allow_unverified)
+    model = load_pretrained(require_model_dir(model_dir), verify=not allow_unverified)
     typer.echo(f"wrote {export_onnx(model, out)}")
 
 

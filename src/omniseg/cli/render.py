@@ -9,6 +9,14 @@ from rich.table import Table
 def print_info(data: dict) -> None:
     console = Console()
     console.print(f"omniseg {data['omniseg']}  torch {data['torch']}  device {data['device']}")
+    bundled = data.get("bundled_model")
+    console.print(
+        "bundled model: none in this build (pass --weights MODEL_DIR)"
+        if bundled is None
+        else f"bundled model: {bundled['name']} (--weights default)  {bundled['folder']}  "
+        f"sha256 {bundled['sha256']}",
+        soft_wrap=True,
+    )
     models = Table(title="registered models")
     models.add_column("name")
     models.add_column("parameters", justify="right")
