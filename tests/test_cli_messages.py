@@ -50,13 +50,28 @@ def test_a_folder_of_slides_segments_the_slides_inside(tmp_path):
     assert expand_slide_paths([folder, single]) == [folder / "a.tiff", folder / "b.svs", single]
 
 
-def test_ctrl_c_says_what_was_kept_and_how_to_continue():
+def test_ctrl_c_says_what_was_kept_and_how_to_continue(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["omniseg"])
+    (tmp_path / "s.svs").write_bytes(b"")
     message = interrupted_message(["segment", "s.svs", "-o", "out dir", "--overwrite"])
-    assert "OUT/<slide>/.work" in message
+    assert "kept in out dir/s/.work;" in message  # the real folder, not OUT/<slide>
     assert message.splitlines()[-1].strip() == "omniseg segment s.svs -o 'out dir' --resume"
     train = interrupted_message(["train", "--data", "d", "--out", "r", "--resume"])
+    assert "saved in r/last;" in train
     assert train.splitlines()[-1].strip() == "omniseg train --data d --out r --resume"
     assert interrupted_message(["info"]) == "omniseg: interrupted"
+    # run as .venv/bin/omniseg (not on PATH): the hint must paste as it was typed
+    monkeypatch.setattr("sys.argv", [".venv/bin/omniseg"])
+    hint = interrupted_message(["demo", "-o", "demo-out"]).splitlines()[-1].strip()
+    assert hint == ".venv/bin/omniseg demo -o demo-out --resume"
+    monkeypatch.setattr("sys.argv", ["/x/omniseg/__main__.py"])
+    assert (
+        interrupted_message(["train", "--out", "r"])
+        .splitlines()[-1]
+        .strip()
+        .startswith("python -m omniseg train")
+    )
 
 
 def test_debug_is_accepted_after_the_subcommand(tmp_path, capsys):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import shlex
+import shutil
 import signal
 import sys
 import threading
 import traceback
+from pathlib import Path
 
 from omniseg.errors import OmnisegError
 
@@ -17,13 +20,52 @@ EXIT_INTERRUPTED = 130
 
 
 SAVED_ON_INTERRUPT = {
-    "segment": "finished tiles are kept in OUT/<slide>/.work",
-    "demo": "finished tiles are kept in OUT/<slide>/.work",
-    "train": "the last state is saved in OUT/last",
+    "segment": "finished tiles are kept in {where}",
+    "demo": "finished tiles are kept in {where}",
+    "train": "the last state is saved in {where}",
+    "finetune": "the last state is saved in {where}",
 }
+OUT_FLAGS = ("-o", "--out")
 
 
-def resume_command(args: list[str]) -> tuple[str, str] | None:
+def invoked_as(argv0: str | None = None) -> str:
+    """The program as the user typed it (``.venv/bin/omniseg`` when that is not on PATH), so a
+    printed command can be pasted."""
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    name = os.path.basename(argv0)
+    if name == "__main__.py":
+        return "python -m omniseg"
+    if name == "omniseg" and os.sep in argv0 and shutil.which("omniseg") != os.path.abspath(argv0):
+        return argv0
+    return "omniseg"
+
+
+def _out_value(args: list[str]) -> str:
+    for i, a in enumerate(args):
+        if a in OUT_FLAGS and i + 1 < len(args):
+            return args[i + 1]
+        for flag in OUT_FLAGS:
+            if a.startswith(flag + "="):
+                return a.split("=", 1)[1]
+    return "OUT"
+
+
+def _kept_where(command: str, args: list[str]) -> str:
+    """The real folder(s) a stopped run keeps its work in."""
+    out = _out_value(args)
+    if command in ("train", "finetune"):
+        return (
+            os.path.join(out, "train", "last")
+            if command == "finetune"
+            else os.path.join(out, "last")
+        )
+    slides = [a for a in args[1:] if not a.startswith("-") and os.path.isfile(a)]
+    if len(slides) == 1:
+        return os.path.join(out, Path(slides[0]).stem, ".work")
+    return os.path.join(out, "<slide>", ".work")
+
+
+def resume_command(args: list[str], program: str | None = None) -> tuple[str, str] | None:
     """(what a stopped run keeps, the exact command that continues it); None for commands that
     cannot resume."""
     command = next((a for a in args if not a.startswith("-")), "")
@@ -32,7 +74,8 @@ def resume_command(args: list[str]) -> tuple[str, str] | None:
     again = [a for a in args if a != "--overwrite"]
     if "--resume" not in again:
         again.append("--resume")
-    return SAVED_ON_INTERRUPT[command], f"omniseg {shlex.join(again)}"
+    kept = SAVED_ON_INTERRUPT[command].format(where=_kept_where(command, args))
+    return kept, f"{program or invoked_as()} {shlex.join(again)}"
 
 
 def interrupted_message(args: list[str]) -> str:
