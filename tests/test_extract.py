@@ -325,3 +325,17 @@ def test_val_fraction_zero_keeps_every_slide_in_train():
 
     assert val_groups(["a", "b", "c"], 0.0, seed=0) == set()
     assert len(val_groups(["a", "b", "c"], 0.3, seed=0)) == 1
+
+
+def test_extract_hint_for_one_slide_trains_without_a_val_split(annotated, tmp_path, capsys):
+    """One slide puts every patch in train: the printed train command must say --val-split none."""
+    from omniseg.cli.main import main
+
+    slide, found = annotated
+    notes = write_geojson(tmp_path / "k.geojson", found)
+    out = tmp_path / "p"
+    assert main(["extract", str(slide), "--annotations", str(notes), "-o", str(out),
+                 "--classes", CLASSES, "--patch", "64", "--per-class", "2", "--quiet"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert f"train --data {out} --out RUN --val-split none" in printed
+    assert not any(r["split"] == "val" for r in rows_of(out))

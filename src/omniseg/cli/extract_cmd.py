@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -108,7 +109,12 @@ def register(app: typer.Typer) -> None:
                 f"{task} {c['positive']}+{c['negative']}" for task, c in report["patches"].items()
             )
             typer.echo(f"{Path(report['slide']).name}: {counts or 'no patches'}")
+        from omniseg.cli.main import invoked_as
+
+        no_val = "" if result.has_val() else " --val-split none"
         typer.echo(
             f"{result.patches} patches in {result.seconds:.1f} s ({result.patches_per_s:.1f}/s) "
-            f"-> {result.out} (manifest.csv; train with: omniseg train --data {result.out})"
+            f"-> {result.out} (manifest.csv; train with: {invoked_as()} train --data "
+            f"{shlex.quote(str(result.out))} --out RUN{no_val}, or adapt the bundled model: "
+            f"{invoked_as()} finetune --data {shlex.quote(str(result.out))} --out RUN)"
         )

@@ -92,6 +92,14 @@ class ExtractResult:
     def patches_per_s(self) -> float:
         return self.patches / self.seconds if self.seconds > 0 else 0.0
 
+    def has_val(self) -> bool:
+        """Whether any patch went to the val split (a single slide never does)."""
+        manifest = self.out / MANIFEST_NAME
+        if not manifest.is_file():
+            return False
+        with open(manifest, newline="", encoding="utf-8") as fh:
+            return any(row.get("split") == "val" for row in csv.DictReader(fh))
+
 
 def annotation_for(slide: Path, annotations: Path, n_slides: int) -> Path:
     """The annotation file of one slide: ``annotations`` itself, or ``<stem>.<ext>`` in it."""
