@@ -33,9 +33,14 @@ def test_segment_errors_are_one_line_each(tmp_path, capsys):
     assert main([*args[:1], str(empty), *args[2:]]) == 2
     (line,) = _error_lines(capsys)
     assert "is a folder" in line and line.count(str(empty)) == 1
-    assert main([*args[:1], str(missing), str(empty), *args[2:]]) == 2
+    assert main([*args[:1], str(empty), str(missing), *args[2:]]) == 2
+    lines = _error_lines(capsys)  # a missing slide stops the run before any slide is read
+    assert lines == [f"omniseg: error: {missing}: no such file; check the slide path"]
+    unreadable = tmp_path / "bad.svs"
+    unreadable.write_bytes(b"junk")
+    assert main([*args[:1], str(unreadable), str(empty), *args[2:]]) == 2
     lines = _error_lines(capsys)
-    assert len(lines) == 3 and lines[-1].endswith("2 of 2 slides failed: nope.svs, empty-folder")
+    assert len(lines) == 3 and lines[-1].endswith("2 of 2 slides failed: bad.svs, empty-folder")
 
 
 def test_a_folder_of_slides_segments_the_slides_inside(tmp_path):
@@ -47,7 +52,19 @@ def test_a_folder_of_slides_segments_the_slides_inside(tmp_path):
         (folder / name).write_bytes(b"")
     (folder / "sub.svs").mkdir()
     single = tmp_path / "x.ndpi"
+    single.write_bytes(b"")
     assert expand_slide_paths([folder, single]) == [folder / "a.tiff", folder / "b.svs", single]
+
+
+def test_a_flag_value_taken_as_a_slide_fails_before_any_work(tmp_path, capsys):
+    """``--resume true``: typer reads ``true`` as a second slide; say so before the first runs."""
+    slide = tmp_path / "s.tif"
+    slide.write_bytes(b"not read")
+    out = tmp_path / "out"
+    assert main(["segment", str(slide), "-o", str(out), "--resume", "true"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "true: no such file" in err and "take no value" in err
+    assert not out.exists()
 
 
 def test_ctrl_c_says_what_was_kept_and_how_to_continue(tmp_path, monkeypatch):

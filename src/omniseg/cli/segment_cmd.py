@@ -216,6 +216,7 @@ def register(app: typer.Typer) -> None:
         from omniseg.inference import segment_slides
         from omniseg.io.opener import expand_slide_paths
 
+        paths = expand_slide_paths(slides) if slides else []  # every slide exists, before any work
         margin = {}  # a negative margin switches the tissue gate off
         if tissue_margin is not None:
             margin["tissue_margin_um"] = None if tissue_margin < 0 else tissue_margin
@@ -244,9 +245,7 @@ def register(app: typer.Typer) -> None:
             from omniseg.errors import OmnisegError
 
             raise OmnisegError("no slides: give slide files or folders, or --list FILE")
-        _report(
-            segment_slides(expand_slide_paths(slides), out, settings, model, model_source=source)
-        )
+        _report(segment_slides(paths, out, settings, model, model_source=source))
 
     @app.command("demo")
     def demo(

@@ -32,14 +32,27 @@ SLIDE_SUFFIXES = frozenset(
 )
 
 
+BOOLEAN_WORDS = ("true", "false", "yes", "no", "on", "off", "1", "0")
+
+
 def expand_slide_paths(paths) -> list[Path]:
     """Slide arguments with each folder replaced by the slide files directly inside it (sorted).
 
     A folder without such files stays as it is, so opening it reports a folder, not a slide.
+    Every argument must exist, checked before any work starts (``--resume true`` would otherwise
+    make ``true`` a second slide, found missing only after the first slide's whole run).
     """
     out: list[Path] = []
     for raw in paths:
         path = Path(raw)
+        if not path.exists():
+            flag_value = str(raw).lower() in BOOLEAN_WORDS
+            fix = (
+                "flags such as --resume and --overwrite take no value: drop it"
+                if flag_value
+                else "check the slide path"
+            )
+            raise OmnisegError(f"{raw}: no such file; {fix}")
         inside = (
             sorted(
                 p
