@@ -170,3 +170,14 @@ def test_segment_refuses_emulated_bf16_like_evaluate(tmp_path):
     else:
         with pytest.raises(OmnisegError, match="no native bf16"):
             load_segment_model(tmp_path / "m", "cpu", "bf16")
+
+
+@pytest.mark.parametrize("command", ["segment", "demo", "train", "evaluate", "extract", "finetune"])
+def test_quiet_and_no_progress_mean_the_same_on_every_command(command):
+    import typer
+
+    from omniseg.cli.app import app
+
+    click_command = typer.main.get_command(app).commands[command]
+    flags = [set(p.opts) for p in click_command.params]
+    assert {"--quiet", "--no-progress"} in flags, (command, flags)

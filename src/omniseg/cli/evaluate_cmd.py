@@ -14,6 +14,7 @@ from omniseg.cli.options import (
     BatchOption,
     DeviceOption,
     PrecisionOption,
+    QuietOption,
     WeightsOption,
     given,
 )
@@ -173,6 +174,7 @@ def register(app: typer.Typer) -> None:
                 help="DATA is a run of `omniseg train --folds K`: print its out-of-fold report.",
             ),
         ] = False,
+        quiet: QuietOption = False,
     ):
         """Score a model on labelled patches: Dice, IoU, HD95, ASSD per task and per stain."""
         from omniseg.evaluation.evaluate import evaluate_path
@@ -189,7 +191,7 @@ def register(app: typer.Typer) -> None:
             thresholds=parse_thresholds(thresholds),
             json_path=json_out,
             csv_path=csv_out,
-            progress=True,
+            progress=not quiet,
             allow_unverified=allow_unverified,
             allow_outside_paths=allow_outside_paths,
             bootstrap=bootstrap,

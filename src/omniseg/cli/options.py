@@ -59,7 +59,10 @@ BackendOption = Annotated[
         show_default="torch",
     ),
 ]
-QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+# One meaning on every command: no progress bars (the two names are synonyms everywhere)
+QuietOption = Annotated[
+    bool, typer.Option("--quiet", "--no-progress", help="No progress bars (same as --no-progress).")
+]
 
 
 def given(**options) -> dict:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from omniseg.cli.options import SetOption, dotted_overrides
+from omniseg.cli.options import QuietOption, SetOption, dotted_overrides
 from omniseg.errors import OmnisegError
 
 
@@ -140,9 +140,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
         overwrite: Annotated[bool, typer.Option(help="Replace the run in --out.")] = False,
-        progress: Annotated[
-            bool | None, typer.Option("--progress/--no-progress", help="Progress bar.")
-        ] = None,
+        quiet: QuietOption = False,
         allow_outside_paths: Annotated[
             bool | None,
             typer.Option(
@@ -190,7 +188,7 @@ def register(app: typer.Typer) -> None:
             "semi.enabled": semi,
             "data.num_workers": workers,
             "run.checkpoint_minutes": checkpoint_minutes,
-            "run.progress": progress,
+            "run.progress": False if quiet else None,
         }
         overrides.update(dotted_overrides(set_values))
         if (fold is not None or teacher_folds is not None) and folds is None:
