@@ -181,3 +181,19 @@ def test_quiet_and_no_progress_mean_the_same_on_every_command(command):
     click_command = typer.main.get_command(app).commands[command]
     flags = [set(p.opts) for p in click_command.params]
     assert {"--quiet", "--no-progress"} in flags, (command, flags)
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["segment", "--bogus"], "No such option: --bogus"),
+        (["segment", "x.tif"], "Missing option '-o' / '--out'"),
+        (["nosuch"], "No such command 'nosuch'"),
+        (["train", "--out", "r", "--max-steps", "abc"], "Invalid value for '--max-steps'"),
+    ],
+)
+def test_usage_errors_are_one_line_with_the_fix(args, says, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("omniseg: error: ") and says in err
+    assert err.endswith("--help)") and "╭" not in err

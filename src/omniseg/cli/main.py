@@ -104,11 +104,23 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args
     if debug:  # accepted anywhere on the line, not only before the subcommand
         args = ["--debug", *(a for a in args if a != "--debug")]
+    import typer
+    from typer._click.exceptions import UsageError  # typer vendors click (no public alias)
+
     from omniseg.cli.app import app
 
     _terminate_as_interrupt()
-    try:
-        app(args=args, prog_name="omniseg")  # standalone: handles --help and usage errors
+    try:  # not standalone: usage errors come here, to be said in one line like every other
+        result = app(args=args, prog_name="omniseg", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "omniseg"
+        message = " ".join(exc.format_message().split())
+        print(f"omniseg: error: {message} (see: {where} --help)", file=sys.stderr)
+        return EXIT_USAGE
+    except typer.Abort:  # Ctrl-C inside click's own handling
+        _report_interrupt(args)
+        return EXIT_INTERRUPTED
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if code == EXIT_INTERRUPTED:  # Typer turns Ctrl-C into a silent exit 130
