@@ -112,7 +112,7 @@ import omniseg.cli.app
 from omniseg.cli.main import main
 from zarr.core.sync import sync
 
-def app(args, prog_name):
+def app(args, prog_name, **kwargs):
     threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
     sync(asyncio.sleep(30))  # the main thread waits on zarr's I/O loop, as in a chunk read
 

@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     _terminate_as_interrupt()
     try:  # not standalone: usage errors come here, to be said in one line like every other
         result = app(args=args, prog_name="omniseg", standalone_mode=False)
+        if result == EXIT_INTERRUPTED:  # Typer turns Ctrl-C / SIGTERM into a silent 130
+            _report_interrupt(args)
         return result if isinstance(result, int) else 0
     except UsageError as exc:
         where = exc.ctx.command_path if exc.ctx is not None else "omniseg"
