@@ -356,3 +356,18 @@ def test_completion_can_be_limited_to_some_tasks():
     only_glomeruli = CompletionSettings(tasks=(tissue("capsule").id, tissue("tuft").id))
     dt = PatchRecord(Path("/a.png"), Path("/m"), 0, 1, "he")
     assert {tissue(t).name for t in targets_for(dt, only_glomeruli)} == {"capsule", "tuft"}
+
+
+def test_recipe_digest_ignores_a_later_key_at_its_default():
+    """Folds trained before finetune.train_parts existed pool with folds trained after it, as
+    long as it keeps the old behaviour ("all"); another value is another recipe."""
+    from omniseg.evaluation.crossval import recipe_digest
+    from omniseg.training.config import TrainConfig, replace_config
+
+    base = TrainConfig()
+    assert recipe_digest([base]) == recipe_digest(
+        [replace_config(base, {"finetune.train_parts": "all"})]
+    )
+    assert recipe_digest([base]) != recipe_digest(
+        [replace_config(base, {"finetune.train_parts": "task"})]
+    )

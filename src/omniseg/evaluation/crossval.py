@@ -42,6 +42,9 @@ REPORT_JSON = "crossval.json"
 REPORT_CSV = "crossval.csv"
 # Keys that say where or how fast a run goes, not what it learns: left out of the recipe digest.
 _RUN_ONLY = ("run.out", "run.progress", "run.device", "data.num_workers", "data.path")
+# Keys added after runs were digested, left out at their default (the behaviour before they
+# existed), so folds trained before and after the key appeared still pool.
+_ADDED_LATER = {"finetune.train_parts": "all"}
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,10 @@ def recipe_digest(stages: Sequence[TrainConfig]) -> str:
         for key in _RUN_ONLY:
             section, name = key.split(".")
             flat[section].pop(name, None)
+        for key, default in _ADDED_LATER.items():
+            section, name = key.split(".")
+            if flat[section].get(name) == default:
+                flat[section].pop(name)
         plain.append(flat)
     return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()
 
