@@ -1,8 +1,10 @@
 #!/bin/sh
-# Reproduce the bundled default model (omniseg-kidney-v4, docs/model-card.md) on CPU: bare
+# Reproduce the bundled default model (omniseg-kidney-v5, docs/model-card.md) on CPU: bare
 # `omniseg train` runs its recipe, the two packaged stages (src/omniseg/configs/train_lite0.yaml:
-# 600 steps of random 128 px crops from the ImageNet encoder; finetune_lite0.yaml: 600 steps from
-# stage 1 with foreground-biased crops), on all 88 patches. Resumable: rerun with --resume.
+# 1,200 steps of random 128 px crops from the ImageNet encoder; finetune_lite0.yaml: 1,200 steps
+# from stage 1 with foreground-biased crops; each saves an EMA of its weights, decay 0.999), on
+# all 88 patches. Resumable: rerun with --resume. (v5 was trained with the then-packaged 600-step
+# configs plus --max-steps 1200 --ema-decay 0.999: the same settings.)
 #
 #   scripts/train_default.sh                  # runs/all/stage-1, runs/all/stage-2, runs/all/model
 set -e

@@ -20,7 +20,10 @@ the mask's boundary runs instead of a union of row runs: every object the same g
 Then the glomerulus check became the default (issue 31): the demo's two glomeruli pass it, so
 only summary.json changed (its parameters record the check). Recorded on an AVX-512 machine run
 as an AVX2 one (ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2, no native bf16), a method
-that reproduced every earlier pin first.
+that reproduced every earlier pin first. Then the bundled model became omniseg-kidney-v5 (issue
+31): every output but the slide changed (the same 65 tiles; glomeruli 2 -> 2, vessels 8 -> 13,
+DT 28 -> 28 objects). The demo itself now segments real tissue; this test runs
+``demo --synthetic``.
 """
 
 from __future__ import annotations
@@ -37,16 +40,16 @@ from omniseg.cli.main import main
 
 PINNED_SHA256 = {
     "synthetic-kidney-demo.tif": "9cb90a907504c2513ca0525cc9b948ba4a7fc56ba857f2dd40f1cac89f3271df",
-    "synthetic-kidney-demo/labels.ome.tif": "b87ab3252db2414402e4481a09b4b05b77ad00fcfe30a380ce8da41245aa836f",
-    "synthetic-kidney-demo/objects.geojson": "348a0f487b53736d92975e32c02a31b2736a0bb49e2ff732982792a3f9869923",
-    "synthetic-kidney-demo/objects.csv": "3d4136e8dea0b1e0b734a39d2a30857aafdc325865865c6dea41571eacd0aded",
+    "synthetic-kidney-demo/labels.ome.tif": "2cbfc52219d76a5c703cbc13479117d984623b8ef7be5838ab5bcf0f93f1b6c5",
+    "synthetic-kidney-demo/objects.geojson": "ccc0200f78f1c5541f970a707f2469fbd4ffb836e83b75e976ef4d56f4c6d07d",
+    "synthetic-kidney-demo/objects.csv": "123f4bcd4c46bc2834b75e979b8a050161e46b45050ce7b20bc98ebf78afc652",
 }
 # overlay.png by its decoded RGB pixels (shape + bytes): its PNG encoder settings are free to change
 PINNED_PIXELS_SHA256 = {
-    "synthetic-kidney-demo/overlay.png": "495a9f5346a3865bfbd344a0fd9e9368630cbecf670ec034d9e371795b8bbae1",
+    "synthetic-kidney-demo/overlay.png": "969ba8415f01c7651bab431d7f74a9ebe5a08d51ddfb7a8b3cb57781d7c21ffa",
 }
 # summary.json without what differs from run to run (paths, timings)
-PINNED_SUMMARY_SHA256 = "91fb2763897959a69c26ef0b83f4467f3eb5441dd59a07e7dc2d360f66a921ee"
+PINNED_SUMMARY_SHA256 = "19d1129fa1050654db2076135e26200a618bb59168e2ad48f522dc0396d73830"
 RUN_DEPENDENT_KEYS = ("slide", "result_dir", "timings_s", "runtime")  # runtime: this machine
 RECORDED_TORCH = "2.13.0"
 

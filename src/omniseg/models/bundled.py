@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omniseg.errors import OmnisegError
 
-DEFAULT_MODEL_NAME = "omniseg-kidney-v4"
+DEFAULT_MODEL_NAME = "omniseg-kidney-v5"
 CONFIG_NAME = "config.json"
 BUNDLED_ALIAS = "default"  # what --weights / --init accept for the bundled model
 
