@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from omniseg.cli.options import QuietOption, given
+from omniseg.cli.options import QuietOption, given, invoked_as
 
 
 def register(app: typer.Typer) -> None:
@@ -109,8 +109,6 @@ def register(app: typer.Typer) -> None:
                 f"{task} {c['positive']}+{c['negative']}" for task, c in report["patches"].items()
             )
             typer.echo(f"{Path(report['slide']).name}: {counts or 'no patches'}")
-        from omniseg.cli.main import invoked_as
-
         no_val = "" if result.has_val() else " --val-split none"
         typer.echo(
             f"{result.patches} patches in {result.seconds:.1f} s ({result.patches_per_s:.1f}/s) "

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import shlex
-import shutil
 import signal
 import sys
 import threading
 import traceback
 from pathlib import Path
 
+from omniseg.cli.options import invoked_as
 from omniseg.errors import OmnisegError
 
 EXIT_USAGE = 2
@@ -26,18 +26,6 @@ SAVED_ON_INTERRUPT = {
     "finetune": "the last state is saved in {where}",
 }
 OUT_FLAGS = ("-o", "--out")
-
-
-def invoked_as(argv0: str | None = None) -> str:
-    """The program as the user typed it (``.venv/bin/omniseg`` when that is not on PATH), so a
-    printed command can be pasted."""
-    argv0 = sys.argv[0] if argv0 is None else argv0
-    name = os.path.basename(argv0)
-    if name == "__main__.py":
-        return "python -m omniseg"
-    if name == "omniseg" and os.sep in argv0 and shutil.which("omniseg") != os.path.abspath(argv0):
-        return argv0
-    return "omniseg"
 
 
 def _out_value(args: list[str]) -> str:

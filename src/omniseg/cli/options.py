@@ -4,6 +4,9 @@ live in one place, the settings dataclasses (``show_default`` only displays them
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -109,3 +112,15 @@ def dotted_overrides(pairs: list[str] | None) -> dict[str, str]:
             raise OmnisegError(f"--set {pair!r}: use section.key=value, e.g. loss.fn_weight=0.7")
         out[key.strip()] = value.strip()
     return out
+
+
+def invoked_as(argv0: str | None = None) -> str:
+    """The program as the user typed it (``.venv/bin/omniseg`` when that is not on PATH), so a
+    printed command can be pasted."""
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    name = os.path.basename(argv0)
+    if name == "__main__.py":
+        return "python -m omniseg"
+    if name == "omniseg" and os.sep in argv0 and shutil.which("omniseg") != os.path.abspath(argv0):
+        return argv0
+    return "omniseg"
