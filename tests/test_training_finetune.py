@@ -213,7 +213,7 @@ def test_cli_fine_tuning_flags_reach_the_run_config(manifest, tmp_path):
     assert saved["data"]["negatives"] == 0.2
     assert saved["finetune"] == {
         "encoder_lr_scale": 0.5, "freeze_encoder_steps": 1, "freeze_norm_stats": False,
-        "recalibrate_norm_stats": True,
+        "recalibrate_norm_stats": True, "train_parts": "all",
     }  # fmt: skip
     assert cli_main(["train", "--out", str(out), "--resume", "--max-steps", "3"]) == 0
     bad = [*args[:-2], "--negatives", "1.5", "--overwrite"]
