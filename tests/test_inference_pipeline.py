@@ -485,3 +485,21 @@ def test_blending_hides_the_tile_grid_of_a_model_whose_tiles_disagree(tmp_path, 
     assert 0.05 < (blended > 0).mean() < 0.95
     assert seam_index(cut, grid).index > 2.0  # the hard cut shows the grid (2.45) ...
     assert seam_index(blended, grid).index <= 1.3  # ... blending does not (0.98)
+
+
+def test_a_second_slide_with_the_same_name_is_told_where_its_result_goes(tmp_path, caplog):
+    import logging
+
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+    first = write_tiff(tmp_path / "a" / "s.tif", synthetic_tissue(96, 96), 1.0)
+    second = write_tiff(tmp_path / "b" / "s.tif", synthetic_tissue(96, 96, seed=1), 1.0)
+    model = PointwiseModel(tiny_inference())
+    settings = quiet(tasks=(tissue("dt").id,))
+    with caplog.at_level(logging.WARNING):
+        one = segment_slide(first, tmp_path / "out", settings, model)
+        assert not [r for r in caplog.records if "holds another slide's result" in r.message]
+        two = segment_slide(second, tmp_path / "out", settings, model)
+    notes = [r.message for r in caplog.records if "holds another slide's result" in r.message]
+    assert one.out_dir.name == "s" and two.out_dir.name.startswith("s-") and len(notes) == 1
+    assert str(two.out_dir) in notes[0] and "docs/wsi.md" in notes[0]

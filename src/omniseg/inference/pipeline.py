@@ -25,8 +25,10 @@ from omniseg.inference.outputs import ModelSource, write_summary
 from omniseg.inference.results import (
     SUMMARY_NAME,
     WORK_NAME,
+    final_dir,
     has_content,
     prepare_result_dir,
+    renamed_note,
     result_dir,
     staging_dir,
     swap_in,
@@ -187,6 +189,9 @@ def _segment_open_slide(
     roi = load_roi(settings.roi, info) if settings.roi is not None else None
     plans = plan_scales(info, settings.tasks, catalogue_of(model))
     folder = result_folder or result_dir(Path(out_dir), slide)
+    note = renamed_note(final_dir(folder), slide)
+    if note:
+        log.warning(note)
     with folder_lock(folder):
         # --overwrite builds the new result beside the old one and swaps at the end, so a
         # failure (disk full, a crash) never costs the user both.

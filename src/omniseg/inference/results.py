@@ -61,6 +61,18 @@ def result_dir(out: Path, slide: Path, taken: set[str] | None = None) -> Path:
     return out / f"{stem}-{digest}"
 
 
+def renamed_note(folder: Path, slide: Path) -> str | None:
+    """One line when a slide's result folder is not ``OUT/<stem>`` (that name holds another
+    slide's result, or another slide of this run took it), so the user is not surprised."""
+    plain = safe_name(slide.stem)
+    if folder.name == plain:
+        return None
+    return (
+        f"{slide.name}: {folder.parent / plain} holds another slide's result (same file name), so "
+        f"this one goes to {folder}; rule: docs/wsi.md, 'Result folders'"
+    )
+
+
 STAGING_SUFFIX = ".overwrite"
 RETIRED_SUFFIX = ".replaced"
 
