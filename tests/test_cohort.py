@@ -241,3 +241,19 @@ def test_csv_list_with_an_unquoted_task_list_and_a_missing_scheduler_file(tmp_pa
     with pytest.raises(OmnisegError, match="scheduler file not found"):
         run_cohort([SlideJob(tmp_path / "a.svs")], tmp_path / "out", SETTINGS, spec(model_dir),
                    ClusterSettings(scheduler=str(missing)), progress=False)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_dask_cohort_prints_omniseg_lines_not_dask_bookkeeping(slides, model_dir, tmp_path):
+    """`--workers 2` printed 32 lines of Dask's log ("Lost all workers", "Closing scheduler")
+    on a run that succeeded; they show only with --debug (or as errors)."""
+    listing = tmp_path / "slides.txt"
+    listing.write_text("\n".join(str(s) for s in slides[:2]), encoding="utf-8")
+    command = [sys.executable, "-m", "omniseg", "segment", "--list", str(listing), "-o",
+               str(tmp_path / "out"), "--weights", str(model_dir), "--device", "cpu", "--quiet",
+               "--workers", "2"]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    said = proc.stdout + proc.stderr
+    for dask_line in ("Lost all workers", "Closing scheduler", "Scheduler at", "distributed."):
+        assert dask_line not in said, said

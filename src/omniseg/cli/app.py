@@ -33,6 +33,9 @@ def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
 ) -> None:
     """omniseg: segment kidney tissue in pathology images with one scale-aware network."""
+    from omniseg.cli.options import set_debug
+
+    set_debug(debug)
 
 
 @app.command()

@@ -124,3 +124,14 @@ def invoked_as(argv0: str | None = None) -> str:
     if name == "omniseg" and os.sep in argv0 and shutil.which("omniseg") != os.path.abspath(argv0):
         return argv0
     return "omniseg"
+
+
+_DEBUG = {"on": False}  # set once per invocation by the root callback (--debug anywhere)
+
+
+def set_debug(on: bool) -> None:
+    _DEBUG["on"] = on
+
+
+def debug_requested() -> bool:
+    return _DEBUG["on"]

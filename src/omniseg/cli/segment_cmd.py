@@ -19,11 +19,32 @@ from omniseg.cli.options import (
     given,
 )
 
+# Loggers of the libraries a cohort runs on: their INFO lines ("Lost all workers", "Closing
+# scheduler") are Dask's bookkeeping, not omniseg's news. Errors still show; --debug shows all.
+LIBRARY_LOGGERS = ("distributed", "tornado", "asyncio", "bokeh")
+
 
 def _setup_logging() -> None:
     import logging
+    import os
+
+    from omniseg.cli.options import debug_requested
 
     logging.basicConfig(level=logging.INFO, format="omniseg: %(message)s")
+    if debug_requested():
+        return
+    # Dask sets its loggers' levels when it is imported (and in every worker): say it in its
+    # config, inherited by the workers, and drop what still comes through below ERROR.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_omniseg_or_error)
+
+
+def _omniseg_or_error(record) -> bool:
+    import logging
+
+    library = record.name.split(".")[0] in LIBRARY_LOGGERS
+    return not library or record.levelno >= logging.ERROR
 
 
 def _report(results) -> None:
