@@ -81,3 +81,24 @@ def test_console_script_errors_are_one_line_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert "nope.pth" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("document", ["README.md", "docs/model-card.md"])
+def test_documented_parameter_counts_match_the_code(document):
+    """Every "`name` ... (N parameters)" figure in the docs is what count_parameters says."""
+    import re
+    from pathlib import Path
+
+    from omniseg.models import count_parameters, create_model, list_models
+
+    text = (Path(__file__).resolve().parents[1] / document).read_text(encoding="utf-8")
+    found = 0
+    for line in text.splitlines():
+        names = [n for n in list_models() if f"`{n}`" in line]
+        counts = re.findall(r"\(([\d,]{7,}) parameters", line)
+        if len(names) >= 1 and counts:
+            name = max(names, key=len)
+            expected = count_parameters(create_model(name, pretrained_encoder=False))
+            assert int(counts[0].replace(",", "")) == expected, (document, name, line)
+            found += 1
+    assert found >= 1, f"{document}: no documented parameter count found"
