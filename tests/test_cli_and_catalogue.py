@@ -102,3 +102,15 @@ def test_documented_parameter_counts_match_the_code(document):
             assert int(counts[0].replace(",", "")) == expected, (document, name, line)
             found += 1
     assert found >= 1, f"{document}: no documented parameter count found"
+
+
+def test_tasks_accept_the_names_a_pathologist_types():
+    from omniseg.catalogue import default_catalogue
+
+    cat = default_catalogue()
+    names = lambda spec: [t.name for t in cat.parse_tasks(spec)]  # noqa: E731
+    assert names("glomerulus") == ["capsule", "tuft"]
+    assert names("Glomerulus,dt") == ["dt", "capsule", "tuft"]
+    assert names("bowman") == ["capsule"] and names("arteries") == ["vessel"]
+    with pytest.raises(Exception, match="unknown tissue 'kidney'"):
+        cat.parse_tasks("kidney")

@@ -52,6 +52,14 @@ class Tissue:
         return self.scale.magnification
 
 
+# Words a pathologist types for --tasks -> the catalogue's task names
+TASK_ALIASES = {
+    "glomerulus": ("capsule", "tuft"), "glomeruli": ("capsule", "tuft"),
+    "bowman": ("capsule",), "bowmans": ("capsule",), "bowman's capsule": ("capsule",),
+    "glomerular tuft": ("tuft",), "artery": ("vessel",), "arteries": ("vessel",),
+}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Catalogue:
     """The classes of one model (saved in its config.json) and the scale slots."""
@@ -71,14 +79,17 @@ class Catalogue:
         raise OmnisegError(f"unknown tissue {key!r}; valid: {valid}")
 
     def parse_tasks(self, spec: str | None) -> tuple[Tissue, ...]:
-        """``"dt,pt,capsule"`` -> tissues (None or "all" = every task)."""
+        """``"dt,pt,capsule"`` -> tissues (None or "all" = every task). The names a pathologist
+        uses also work: ``glomerulus`` is the glomerular unit and its tuft (what summary.json and
+        the objects call glomerulus), ``bowman`` the capsule."""
         if spec is None or spec.strip().lower() in ("", "all"):
             return self.tissues
-        chosen = [
-            self.tissue(int(p) if p.strip().isdigit() else p.strip())
-            for p in spec.split(",")
-            if p.strip()
-        ]
+        chosen: list[Tissue] = []
+        for part in (p.strip() for p in spec.split(",")):
+            if not part:
+                continue
+            names = TASK_ALIASES.get(part.lower(), (part,))
+            chosen += [self.tissue(int(n) if n.isdigit() else n) for n in names]
         return tuple(sorted(set(chosen), key=lambda t: t.id))
 
     def to_dict(self) -> dict:
