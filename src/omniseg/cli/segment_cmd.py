@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -315,7 +316,9 @@ def register(app: typer.Typer) -> None:
             )
         results = run_demo(out, settings, model, model_source=source, synthetic=synthetic)
         _report(results)
+        from omniseg.cli.options import invoked_as
+
         typer.echo(
             f"outputs: {out}/<tile>/ (labels.ome.tif, objects.geojson, objects.csv, "
-            "overlay.png, summary.json)"
+            f"overlay.png, summary.json); look at them with: {invoked_as()} view {shlex.quote(str(out))}"
         )
