@@ -114,3 +114,21 @@ def test_tasks_accept_the_names_a_pathologist_types():
     assert names("bowman") == ["capsule"] and names("arteries") == ["vessel"]
     with pytest.raises(Exception, match="unknown tissue 'kidney'"):
         cat.parse_tasks("kidney")
+
+
+def test_export_onnx_never_replaces_a_file_unasked(tmp_path, capsys):
+    """It overwrote any file, a model's own model.safetensors included (issue 36 point 6)."""
+    from omniseg.models import create_model, save_pretrained
+
+    folder = save_pretrained(create_model("omniseg-tiny"), tmp_path / "m")
+    weights = folder / "model.safetensors"
+    before = weights.read_bytes()
+    assert main(["export-onnx", str(folder), str(weights)]) == 2
+    assert ".onnx" in capsys.readouterr().err and weights.read_bytes() == before
+    existing = tmp_path / "old.onnx"
+    existing.write_bytes(b"keep")
+    assert main(["export-onnx", str(folder), str(existing)]) == 2
+    assert "--overwrite" in capsys.readouterr().err and existing.read_bytes() == b"keep"
+    pytest.importorskip("onnx")
+    assert main(["export-onnx", str(folder), str(existing), "--overwrite"]) == 0
+    assert existing.read_bytes() != b"keep"

@@ -80,15 +80,25 @@ def export_onnx_command(
     allow_unverified: Annotated[
         bool, typer.Option("--allow-unverified", help="Load a folder without a recorded SHA-256.")
     ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing .onnx file.")
+    ] = False,
 ):
     """Export backbone + controller + dynamic head to ONNX (dynamic batch, size and task count).
 
     Inputs: images (N, 3, H, W) float in [0, 1] with H, W multiples of the model's size divisor,
     task_ids and scale_ids (N, T) int64; output: logits (N, T, 2, H, W)."""
+    from omniseg.errors import OmnisegError
     from omniseg.models import load_pretrained
     from omniseg.models.bundled import require_model_dir
     from omniseg.runtime.onnx_backend import export_onnx
 
+    if out.suffix.lower() != ".onnx":
+        raise OmnisegError(f"{out}: the ONNX file must end in .onnx (it would replace any file)")
+    if out.exists() and (not overwrite or not out.is_file()):
+        raise OmnisegError(
+            f"{out}: already exists; pass --overwrite to replace it, or choose another path"
+        )
     model = load_pretrained(require_model_dir(model_dir), verify=not allow_unverified)
     typer.echo(f"wrote {export_onnx(model, out)}")
 
