@@ -339,3 +339,17 @@ def test_extract_hint_for_one_slide_trains_without_a_val_split(annotated, tmp_pa
     printed = capsys.readouterr().out
     assert f"train --data {out} --out RUN --val-split none" in printed
     assert not any(r["split"] == "val" for r in rows_of(out))
+
+
+def test_a_second_extract_to_the_same_folder_is_refused_while_one_runs(annotated, tmp_path):
+    """Two runs to one -o both reported success and the later replaced the other's patches
+    (issue 36 point 5): extract now holds OUT's lock, as segment and train do."""
+    from omniseg.locks import folder_lock
+
+    slide, found = annotated
+    notes = write_geojson(tmp_path / "k.geojson", found)
+    out = tmp_path / "p"
+    with folder_lock(out), pytest.raises(OmnisegError, match="being written by another running"):
+        extract_patches([slide], notes, out, settings())
+    assert not out.exists()
+    assert extract_patches([slide], notes, out, settings()).patches > 0  # the lock is released

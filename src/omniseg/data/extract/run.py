@@ -33,6 +33,7 @@ from omniseg.errors import OmnisegError
 from omniseg.inference.tiling import Window
 from omniseg.io import open_slide, read_at_mpp, target_shape
 from omniseg.io.annotation_formats import holds_many_images
+from omniseg.locks import folder_lock
 from omniseg.models.config import MAX_TILE, MIN_TILE
 from omniseg.runtime.ordered import ordered_map
 
@@ -132,13 +133,20 @@ def extract_patches(
     cat = catalogue or default_catalogue()
     mapping = parse_class_map(settings.classes, cat)
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not settings.overwrite:
-        raise OmnisegError(f"{out}: exists and is not empty; choose a new folder or --overwrite")
     paths = [Path(s) for s in slides]
     stems = [p.stem for p in paths]
     if len(set(stems)) != len(stems):
         raise OmnisegError("two slides share a file name; their patches would collide")
     pairs = [(p, annotation_for(p, Path(annotations), len(paths))) for p in paths]
+    with folder_lock(out):  # one writer: a second run to the same OUT is refused, not raced
+        if out.exists() and any(out.iterdir()) and not settings.overwrite:
+            raise OmnisegError(
+                f"{out}: exists and is not empty; choose a new folder or --overwrite"
+            )
+        return _extract_locked(pairs, annotations, out, settings, cat, mapping)
+
+
+def _extract_locked(pairs, annotations, out: Path, settings, cat, mapping) -> ExtractResult:
     started = time.perf_counter()
     result = ExtractResult(out, 0, 0.0)
     rows: list[dict] = []
