@@ -353,3 +353,16 @@ def test_a_second_extract_to_the_same_folder_is_refused_while_one_runs(annotated
         extract_patches([slide], notes, out, settings())
     assert not out.exists()
     assert extract_patches([slide], notes, out, settings()).patches > 0  # the lock is released
+
+
+def test_escape_codes_in_class_names_never_reach_the_terminal(annotated, tmp_path, capsys):
+    """A class named with an ANSI escape (issue 36 point 11) is shown escaped in the warning."""
+    from omniseg.cli.main import main
+
+    slide, found = annotated
+    hostile = [*found, ("\x1b[2J\x1b[31mEvil", found[1][1])]
+    notes = write_geojson(tmp_path / "k.geojson", hostile)
+    assert main(["extract", str(slide), "--annotations", str(notes), "-o", str(tmp_path / "p"),
+                 "--classes", CLASSES, "--patch", "64", "--per-class", "2", "--quiet"]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\\x1b[2J\\x1b[31mEvil" in err

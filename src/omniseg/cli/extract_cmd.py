@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from omniseg.cli.options import QuietOption, given, invoked_as
+from omniseg.errors import printable
 
 
 def register(app: typer.Typer) -> None:
@@ -103,7 +104,7 @@ def register(app: typer.Typer) -> None:
         )  # fmt: skip
         result = extract_patches(expand_slide_paths(slides), annotations, out, settings)
         for warning in result.warnings:
-            typer.echo(f"warning: {warning}", err=True)
+            typer.echo(f"warning: {printable(warning)}", err=True)
         for report in result.slides:
             counts = ", ".join(
                 f"{task} {c['positive']}+{c['negative']}" for task, c in report["patches"].items()

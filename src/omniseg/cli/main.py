@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 
 from omniseg.cli.options import invoked_as
-from omniseg.errors import OmnisegError
+from omniseg.errors import OmnisegError, printable
 
 EXIT_USAGE = 2
 EXIT_INTERNAL = 1
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     except OmnisegError as exc:
         if debug:
             traceback.print_exc()
-        print(f"omniseg: error: {exc}", file=sys.stderr)
+        print(f"omniseg: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         _report_interrupt(args)

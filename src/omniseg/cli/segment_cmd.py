@@ -32,6 +32,8 @@ def _setup_logging() -> None:
     from omniseg.cli.options import debug_requested
 
     logging.basicConfig(level=logging.INFO, format="omniseg: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_printable_record)
     if debug_requested():
         return
     # Dask sets its loggers' levels when it is imported (and in every worker): say it in its
@@ -39,6 +41,14 @@ def _setup_logging() -> None:
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
     for handler in logging.getLogger().handlers:
         handler.addFilter(_omniseg_or_error)
+
+
+def _printable_record(record) -> bool:
+    """Slide names and paths reach the terminal escaped, never as control sequences."""
+    from omniseg.errors import printable
+
+    record.msg, record.args = printable(record.getMessage()), ()
+    return True
 
 
 def _omniseg_or_error(record) -> bool:
@@ -49,7 +59,7 @@ def _omniseg_or_error(record) -> bool:
 
 
 def _report(results) -> None:
-    from omniseg.errors import OmnisegError
+    from omniseg.errors import OmnisegError, printable
 
     for r in results:
         if r.ok:
@@ -62,7 +72,7 @@ def _report(results) -> None:
     if len(results) == 1 and failed:
         raise OmnisegError(failed[0].error)  # one slide: its one error line, nothing more
     for r in failed:
-        typer.echo(f"FAILED: {r.error}", err=True)
+        typer.echo(f"FAILED: {printable(r.error)}", err=True)
     if failed:
         names = ", ".join(r.slide.name for r in failed)
         raise OmnisegError(f"{len(failed)} of {len(results)} slides failed: {names}")
