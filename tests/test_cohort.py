@@ -257,3 +257,15 @@ def test_a_dask_cohort_prints_omniseg_lines_not_dask_bookkeeping(slides, model_d
     said = proc.stdout + proc.stderr
     for dask_line in ("Lost all workers", "Closing scheduler", "Scheduler at", "distributed."):
         assert dask_line not in said, said
+
+
+def test_a_slide_listed_twice_runs_once_and_other_settings_are_refused(tmp_path):
+    """A slide listed twice ran twice and was counted twice (issue 36 point 11)."""
+    from omniseg.errors import OmnisegError
+    from omniseg.inference.cohort.listing import unique_jobs
+
+    a, b = tmp_path / "a.tif", tmp_path / "b.tif"
+    jobs, repeats = unique_jobs([SlideJob(a), SlideJob(b), SlideJob(tmp_path / "." / "a.tif")])
+    assert [j.path for j in jobs] == [a, b] and len(repeats) == 1
+    with pytest.raises(OmnisegError, match="listed twice with different settings"):
+        unique_jobs([SlideJob(a), SlideJob(a, mpp=0.5)])

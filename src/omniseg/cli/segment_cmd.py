@@ -83,8 +83,9 @@ def _run_cohort(slides, slide_list, out, settings, loaded_model, cluster, quiet)
     ``loaded_model``: (weights option, allow_unverified, model, source); this process reuses
     the loaded model, Dask workers load their own from the same weights."""
     weights, allow_unverified, model, source = loaded_model
-    from omniseg.errors import OmnisegError
+    from omniseg.errors import OmnisegError, printable
     from omniseg.inference.cohort import ClusterSettings, SlideJob, read_slide_list, run_cohort
+    from omniseg.inference.cohort.listing import unique_jobs
     from omniseg.inference.cohort.worker import ModelSpec
     from omniseg.io.opener import expand_slide_paths
 
@@ -93,6 +94,11 @@ def _run_cohort(slides, slide_list, out, settings, loaded_model, cluster, quiet)
         jobs += read_slide_list(slide_list)
     if not jobs:
         raise OmnisegError("no slides: give slide files or folders, or --list FILE")
+    jobs, repeats = unique_jobs(jobs)
+    for path in repeats:
+        typer.echo(
+            f"warning: {printable(str(path))} is listed more than once; it runs once", err=True
+        )
     spec = ModelSpec(weights, allow_unverified, settings.device, settings.precision)
     result = run_cohort(
         jobs, out, settings, spec, ClusterSettings(**cluster), progress=not quiet,

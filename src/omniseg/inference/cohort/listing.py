@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,25 @@ def read_slide_list(path: str | Path) -> list[SlideJob]:
     if not jobs:
         raise OmnisegError(f"{source}: the slide list is empty; put one slide path per line")
     return jobs
+
+
+def unique_jobs(jobs: list[SlideJob]) -> tuple[list[SlideJob], list[Path]]:
+    """(each slide once, in first-seen order; the repeats dropped). A slide listed twice ran
+    twice and was counted twice; listed twice with other settings it is an error."""
+    seen: dict[Path, SlideJob] = {}
+    repeats: list[Path] = []
+    for job in jobs:
+        key = Path(os.path.abspath(job.path))
+        first = seen.get(key)
+        if first is None:
+            seen[key] = job
+        elif (first.mpp, first.roi, first.tasks) == (job.mpp, job.roi, job.tasks):
+            repeats.append(job.path)
+        else:
+            raise OmnisegError(
+                f"{job.path}: listed twice with different settings; keep one line per slide"
+            )
+    return list(seen.values()), repeats
 
 
 def _txt_jobs(source: Path, text: str) -> list[SlideJob]:
