@@ -71,9 +71,13 @@ def test_ctrl_c_says_what_was_kept_and_how_to_continue(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["omniseg"])
     (tmp_path / "s.svs").write_bytes(b"")
-    message = interrupted_message(["segment", "s.svs", "-o", "out dir", "--overwrite"])
+    message = interrupted_message(["segment", "s.svs", "-o", "out dir"])
     assert "kept in out dir/s/.work;" in message  # the real folder, not OUT/<slide>
     assert message.splitlines()[-1].strip() == "omniseg segment s.svs -o 'out dir' --resume"
+    # a stopped --overwrite kept the OLD result: --resume would keep it (issue 36 point 9)
+    again = interrupted_message(["segment", "s.svs", "-o", "out dir", "--overwrite"])
+    assert "old result is untouched" in again and "--resume" not in again
+    assert again.splitlines()[-1].strip() == "omniseg segment s.svs -o 'out dir' --overwrite"
     train = interrupted_message(["train", "--data", "d", "--out", "r", "--resume"])
     assert "saved in r/last;" in train
     assert train.splitlines()[-1].strip() == "omniseg train --data d --out r --resume"

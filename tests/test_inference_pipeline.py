@@ -503,3 +503,18 @@ def test_a_second_slide_with_the_same_name_is_told_where_its_result_goes(tmp_pat
     notes = [r.message for r in caplog.records if "holds another slide's result" in r.message]
     assert one.out_dir.name == "s" and two.out_dir.name.startswith("s-") and len(notes) == 1
     assert str(two.out_dir) in notes[0] and "docs/wsi.md" in notes[0]
+
+
+def test_an_orphaned_overwrite_staging_folder_is_cleaned_by_the_next_run(slide, tmp_path):
+    """A stopped --overwrite left OUT/.<name>.overwrite behind for good (issue 36 point 9)."""
+    from omniseg.inference.results import staging_dir
+
+    model = PointwiseModel(tiny_inference())
+    first = segment_slide(slide, tmp_path / "out", quiet(tasks=(tissue("dt").id,)), model)
+    orphan = staging_dir(first.out_dir)
+    orphan.mkdir()
+    (orphan / "labels.ome.tif").write_bytes(b"half")
+    again = segment_slide(
+        slide, tmp_path / "out", quiet(tasks=(tissue("dt").id,), resume=True), model
+    )
+    assert again.skipped and not orphan.exists()

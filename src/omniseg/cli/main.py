@@ -59,11 +59,16 @@ def resume_command(args: list[str], program: str | None = None) -> tuple[str, st
     command = next((a for a in args if not a.startswith("-")), "")
     if command not in SAVED_ON_INTERRUPT:
         return None
+    program = program or invoked_as()
+    if "--overwrite" in args and command in ("segment", "demo"):
+        # an --overwrite builds beside the old result: --resume would keep the OLD one
+        kept = "the old result is untouched and the new one was not finished; run it again"
+        return kept, f"{program} {shlex.join(args)}"
     again = [a for a in args if a != "--overwrite"]
     if "--resume" not in again:
         again.append("--resume")
     kept = SAVED_ON_INTERRUPT[command].format(where=_kept_where(command, args))
-    return kept, f"{program or invoked_as()} {shlex.join(again)}"
+    return kept, f"{program} {shlex.join(again)}"
 
 
 def interrupted_message(args: list[str]) -> str:

@@ -197,8 +197,9 @@ def _segment_open_slide(
         # failure (disk full, a crash) never costs the user both.
         staging = staging_dir(folder) if settings.overwrite and has_content(folder) else None
         work_folder = staging or folder
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
+        orphan = staging_dir(folder)  # a stopped --overwrite's half-built result (we hold the lock)
+        if orphan.exists():
+            shutil.rmtree(orphan, ignore_errors=True)
         if prepare_result_dir(
             work_folder,
             slide,
