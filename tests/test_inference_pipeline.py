@@ -518,3 +518,22 @@ def test_an_orphaned_overwrite_staging_folder_is_cleaned_by_the_next_run(slide, 
         slide, tmp_path / "out", quiet(tasks=(tissue("dt").id,), resume=True), model
     )
     assert again.skipped and not orphan.exists()
+
+
+def test_resume_refuses_another_slide_at_the_same_path_and_other_tasks(tmp_path):
+    """--resume checked nothing of the slide: replacing it between a kill and the resume gave
+    labels of neither (issue 36 point 1); a finished result was kept for other tasks."""
+    slide = write_tiff(tmp_path / "s.tif", synthetic_tissue(160, 224), 0.25)
+    model = PointwiseModel(tiny_inference())
+    dt = quiet(tasks=(tissue("dt").id,))
+    result = segment_slide(slide, tmp_path / "out", dt, model)
+    (result.out_dir / "summary.json").unlink()  # as if killed before the end
+    write_tiff(slide, synthetic_tissue(160, 224, seed=5), 0.25)  # another slide, same path
+    with pytest.raises(OmnisegError, match="not the slide this result was made from"):
+        segment_slide(slide, tmp_path / "out", quiet(tasks=dt.tasks, resume=True), model)
+    done = segment_slide(slide, tmp_path / "again", dt, model)
+    with pytest.raises(OmnisegError, match="made for tasks"):
+        pt = quiet(tasks=(tissue("pt").id,), resume=True)
+        segment_slide(slide, tmp_path / "again", pt, model)
+    kept = segment_slide(slide, tmp_path / "again", quiet(tasks=dt.tasks, resume=True), model)
+    assert kept.skipped and kept.out_dir == done.out_dir

@@ -21,6 +21,7 @@ from pathlib import Path
 from omniseg.atomic import DiskFullError, is_disk_full
 from omniseg.catalogue import Catalogue, catalogue_of, default_catalogue
 from omniseg.errors import OmnisegError
+from omniseg.inference.identity import check_finished_matches, check_same_slide, slide_identity
 from omniseg.inference.outputs import ModelSource, write_summary
 from omniseg.inference.results import (
     SUMMARY_NAME,
@@ -200,13 +201,20 @@ def _segment_open_slide(
         orphan = staging_dir(folder)  # a stopped --overwrite's half-built result (we hold the lock)
         if orphan.exists():
             shutil.rmtree(orphan, ignore_errors=True)
+        identity = slide_identity(slide)
+        if settings.resume:
+            check_same_slide(work_folder, slide, identity)
         if prepare_result_dir(
             work_folder,
             slide,
             resume=settings.resume,
             overwrite=settings.overwrite and staging is None,
+            identity=identity,
         ):
             summary = json.loads((folder / SUMMARY_NAME).read_text(encoding="utf-8"))
+            check_finished_matches(
+                folder, summary, source.sha256 if source else None, settings.tasks
+            )
             log.info("%s: finished result found in %s; kept (--resume)", slide.name, folder)
             return SlideResult(slide, folder, summary, skipped=True)
         store = WorkStore(

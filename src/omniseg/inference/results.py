@@ -111,7 +111,9 @@ def is_complete(folder: Path) -> bool:
     return (folder / SUMMARY_NAME).is_file()
 
 
-def prepare_result_dir(folder: Path, slide: Path, *, resume: bool, overwrite: bool) -> bool:
+def prepare_result_dir(
+    folder: Path, slide: Path, *, resume: bool, overwrite: bool, identity: dict | None = None
+) -> bool:
     """Create or reuse ``folder``; True when it already holds a finished result to keep.
 
     Without --resume/--overwrite an existing result (finished or interrupted) is an error.
@@ -131,5 +133,5 @@ def prepare_result_dir(folder: Path, slide: Path, *, resume: bool, overwrite: bo
         shutil.rmtree(folder / WORK_NAME, ignore_errors=True)  # killed after summary.json
         return True
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(folder / SOURCE_NAME, {"slide": source_path(slide)})
+    atomic_write_json(folder / SOURCE_NAME, {"slide": source_path(slide), "identity": identity})
     return False
