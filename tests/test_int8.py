@@ -97,7 +97,9 @@ def test_only_the_decoder_convolutions_are_quantized(trained):
     table = json.loads((trained / CALIBRATION_NAME).read_text())
     assert len(table["nodes"]) == len(decoder) > 0
     int8 = _predictor(trained, "onnxruntime-int8")
-    (path,) = [p for p in (trained / ".onnx-cache").iterdir() if "-int8-" in p.name]
+    (path,) = [
+        p for p in (trained / ".onnx-cache").iterdir() if "-int8-" in p.name and p.suffix == ".onnx"
+    ]
     graph = onnx.load(str(path)).graph
     ops = [n.op_type for n in graph.node]
     assert ops.count("DequantizeLinear") > len(decoder)  # weights and activations
@@ -114,7 +116,7 @@ def test_the_int8_graph_is_built_once_and_keyed_by_the_table(trained):
 
     _predictor(trained, "onnxruntime-int8")
     cache = trained / ".onnx-cache"
-    (built,) = [p for p in cache.iterdir() if "-int8-" in p.name]
+    (built,) = [p for p in cache.iterdir() if "-int8-" in p.name and p.suffix == ".onnx"]
     stamp = built.stat().st_mtime_ns
     _predictor(trained, "onnxruntime-int8")
     assert built.stat().st_mtime_ns == stamp and built.exists()
@@ -125,7 +127,9 @@ def test_the_int8_graph_is_built_once_and_keyed_by_the_table(trained):
         table["source"] = "recalibrated"
         table_path.write_text(json.dumps(table))
         _predictor(trained, "onnxruntime-int8")
-        assert len([p for p in cache.iterdir() if "-int8-" in p.name]) == 2  # a new table
+        assert (
+            len([p for p in cache.iterdir() if "-int8-" in p.name and p.suffix == ".onnx"]) == 2
+        )  # a new table
     finally:
         table_path.write_text(original)
 
@@ -149,7 +153,9 @@ def test_missing_stale_or_foreign_calibrations_are_clear_errors(tmp_path):
     (folder / CALIBRATION_NAME).write_text(json.dumps(table))
     with pytest.raises(OmnisegError, match="layers this export does not have"):
         _predictor(folder, "onnxruntime-int8")
-    assert not [p for p in (folder / ".onnx-cache").iterdir() if "-int8-" in p.name]
+    assert not [
+        p for p in (folder / ".onnx-cache").iterdir() if "-int8-" in p.name and p.suffix == ".onnx"
+    ]
     with pytest.raises(OmnisegError, match="int8 only"):
         make_predictor(load_pretrained(folder), "onnxruntime-int8", "bf16", model_dir=folder)
 

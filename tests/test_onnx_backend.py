@@ -56,15 +56,38 @@ def test_graph_backends_agree_with_torch_for_any_batch_size_and_tasks(model_dir,
 
 def test_the_export_is_cached_beside_the_model_and_reused(model_dir):
     _predictors(model_dir)
-    (cached,) = (model_dir / ".onnx-cache").iterdir()
+    (cached,) = (model_dir / ".onnx-cache").glob("*.onnx")
     stamp = cached.stat().st_mtime_ns
     _predictors(model_dir)
-    assert [p.name for p in (model_dir / ".onnx-cache").iterdir()] == [cached.name]
+    assert sorted(p.name for p in (model_dir / ".onnx-cache").iterdir()) == [
+        cached.name, cached.name + ".sha256"]  # fmt: skip
     assert cached.stat().st_mtime_ns == stamp  # not exported again
     from omniseg.models.pretrained import WEIGHTS_NAME, sha256_of
 
     assert cached.name.startswith(sha256_of(model_dir / WEIGHTS_NAME)[:16])  # keyed by weights
     assert f"ort{__import__('onnxruntime').__version__}" in cached.name  # and by runtime
+
+
+def test_a_graph_replaced_in_the_cache_is_never_run(tmp_path):
+    """Another model's graph copied over the cached one was run, and summary.json named the
+    verified weights (issue 36 point 4): the cache checks the SHA-256 it recorded."""
+    from omniseg.runtime.onnx_backend import export_onnx
+
+    torch.manual_seed(0)
+    ours, other = tmp_path / "ours", tmp_path / "other"
+    save_pretrained(create_model("omniseg-tiny"), ours)
+    save_pretrained(create_model("omniseg-tiny"), other)
+    _, torch_pred, _ = _predictors(ours)
+    (cached,) = (ours / ".onnx-cache").glob("*.onnx")
+    from omniseg.models import load_pretrained
+
+    export_onnx(load_pretrained(other), cached)  # planted under our file name
+    _, _, onnx_pred = _predictors(ours)
+    x = torch.rand(1, 3, 64, 64)
+    ours_out = onnx_pred.predict_tasks(x, [0], 1, tta=False)
+    assert (
+        float((ours_out - torch_pred.predict_tasks(x, [0], 1, tta=False)).abs().max()) < TOLERANCE
+    )
 
 
 def test_segment_with_onnxruntime_gives_the_torch_labels(tmp_path):

@@ -96,18 +96,41 @@ def cached_onnx(model: OmniSeg, model_dir: Path | None, sha256: str | None) -> P
 
 
 def cached_file(name: str, folders: Sequence[Path], build: Callable[[Path], Path], what: str):
-    """``name`` from the first of ``folders`` that has it, else built by ``build(path)`` into
-    the first writable one (an installed package's folder is read-only)."""
+    """``name`` from the first of ``folders`` that has it with the SHA-256 recorded when it was
+    built (a file replaced under the same name is built again), else built by ``build(path)``
+    into the first writable one (an installed package's folder is read-only)."""
     for folder in folders:
         path = folder / name
-        if path.is_file():
+        if path.is_file() and _recorded_sha256(path) == file_sha256(path):
             return path
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            return build(path)
+            built = build(path)
+            with atomic_path(_sha_path(built)) as tmp:
+                Path(tmp).write_text(file_sha256(built) + "\n", encoding="utf-8")
+            return built
         except OSError:
             continue  # read-only: try the next place
     raise OmnisegError(f"no writable place to cache {what}")
+
+
+def _sha_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _recorded_sha256(path: Path) -> str | None:
+    try:
+        return _sha_path(path).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def weights_digest(model: OmniSeg) -> str:
@@ -121,9 +144,24 @@ def weights_digest(model: OmniSeg) -> str:
 
 
 def cache_dirs(model_dir: Path | None) -> list[Path]:
+    """Beside the model, the user's cache, and last a per-user temp folder that only the user
+    may write (a shared, world-writable one let anyone plant a graph)."""
     user = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "omniseg" / "onnx"
     places = [model_dir / CACHE_DIR_NAME] if model_dir is not None else []
-    return [*places, user, Path(tempfile.gettempdir()) / "omniseg-onnx"]
+    private = _private_temp(Path(tempfile.gettempdir()) / f"omniseg-onnx-{os.getuid()}")
+    return [*places, user, *([private] if private else [])]
+
+
+def _private_temp(folder: Path) -> Path | None:
+    """``folder`` made 0700 and owned by this user, or None when it is someone else's."""
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        info = folder.lstat()
+    except OSError:
+        return None
+    if folder.is_symlink() or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        return None
+    return folder
 
 
 class _GraphPredictor(PaddedPredictor):
