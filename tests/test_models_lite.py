@@ -209,3 +209,19 @@ def test_leaky_head_activation_roundtrips_and_keeps_gradient_through_dead_units(
     from omniseg.models.config import ModelConfig
 
     assert ModelConfig.from_dict(raw["model"]).head.activation == "relu"
+
+
+def test_a_config_asking_for_a_huge_network_fails_before_allocating_it(tmp_path):
+    """widths [8, 8192, 8192] in a 3 KB config.json reached 7.85 GB before "weights do not fit"
+    (issue 36 point 7): the shapes are compared with the safetensors header first."""
+    import resource
+
+    folder = save_pretrained(create_model("omniseg-tiny"), tmp_path / "m")
+    config = json.loads((folder / "config.json").read_text())
+    config["model"]["widths"] = [8, 8192, 8192, 8192, 8192]
+    (folder / "config.json").write_text(json.dumps(config))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(OmnisegError, match="does not fit config.json's omniseg-tiny"):
+        load_pretrained(folder)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 500, grown_mb

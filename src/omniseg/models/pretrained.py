@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from omniseg.atomic import atomic_folder
@@ -103,6 +103,28 @@ def read_model_config(directory: str | os.PathLike) -> dict:
     return raw
 
 
+def check_shapes(config: ModelConfig, weights: Path) -> None:
+    """The network config.json describes must have exactly the tensors of the weights file.
+
+    Built on the meta device (no memory) and compared with the safetensors header, so a config
+    asking for an absurd network fails in milliseconds instead of allocating gigabytes first.
+    """
+    with torch.device("meta"):
+        wanted = {k: tuple(v.shape) for k, v in OmniSeg(config).state_dict().items()}
+    try:
+        with safe_open(str(weights), framework="pt") as fh:
+            stored = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError) as exc:
+        raise OmnisegError(f"{weights}: unreadable safetensors file ({exc})") from exc
+    for name in sorted(set(wanted) | set(stored)):
+        if wanted.get(name) != stored.get(name):
+            raise OmnisegError(
+                f"{weights}: does not fit config.json's {config.architecture} (tensor {name}: "
+                f"config {wanted.get(name)}, weights {stored.get(name)}); the folder's config.json "
+                "and model.safetensors belong to different models"
+            )
+
+
 def load_pretrained(
     directory: str | os.PathLike, *, device: str | torch.device = "cpu", verify: bool = True
 ) -> OmniSeg:
@@ -132,6 +154,7 @@ def load_pretrained(
         inference = InferenceSettings.from_dict(raw.get("inference", {}))
         saved = raw.get("catalogue")
         catalogue = catalogue_from_dict(saved) if saved is not None else default_catalogue()
+        check_shapes(config, weights)  # before any memory is taken for the network
         model = OmniSeg(config, inference, catalogue)
     except OmnisegError as exc:
         raise OmnisegError(f"{directory / CONFIG_NAME}: {exc}") from exc
