@@ -26,6 +26,7 @@ from omniseg.atomic import atomic_path
 from omniseg.errors import OmnisegError
 from omniseg.models import OmniSeg
 from omniseg.models.heads import apply_dynamic_head
+from omniseg.models.pretrained import sha256_of
 from omniseg.runtime.predictor import PaddedPredictor
 
 OPSET = 17
@@ -101,13 +102,13 @@ def cached_file(name: str, folders: Sequence[Path], build: Callable[[Path], Path
     into the first writable one (an installed package's folder is read-only)."""
     for folder in folders:
         path = folder / name
-        if path.is_file() and _recorded_sha256(path) == file_sha256(path):
+        if path.is_file() and _recorded_sha256(path) == sha256_of(path):
             return path
         try:
             folder.mkdir(parents=True, exist_ok=True)
             built = build(path)
             with atomic_path(_sha_path(built)) as tmp:
-                Path(tmp).write_text(file_sha256(built) + "\n", encoding="utf-8")
+                Path(tmp).write_text(sha256_of(built) + "\n", encoding="utf-8")
             return built
         except OSError:
             continue  # read-only: try the next place
@@ -123,14 +124,6 @@ def _recorded_sha256(path: Path) -> str | None:
         return _sha_path(path).read_text(encoding="utf-8").strip()
     except OSError:
         return None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def weights_digest(model: OmniSeg) -> str:
