@@ -6,6 +6,7 @@ omniseg that needs a task id, a magnification or a display colour asks here.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from functools import cache
@@ -92,6 +93,33 @@ class Catalogue:
             chosen += [self.tissue(int(n) if n.isdigit() else n) for n in names]
         return tuple(sorted(set(chosen), key=lambda t: t.id))
 
+    def scale_at(self, magnification: int) -> Scale:
+        for s in self.scales:
+            if s.magnification == magnification:
+                return s
+        valid = ", ".join(f"{s.magnification}x" for s in self.scales)
+        raise OmnisegError(f"no {magnification}x scale; valid: {valid}")
+
+    def parse_task_scales(self, entries: tuple[str, ...]) -> dict[int, int]:
+        """``("ptc=20",)`` or ``("ptc=20x",)`` -> {task id: scale id}: tasks a model runs at
+        another magnification than the one its patches were labelled at."""
+        chosen: dict[int, int] = {}
+        for entry in entries:
+            name, sep, mag = entry.partition("=")
+            if not sep or not mag.strip().lower().removesuffix("x").isdigit():
+                raise OmnisegError(f"task scale {entry!r}: write TASK=MAGNIFICATION, e.g. ptc=20")
+            t = self.tissue(name.strip())
+            chosen[t.id] = self.scale_at(int(mag.strip().lower().removesuffix("x"))).id
+        return chosen
+
+    def with_task_scales(self, task_scales: dict[int, int]) -> Catalogue:
+        """This catalogue with some tasks moved to other scale slots (ids from
+        :meth:`parse_task_scales`)."""
+        moved = tuple(
+            dataclasses.replace(t, scale_id=task_scales.get(t.id, t.scale_id)) for t in self.tissues
+        )
+        return Catalogue(moved, self.scales)
+
     def to_dict(self) -> dict:
         return {
             "tissues": [
@@ -167,6 +195,19 @@ def parse_tasks(spec: str | None) -> tuple[Tissue, ...]:
 def catalogue_of(model) -> Catalogue:
     """The model's own catalogue (a model folder saves it), else the package's."""
     return getattr(model, "catalogue", None) or default_catalogue()
+
+
+def moved_tasks(catalogue: Catalogue) -> dict[int, int]:
+    """{task id: scale id} of the tasks ``catalogue`` runs at another scale than the package's
+    catalogue (where their patches are labelled), e.g. PTC at 20x."""
+    base = default_catalogue()
+    if len(catalogue.tissues) != len(base.tissues):
+        return {}
+    return {
+        t.id: t.scale_id
+        for t, b in zip(catalogue.tissues, base.tissues, strict=True)
+        if t.scale_id != b.scale_id
+    }
 
 
 def scale_for_mpp(mpp: float) -> Scale:

@@ -13,11 +13,13 @@ partial annotation, as nnU-Net's ignore label).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -42,6 +44,17 @@ class PatchRecord:
     slide: str | None = None
     group: str | None = None
     ignore_value: int | None = None  # mask value of unlabelled pixels (None: every pixel labelled)
+    # Scale the files were labelled at when the network sees them at ``scale_id`` instead (a
+    # task a model runs at another magnification, e.g. PTC at 20x from 40x patches): the pair
+    # is resampled on reading (:func:`load_labelled`). None = the files are at ``scale_id``.
+    source_scale_id: int | None = None
+
+    @property
+    def resample_factor(self) -> float:
+        """Output pixels per file pixel (0.5: a 40x patch seen at 20x)."""
+        if self.source_scale_id is None:
+            return 1.0
+        return scales()[self.scale_id].magnification / scales()[self.source_scale_id].magnification
 
     @property
     def name(self) -> str:
@@ -278,9 +291,16 @@ def load_pair(record: PatchRecord) -> tuple[np.ndarray, np.ndarray]:
     return image, mask
 
 
-def load_labelled(record: PatchRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def load_labelled(
+    record: PatchRecord, *, as_labelled: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(image, foreground, known or None): ``known`` marks the labelled pixels of a partially
-    annotated patch; losses and metrics use only those."""
+    annotated patch; losses and metrics use only those.
+
+    A record seen at another scale than its files (``source_scale_id``) comes resampled: the
+    image by area, the labels by area share (a pixel is foreground, or known, when at least
+    half of its area is). ``as_labelled``: the files as they are (scores use the labels at
+    their own resolution)."""
     image = read_image(record.image)
     mask, known = read_labels(record.mask, record.ignore_value)
     if image.shape[:2] != mask.shape:
@@ -288,4 +308,43 @@ def load_labelled(record: PatchRecord) -> tuple[np.ndarray, np.ndarray, np.ndarr
             f"{record.mask}: mask size {mask.shape[1]}x{mask.shape[0]} does not match image "
             f"{record.image} ({image.shape[1]}x{image.shape[0]})"
         )
+    factor = 1.0 if as_labelled else record.resample_factor
+    if factor != 1.0:
+        image = resample_image(image, factor)
+        mask = resample_labels(mask, factor)
+        if known is not None:
+            known = resample_labels(known, factor)
+            mask &= known
     return image, mask, known
+
+
+def resampled_size(shape: tuple[int, ...], factor: float) -> tuple[int, int]:
+    """(height, width) of an image of ``shape`` resampled by ``factor`` (at least 1 px)."""
+    return max(1, round(shape[0] * factor)), max(1, round(shape[1] * factor))
+
+
+def resample_image(image: np.ndarray, factor: float) -> np.ndarray:
+    """Area-averaged down (bilinear up) by ``factor``; dtype kept."""
+
+    h, w = resampled_size(image.shape, factor)
+    interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+    return cv2.resize(image, (w, h), interpolation=interpolation)
+
+
+def resample_labels(labels: np.ndarray, factor: float) -> np.ndarray:
+    """A boolean map resampled by area share: True where at least half of the area is."""
+    share = resample_image(labels.astype(np.float32), factor)
+    return share >= 0.5
+
+
+def at_model_scales(records: list[PatchRecord], task_scales: dict[int, int]) -> list[PatchRecord]:
+    """Records of the tasks in ``task_scales`` ({task id: scale id}) seen at that scale, resampled
+    from the scale their files were labelled at; the others unchanged."""
+    out = []
+    for r in records:
+        target = task_scales.get(r.task_id, r.scale_id)
+        if target != r.scale_id:
+            source = r.scale_id if r.source_scale_id is None else r.source_scale_id
+            r = dataclasses.replace(r, scale_id=target, source_scale_id=source)
+        out.append(r)
+    return out

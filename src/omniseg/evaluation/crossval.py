@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omniseg.atomic import atomic_path, atomic_write_json
-from omniseg.catalogue import tissues
+from omniseg.catalogue import moved_tasks, tissues
 from omniseg.data import PatchRecord, discover_patches
 from omniseg.data.folds import assign_folds, source_group, untrained_tasks
-from omniseg.data.patches import check_pairs
+from omniseg.data.patches import at_model_scales, check_pairs
 from omniseg.errors import OmnisegError
 from omniseg.evaluation.bootstrap import DEFAULT_RESAMPLES, with_intervals
 from omniseg.evaluation.evaluate import CSV_COLUMNS, json_safe
@@ -44,7 +44,7 @@ REPORT_CSV = "crossval.csv"
 _RUN_ONLY = ("run.out", "run.progress", "run.device", "data.num_workers", "data.path")
 # Keys added after runs were digested, left out at their default (the behaviour before they
 # existed), so folds trained before and after the key appeared still pool.
-_ADDED_LATER = {"finetune.train_parts": "all"}
+_ADDED_LATER = {"finetune.train_parts": "all", "data.task_scales": []}
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,8 @@ def score_fold(
     """Out-of-fold rows of one fold's model on its held-out patches (threshold = the model's)."""
     model = load_pretrained(model_dir)
     predictor = TorchPredictor(model, "fp32")
-    rows, _ = score_records(predictor, model.inference, list(held), tta=tta)
+    seen = at_model_scales(list(held), moved_tasks(model.catalogue))
+    rows, _ = score_records(predictor, model.inference, seen, tta=tta)
     for row in rows:
         row["fold"] = fold
     return {"fold": fold, "recipe_sha256": digest, "model": str(model_dir), "rows": rows}

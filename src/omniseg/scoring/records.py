@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
+import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -43,13 +44,14 @@ def resolve_thresholds(
 
 def _image_row(record: PatchRecord, pred: np.ndarray, gt: np.ndarray, threshold: float) -> dict:
     scores = score_pair(pred, gt)
-    mpp = scales()[record.scale_id].mpp
+    labelled_at = record.scale_id if record.source_scale_id is None else record.source_scale_id
+    mpp = scales()[labelled_at].mpp
     return {
         "image": str(record.image),
         "mask": str(record.mask),
         "task": tissues()[record.task_id].name,
         "task_id": record.task_id,
-        "scale_id": record.scale_id,
+        "scale_id": labelled_at,  # the grid the labels (and so the scores) are on
         "stain": record.stain,
         "split": record.split,
         "height": int(gt.shape[0]),
@@ -61,6 +63,13 @@ def _image_row(record: PatchRecord, pred: np.ndarray, gt: np.ndarray, threshold:
     }
 
 
+def at_label_size(prob: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A probability map predicted at another scale than its labels, bilinear to their grid."""
+    if prob.shape == shape[:2]:
+        return prob
+    return cv2.resize(prob.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
 def _size_batches(
     records: Iterable[tuple[int, PatchRecord]], batch_size: int
 ) -> Iterable[list[tuple[int, PatchRecord, np.ndarray, np.ndarray]]]:
@@ -68,6 +77,8 @@ def _size_batches(
     pending: dict[tuple[int, int], list] = {}
     for index, record in records:
         image, mask, known = load_labelled(record)
+        if record.resample_factor != 1.0:  # seen at another scale; scored at the labels' own
+            _, mask, known = load_labelled(record, as_labelled=True)
         bucket = pending.setdefault(image.shape[:2], [])
         bucket.append((index, record, image, (mask, known)))
         if len(bucket) == batch_size:
@@ -104,7 +115,7 @@ def score_records(
             prob = predictor.predict_probability(x, tasks, scale_ids, tta=use_tta).cpu().numpy()
             for (index, record, _, (mask, known)), p in zip(batch, prob, strict=True):
                 cutoff = cutoffs[record.task_id]
-                predicted = p > cutoff
+                predicted = at_label_size(p, mask.shape) > cutoff
                 if known is not None:  # partial labels: unlabelled pixels are not scored
                     predicted &= known
                 rows[index] = _image_row(record, predicted, mask, cutoff)

@@ -49,6 +49,9 @@ class DataConfig:
     batch_size: int = 8
     num_workers: int = -1  # loader processes; -1 = auto (0 on CPU, up to 8 with a GPU)
     tasks: tuple[int, ...] = ()  # restrict to these task ids (empty = all present)
+    # Tasks learnt (and saved in the model's catalogue) at another magnification than their
+    # patches were labelled at, e.g. ("ptc=20",): the patches are resampled by area.
+    task_scales: tuple[str, ...] = ()
     allow_outside_paths: bool = False  # manifest rows may point outside the manifest's folder
 
 

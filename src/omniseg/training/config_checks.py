@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from omniseg.catalogue import default_catalogue
 from omniseg.errors import OmnisegError
 from omniseg.models.config import HEAD_ACTIVATIONS, HEAD_INITS
 from omniseg.runtime.device import DEVICE_CHOICES
@@ -58,6 +59,7 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise OmnisegError(f"data.fold={d.fold}: must lie in 0..{d.folds - 1}")
     if not d.folds and d.fold != -1:
         raise OmnisegError(f"data.fold={d.fold} needs data.folds >= 2 (cross-validation)")
+    default_catalogue().parse_task_scales(d.task_scales)  # raises on a bad entry
     if not 0.0 < config.loss.fn_weight < 1.0:
         raise OmnisegError(f"loss.fn_weight={config.loss.fn_weight}: must lie in (0, 1)")
     if not 0.0 <= r.ema_decay < 1.0:

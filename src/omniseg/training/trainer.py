@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from omniseg.catalogue import scales
+from omniseg.catalogue import moved_tasks, scales
 from omniseg.data import PatchRecord, discover_patches, select_split
 from omniseg.data.dataset import check_group_split, group_split, stratified_split
 from omniseg.data.folds import fold_split
-from omniseg.data.patches import check_pairs
+from omniseg.data.patches import at_model_scales, check_pairs
 from omniseg.errors import OmnisegError
 from omniseg.locks import folder_lock
 from omniseg.models import (
@@ -97,6 +97,8 @@ def build_model(config: TrainConfig) -> OmniSeg:
         else:
             folder = Path(init)
         model = load_pretrained(folder)
+    moved = model.catalogue.parse_task_scales(config.data.task_scales)
+    model.catalogue = model.catalogue.with_task_scales(moved)
     size = config.data.patch_size
     divisor = model.config.size_divisor
     ratio = max(s.magnification for s in scales()) // min(s.magnification for s in scales())
@@ -142,8 +144,11 @@ def train(
         train_records, config.data.threshold_holdout, config.data.split_seed
     )
     check_held_back(train_records, held_records, config.data.threshold_holdout)
-    records = RunRecords(fit_records, val_records, held_records)
     model = build_model(config)
+    moved = moved_tasks(model.catalogue)  # tasks this model runs at another scale: resampled
+    records = RunRecords(
+        *(at_model_scales(r, moved) for r in (fit_records, val_records, held_records))
+    )
     device = resolve_device(config.run.device)
     has_state = False
     # One writer per run folder (rank 0 writes; the other ranks only read its checkpoints).
