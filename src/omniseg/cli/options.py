@@ -56,10 +56,11 @@ BackendOption = Annotated[
     str | None,
     typer.Option(
         "--backend",
-        help="torch, onnxruntime or openvino (CPU fp32, from one ONNX export cached beside the "
-        "model); onnxruntime-int8 (decoder in int8, from the model's "
-        "int8-calibration.json; see omniseg calibrate).",
-        show_default="torch",
+        help="auto (the hardware picks: bf16 on AVX512-BF16/AMX, int8 on VNNI, else fp32; "
+        "summary.json says which and why); torch; onnxruntime or openvino (CPU fp32, from one "
+        "ONNX export cached beside the model); onnxruntime-int8 (decoder in int8, from the "
+        "model's int8-calibration.json; see omniseg calibrate).",
+        show_default="auto for segment, torch for evaluate",
     ),
 ]
 # One meaning on every command: no progress bars (the two names are synonyms everywhere)

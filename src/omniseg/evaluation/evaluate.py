@@ -18,7 +18,7 @@ from omniseg.data.provenance import seen_in_training
 from omniseg.errors import OmnisegError
 from omniseg.models import OmniSeg
 from omniseg.runtime import Predictor, TorchPredictor, resolve_device, resolve_precision
-from omniseg.runtime.backends import BACKENDS, make_predictor
+from omniseg.runtime.backends import BACKEND_CHOICES, make_predictor
 from omniseg.runtime.memory import tune_allocator
 from omniseg.runtime.precision import AUTO, PRECISIONS
 from omniseg.scoring.records import ThresholdsLike, score_records
@@ -163,8 +163,8 @@ def evaluate_path(
     choices = (*PRECISIONS, AUTO)  # checked before the model loads: mistakes fail in seconds
     if precision not in choices:
         raise OmnisegError(f"--precision {precision}: unknown; valid: {', '.join(choices)}")
-    if backend not in BACKENDS:
-        raise OmnisegError(f"--backend {backend}: unknown; valid: {', '.join(BACKENDS)}")
+    if backend not in BACKEND_CHOICES:
+        raise OmnisegError(f"--backend {backend}: unknown; valid: {', '.join(BACKEND_CHOICES)}")
     if batch_size < 1:
         raise OmnisegError(f"--batch-size {batch_size}: must be at least 1")
     _check_bootstrap(bootstrap)

@@ -10,7 +10,7 @@ from omniseg.catalogue import tissues
 from omniseg.errors import OmnisegError
 from omniseg.inference.anatomy import GLOMERULUS_CHECKS, GlomerulusSize
 from omniseg.models import InferenceSettings
-from omniseg.runtime.backends import BACKENDS
+from omniseg.runtime.backends import BACKEND_CHOICES
 from omniseg.runtime.precision import AUTO, PRECISIONS
 
 OBJECT_TYPES = ("annotation", "detection")
@@ -30,7 +30,9 @@ class SegmentSettings:
     device: str = "auto"
     batch_size: int = 4
     precision: str = "auto"  # bf16 where native (AVX512-BF16/AMX CPU, GPU), else fp32
-    backend: str = "torch"  # or onnxruntime / openvino (CPU fp32), onnxruntime-int8
+    # auto (the hardware picks: runtime/choice.py), torch, onnxruntime / openvino (CPU fp32),
+    # onnxruntime-int8
+    backend: str = "auto"
     reader_threads: int = 2  # background tile-reading threads (0 = read in the main thread)
     object_type: str = "annotation"
     resume: bool = False
@@ -66,8 +68,8 @@ class SegmentSettings:
             raise OmnisegError(
                 f"--precision {self.precision}: valid: {', '.join((*PRECISIONS, AUTO))}"
             )
-        if self.backend not in BACKENDS:
-            raise OmnisegError(f"--backend {self.backend}: valid: {', '.join(BACKENDS)}")
+        if self.backend not in BACKEND_CHOICES:
+            raise OmnisegError(f"--backend {self.backend}: valid: {', '.join(BACKEND_CHOICES)}")
         if self.object_type not in OBJECT_TYPES:
             raise OmnisegError(
                 f"--object-type {self.object_type}: valid: {', '.join(OBJECT_TYPES)}"

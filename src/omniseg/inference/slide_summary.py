@@ -93,6 +93,9 @@ def runtime_record(run: SlideRun) -> dict:
     predictor = run.predictor
     return {
         "backend": getattr(predictor, "backend", type(predictor).__name__),
+        "backend_requested": run.settings.backend,
+        # --backend auto: what the hardware picked, and why (runtime/choice.py)
+        "chosen_because": getattr(getattr(predictor, "choice", None), "reason", None),
         "precision": predictor.precision,
         "precision_requested": run.settings.precision,
         "device": str(predictor.device),

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from omniseg.errors import OmnisegError
+from omniseg.runtime import precision as numeric
+from omniseg.runtime.choice import AUTO_BACKEND, RuntimeChoice, choose_runtime
 from omniseg.runtime.precision import resolve_precision
 from omniseg.runtime.predictor import Predictor, TorchPredictor, model_device
 
@@ -12,6 +14,24 @@ from omniseg.runtime.predictor import Predictor, TorchPredictor, model_device
 # patches (ONNX Runtime: 0.003), docs/performance.md.
 BACKENDS = ("torch", "onnxruntime", "openvino", "onnxruntime-int8")
 INT8_SUFFIX = "-int8"
+BACKEND_CHOICES = (AUTO_BACKEND, *BACKENDS)  # auto: runtime/choice.py picks by the hardware
+
+
+def resolve_auto(model, precision: str, model_dir: str | Path | None) -> RuntimeChoice:
+    """What ``--backend auto`` means for this model on this machine."""
+    import importlib.util
+
+    from omniseg.runtime.cpu import cpu_capabilities
+    from omniseg.runtime.int8 import CALIBRATION_NAME
+
+    device = model_device(model)
+    resolve_precision(precision, device)  # names a misspelt or emulated precision first
+    int8_ready = model_dir is not None and (Path(model_dir) / CALIBRATION_NAME).is_file()
+    return choose_runtime(
+        precision, device.type, cpu_capabilities() if device.type == "cpu" else {},
+        native_bf16=numeric.native_bf16(device), int8_ready=int8_ready,
+        onnxruntime=importlib.util.find_spec("onnxruntime") is not None,
+    )  # fmt: skip
 
 
 def make_predictor(
@@ -26,8 +46,16 @@ def make_predictor(
     means fp32 there) from one ONNX export, cached beside ``model_dir`` keyed by ``sha256``;
     their ``-int8`` forms run that export with its decoder quantized from the model folder's
     calibration table (``runtime/int8.py``)."""
-    if backend not in BACKENDS:
-        raise OmnisegError(f"--backend {backend}: unknown; valid: {', '.join(BACKENDS)}")
+    if backend not in BACKEND_CHOICES:
+        raise OmnisegError(f"--backend {backend}: unknown; valid: {', '.join(BACKEND_CHOICES)}")
+    if backend == AUTO_BACKEND:
+        choice = resolve_auto(model, precision, model_dir)
+        precision = "fp32" if choice.precision == "int8" else choice.precision
+        predictor = make_predictor(
+            model, choice.backend, precision, model_dir=model_dir, sha256=sha256
+        )
+        predictor.choice = choice
+        return predictor
     if backend == "torch":
         return TorchPredictor(model, precision)
     from omniseg.runtime.onnx_backend import (

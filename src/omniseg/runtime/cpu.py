@@ -14,7 +14,10 @@ import torch
 # AVX2: fp32 kernels; AVX-512 (F): other conv kernels (some crash, docs/robustness.md);
 # AVX512-BF16 / AMX: native bf16 (without them bf16 is emulated: ~5x slower than fp32 on an AVX2
 # CPU, benchmarks/forward_speed.py).
-CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+# VNNI / AMX-INT8: int8 dot products in one instruction (runtime/choice.py).
+CPU_FLAGS = (
+    "avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni", "avx_vnni", "amx_int8",
+)  # fmt: skip
 
 
 @cache
