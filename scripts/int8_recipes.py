@@ -60,10 +60,11 @@ def main() -> None:
 
     from omniseg.catalogue import tissue
     from omniseg.data import discover_patches, load_pair
+    from omniseg.evaluation.int8_calibration import pick_calibration_records
     from omniseg.models import load_pretrained
     from omniseg.models.bundled import default_model_dir
     from omniseg.runtime import image_to_tensor
-    from omniseg.runtime.int8 import pick_calibration_records, quantized_nodes
+    from omniseg.runtime.int8 import quantized_nodes
     from omniseg.runtime.onnx_backend import export_onnx
     from omniseg.scoring.metrics import score_pair
 

@@ -34,17 +34,66 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("layer", ["inference", "training", "runtime", "scoring", "models", "io"])
-def test_lower_layers_never_import_evaluation(layer):
-    """evaluation is a top layer (reports, analyses); the predictor and the scores it needs
-    live in runtime and scoring, so inference and training stand without it."""
-    offenders = [
-        f"{path.relative_to(PACKAGE)} imports {name}"
-        for path in sorted((PACKAGE / layer).rglob("*.py"))
-        for name in _imports(path)
-        if name == "omniseg.evaluation" or name.startswith("omniseg.evaluation.")
-    ]
-    assert not offenders
+# The layers of docs/architecture.md, bottom first. A package may import the packages of the
+# layers below its own, never its own layer's others nor anything above: the next arrow that
+# runs back up fails here. Every top-level package and module of src/omniseg needs a row.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("errors",),
+    ("atomic", "locks", "catalogue", "threads"),
+    ("io", "models", "export"),
+    ("data",),
+    ("runtime", "testing"),
+    ("scoring", "inference", "viewer"),
+    ("training",),
+    ("evaluation",),
+    ("system",),
+    ("cli",),
+    ("__main__",),
+)
+LAYER_OF = {name: level for level, names in enumerate(LAYERS) for name in names}
+
+
+def _package_imports() -> dict[str, set[tuple[str, str]]]:
+    """{top-level package or module: {(imported package, importing file)}} of src/omniseg,
+    function-level imports included."""
+    found: dict[str, set[tuple[str, str]]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE)
+        if rel.name == "__init__.py" and len(rel.parts) == 1:
+            continue  # the package's face (its version)
+        owner = rel.parts[0].removesuffix(".py")
+        for name in _imports(path):
+            parts = name.split(".")
+            if parts[0] == "omniseg" and len(parts) > 1 and parts[1] != owner:
+                found.setdefault(owner, set()).add((parts[1], str(rel)))
+    return found
+
+
+def test_every_import_between_packages_runs_down_the_layer_table():
+    edges = _package_imports()
+    tops = {p.name.removesuffix(".py") for p in PACKAGE.iterdir() if p.suffix == ".py" or
+            (p.is_dir() and (p / "__init__.py").exists())} - {"__init__"}  # fmt: skip
+    assert tops <= set(LAYER_OF), f"no layer for {sorted(tops - set(LAYER_OF))}"
+    offenders = sorted(
+        f"{where} imports omniseg.{target} (layer {LAYER_OF[owner]} -> {LAYER_OF[target]})"
+        for owner, pairs in edges.items()
+        for target, where in pairs
+        if LAYER_OF[target] >= LAYER_OF[owner]
+    )
+    assert not offenders, "\n".join(offenders)
+
+
+def test_the_layer_table_catches_a_back_arrow(tmp_path, monkeypatch):
+    """The check above can fail: an io module importing inference is reported."""
+    fake = tmp_path / "omniseg"
+    (fake / "io").mkdir(parents=True)
+    (fake / "inference").mkdir()
+    for folder in (fake / "io", fake / "inference"):
+        (folder / "__init__.py").write_text("")
+    (fake / "io" / "bad.py").write_text("from omniseg.inference.tiling import Tile\n")
+    monkeypatch.setattr(f"{__name__}.PACKAGE", fake)
+    with pytest.raises(AssertionError, match="io/bad.py imports omniseg.inference"):
+        test_every_import_between_packages_runs_down_the_layer_table()
 
 
 def _tissue_like(rng: np.random.Generator, size: int) -> np.ndarray:

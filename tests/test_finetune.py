@@ -19,7 +19,7 @@ from omniseg.models import load_pretrained
 from omniseg.models.pretrained import sha256_of
 from omniseg.runtime import TorchPredictor
 from omniseg.training.adapt import AdaptSettings, finetune
-from omniseg.training.config import config_from_dict
+from omniseg.training.config_loading import config_from_dict
 from omniseg.training.trainer import train
 from tests._annotated_slides import paint, polygons_of, shapes, write_geojson
 from tests._training_synth import (

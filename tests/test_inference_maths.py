@@ -29,7 +29,8 @@ from omniseg.inference.merge import (
     threshold_code,
 )
 from omniseg.inference.resample import axis_samples, resample_bilinear
-from omniseg.inference.tiling import Window, chunk_windows, tile_at, tile_grid, tiles_touching
+from omniseg.inference.tiling import chunk_windows, tile_at, tile_grid, tiles_touching
+from omniseg.io.raster import Window
 
 
 @settings(max_examples=60, deadline=None)

@@ -431,7 +431,7 @@ def test_tissue_gate_keeps_labels_off_glass(tmp_path):
 
 def test_tissue_gate_maps_thumbnail_pixels_to_level0_blocks():
     from omniseg.inference.gates import TissueGate, grow_mask
-    from omniseg.inference.tiling import Window
+    from omniseg.io.raster import Window
 
     mask = np.zeros((4, 5), bool)
     mask[1, 2] = True

@@ -114,7 +114,7 @@ def test_ordered_writer_runs_jobs_in_order_and_reports_failures():
     import threading
     import time
 
-    from omniseg.inference.scale_runner import OrderedWriter
+    from omniseg.threads import OrderedWriter
 
     done, threads = [], set()
 

@@ -31,7 +31,7 @@ def patches(tmp_path_factory):
 @pytest.fixture(scope="module", params=MODELS)
 def trained(request, patches, tmp_path_factory):
     """A tiny model trained to find the discs (so Dice means something), then calibrated."""
-    from omniseg.runtime.int8 import calibrate_model_dir
+    from omniseg.evaluation.int8_calibration import calibrate_model_dir
     from omniseg.training import load_train_config, train
 
     previous = torch.get_num_threads()

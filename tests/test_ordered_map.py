@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from omniseg.runtime.ordered import ordered_map
+from omniseg.threads import ordered_map
 
 
 @pytest.mark.parametrize("threads", [0, 1, 2, 5])
@@ -35,3 +35,17 @@ def test_an_error_reaches_the_consumer():
 
     with pytest.raises(ValueError, match="three"):
         list(ordered_map(fail_on_three, range(10), 2))
+
+
+@pytest.mark.parametrize("threads", [0, 1, 3])
+def test_ordered_group_map_returns_each_group_with_its_results_in_order(threads):
+    from omniseg.threads import ordered_group_map
+
+    groups = [tuple(range(start, start + size)) for start, size in ((0, 3), (3, 1), (4, 4), (8, 2))]
+
+    def uneven_square(i: int) -> int:
+        time.sleep(0.001 * (5 - i % 5))  # later items often finish first
+        return i * i
+
+    found = list(ordered_group_map(uneven_square, iter(groups), threads, groups_ahead=1))
+    assert found == [(g, [i * i for i in g]) for g in groups]

@@ -362,7 +362,8 @@ def test_recipe_digest_ignores_a_later_key_at_its_default():
     """Folds trained before finetune.train_parts existed pool with folds trained after it, as
     long as it keeps the old behaviour ("all"); another value is another recipe."""
     from omniseg.evaluation.crossval import recipe_digest
-    from omniseg.training.config import TrainConfig, replace_config
+    from omniseg.training.config import TrainConfig
+    from omniseg.training.config_loading import replace_config
 
     base = TrainConfig()
     assert recipe_digest([base]) == recipe_digest(

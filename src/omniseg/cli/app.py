@@ -123,7 +123,7 @@ def calibrate(
 
     Writes MODEL_DIR/int8-calibration.json: the activation ranges of the decoder's
     convolutions, measured on the training split (or every patch when there is none)."""
-    from omniseg.runtime.int8 import calibrate_model_dir
+    from omniseg.evaluation.int8_calibration import calibrate_model_dir
 
     limit = {} if max_patches is None else {"max_patches": max_patches}
     out, table = calibrate_model_dir(model_dir, data, verify=not allow_unverified, **limit)

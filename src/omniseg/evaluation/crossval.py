@@ -31,7 +31,8 @@ from omniseg.runtime import TorchPredictor
 from omniseg.scoring.aggregate import summarise_all
 from omniseg.scoring.records import score_records
 from omniseg.training.complete import CompletionSettings, complete_labels
-from omniseg.training.config import TrainConfig, replace_config
+from omniseg.training.config import TrainConfig
+from omniseg.training.config_loading import replace_config
 from omniseg.training.recipe import run_stages
 from omniseg.training.rundir import MODEL_NAME
 from omniseg.training.trainer import config_records

@@ -3,7 +3,8 @@
 from omniseg.inference.outputs import ModelSource
 from omniseg.inference.pipeline import SlideResult, plan_scales, segment_slide, segment_slides
 from omniseg.inference.settings import SegmentSettings
-from omniseg.inference.tiling import Tile, Window, tile_grid
+from omniseg.inference.tiling import Tile, tile_grid
+from omniseg.io.raster import Window
 
 __all__ = [
     "ModelSource",

@@ -32,13 +32,14 @@ from omniseg.inference.components import (
     outline_perimeter,
     resolve,
 )
-from omniseg.inference.gates import GlassGate, TissueGate, roi_mask
+from omniseg.inference.gates import GlassGate, TissueGate
 from omniseg.inference.merge import CODE_MAX, OBJECT_GROUPS, merge_labels, threshold_code
 from omniseg.inference.resample import resample_bilinear, source_window
 from omniseg.inference.scale_runner import ScalePlan
-from omniseg.inference.tiling import Window, core_size, iter_chunk_windows
+from omniseg.inference.tiling import core_size, iter_chunk_windows
+from omniseg.io.raster import Window, roi_mask
 from omniseg.runtime.memory import release_free_memory
-from omniseg.runtime.ordered import ordered_map
+from omniseg.threads import ordered_map
 
 TRIM_EVERY_OBJECTS = 256  # hand freed heap back to the OS this often while tracing objects
 

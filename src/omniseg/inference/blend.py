@@ -22,7 +22,8 @@ import numpy as np
 import zarr
 
 from omniseg.inference.merge import CODE_MAX
-from omniseg.inference.tiling import Window, tile_at, tiles_touching
+from omniseg.inference.tiling import tile_at, tiles_touching
+from omniseg.io.raster import Window
 
 
 def edge_weights(length: int, overlap: int) -> np.ndarray:

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from omniseg.inference.tiling import Window
 from omniseg.io.base import SlideReader
 from omniseg.io.levels import read_at_mpp
-from omniseg.io.raster import polygon_mask
+from omniseg.io.raster import Window
 from omniseg.io.tissue import TissueSettings, TissueThresholds, glass_mask, thumbnail_lookup
 
 
@@ -55,13 +54,6 @@ def grow_mask(mask: np.ndarray, radius_px: int) -> np.ndarray:
         rect = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * int(width) + 1, 2 * half_height + 1))
         np.maximum(grown, cv2.dilate(source, rect), out=grown)
     return grown.astype(bool)
-
-
-def roi_mask(roi, window: Window) -> np.ndarray | None:
-    """Pixels of ``window`` whose centre lies inside the ROI polygon(s); None = no ROI."""
-    if roi is None:
-        return None
-    return polygon_mask(roi, window.y, window.x, window.h, window.w)
 
 
 @dataclass(frozen=True)

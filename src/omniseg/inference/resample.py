@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from omniseg.inference.tiling import Window
+from omniseg.io.raster import Window
 
 ReadBlock = Callable[[int, int, int, int], np.ndarray]  # (y0, y1, x0, x1) -> (..., h, w)
 

@@ -8,9 +8,7 @@ network never waits for decoding and memory stays bounded.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +23,7 @@ from omniseg.models import InferenceSettings
 from omniseg.runtime import Predictor
 from omniseg.runtime.memory import release_free_memory
 from omniseg.runtime.predictor import images_to_batch
+from omniseg.threads import OrderedWriter, ordered_group_map
 
 PREFETCH_BATCHES = 2  # batches being read while the current one runs
 MAX_PENDING_WRITES = 2  # computed batches waiting to be coded and stored
@@ -71,26 +70,6 @@ def predict_tiles(predictor: Predictor, images: list[np.ndarray], plan: ScalePla
     """(N, T, H, W) float32 probabilities of a batch; the backbone runs once per tile."""
     x = images_to_batch(images)
     return predictor.predict_tasks(x, plan.tasks, plan.scale_id, tta=tta).cpu().numpy()
-
-
-def _prefetched(
-    groups: Iterable[tuple[Tile, ...]], read: Callable[[Tile], np.ndarray], workers: int
-) -> Iterator[tuple[tuple[Tile, ...], list[np.ndarray]]]:
-    if workers == 0:
-        for group in groups:
-            yield group, [read(t) for t in group]
-        return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="omniseg-read") as pool:
-        pending: deque = deque()
-        source = iter(groups)
-        for group in source:
-            pending.append((group, [pool.submit(read, t) for t in group]))
-            if len(pending) > PREFETCH_BATCHES:
-                done_group, futures = pending.popleft()
-                yield done_group, [f.result() for f in futures]
-        while pending:
-            done_group, futures = pending.popleft()
-            yield done_group, [f.result() for f in futures]
 
 
 def _pending_batches(
@@ -183,8 +162,11 @@ def run_scale(
         flags_array[top:bottom, :] = done[top:bottom, :]
 
     batches = 0
-    with bar, OrderedWriter() as writer:
-        for group, images in _prefetched(tile_groups, read, loop.workers):
+    reads = ordered_group_map(
+        read, tile_groups, loop.workers, name="omniseg-read", groups_ahead=PREFETCH_BATCHES
+    )
+    with bar, OrderedWriter(MAX_PENDING_WRITES) as writer:
+        for group, images in reads:
             prob = predict_tiles(predictor, images, plan, inference.tta)
             writer.submit(write, group, prob)
             bar.update(len(group))
@@ -192,28 +174,6 @@ def run_scale(
             if batches % TRIM_EVERY_BATCHES == 0:
                 release_free_memory()
     return stats
-
-
-class OrderedWriter:
-    """One background thread that runs write jobs in submission order while the network
-    computes the next batch (coding and storing each batch ran on the main thread, between
-    network passes). At most ``MAX_PENDING_WRITES`` jobs wait, so memory stays bounded; leaving
-    the block waits for every job and raises the first job error."""
-
-    def __enter__(self) -> OrderedWriter:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="omniseg-write")
-        self._pending: deque = deque()
-        return self
-
-    def submit(self, job: Callable[..., None], *args) -> None:
-        self._pending.append(self._pool.submit(job, *args))
-        while len(self._pending) > MAX_PENDING_WRITES:
-            self._pending.popleft().result()
-
-    def __exit__(self, *exc_info) -> None:
-        self._pool.shutdown(wait=True)  # finished batches are kept even when one failed
-        while self._pending:
-            self._pending.popleft().result()
 
 
 def processed_flags(store: WorkStore, plan: ScalePlan, tile: int, overlap: int) -> np.ndarray:

@@ -29,7 +29,7 @@ from omniseg.inference.assemble import (
     label_tile_reader,
 )
 from omniseg.inference.chunk_cache import ChunkCache
-from omniseg.inference.gates import GlassGate, TissueGate, grow_mask, roi_mask
+from omniseg.inference.gates import GlassGate, TissueGate, grow_mask
 from omniseg.inference.interstitium import gates_fine_pass, interstitium_work, structure_mask
 from omniseg.inference.outputs import (
     UM2_PER_MM2,
@@ -49,9 +49,10 @@ from omniseg.inference.scale_runner import (
 from omniseg.inference.settings import SegmentSettings
 from omniseg.inference.spool import ObjectSpool
 from omniseg.inference.store import WorkStore
-from omniseg.inference.tiling import Tile, Window, grid_shape, iter_tiles
+from omniseg.inference.tiling import Tile, grid_shape, iter_tiles
 from omniseg.io import thumbnail
 from omniseg.io.base import SlideReader
+from omniseg.io.raster import Window, roi_mask
 from omniseg.io.tissue import glass_background, tissue_and_thresholds
 from omniseg.models import InferenceSettings
 from omniseg.runtime import Predictor

@@ -15,24 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from omniseg.errors import OmnisegError
-
-
-@dataclass(frozen=True)
-class Window:
-    """An axis-aligned rectangle in pixels: rows [y, y + h), columns [x, x + w)."""
-
-    y: int
-    x: int
-    h: int
-    w: int
-
-    @property
-    def y1(self) -> int:
-        return self.y + self.h
-
-    @property
-    def x1(self) -> int:
-        return self.x + self.w
+from omniseg.io.raster import Window
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import numpy as np
 from omniseg.errors import OmnisegError
 from omniseg.io.base import SlideInfo, SlideReader
 from omniseg.io.pixels import WHITE
-from omniseg.runtime.ordered import ordered_map
+from omniseg.threads import ordered_map
 
 LEVEL_MPP_TOLERANCE = 0.01  # a level within 1 % of the target counts as fine enough
 MARGIN_BLOCKS = 1  # extra source blocks on each side so interpolation never reads past the window

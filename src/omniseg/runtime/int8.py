@@ -44,7 +44,6 @@ FORMAT_VERSION = 1
 # stem and layers). Everything after them (decoder, fusion, pre-classifier) is quantized.
 ENCODER_SCOPES = ("/backbone/encoder/", "/conv1/", "/layer")
 QUANTIZED_OP_TYPES = ("Conv",)
-DEFAULT_CALIBRATION_PATCHES = 72
 
 
 def quantized_nodes(onnx_path: str | os.PathLike) -> list[str]:
@@ -97,22 +96,6 @@ class _PatchReader:
         return {"images": x.numpy(), **ids}
 
 
-def pick_calibration_records(records: Sequence, limit: int) -> list:
-    """Up to ``limit`` patches, round-robin over tasks so each task's ranges count, from the
-    training split when there is one (validation stays unseen)."""
-    train = [r for r in records if r.split == "train"] or list(records)
-    by_task: dict[int, list] = {}
-    for record in train:
-        by_task.setdefault(record.task_id, []).append(record)
-    picked: list = []
-    queues = [by_task[t] for t in sorted(by_task)]
-    while len(picked) < limit and any(queues):
-        for queue in queues:
-            if queue and len(picked) < limit:
-                picked.append(queue.pop(0))
-    return picked
-
-
 def calibrate(
     model,
     samples: Sequence[tuple[np.ndarray, int, int]],
@@ -152,33 +135,6 @@ def calibrate(
     with atomic_path(out_path) as temp:
         temp.write_text(json.dumps(table, indent=1) + "\n", encoding="utf-8")
     return table
-
-
-def calibrate_model_dir(
-    model_dir: str | os.PathLike,
-    data: str | os.PathLike,
-    *,
-    max_patches: int = DEFAULT_CALIBRATION_PATCHES,
-    verify: bool = True,
-) -> tuple[Path, dict]:
-    """Calibrate the model in ``model_dir`` on the labelled patches in ``data`` (a folder or
-    manifest, as ``omniseg train`` reads it) and write ``model_dir/int8-calibration.json``."""
-    from omniseg.data import discover_patches, load_pair
-    from omniseg.models import load_pretrained
-    from omniseg.models.pretrained import WEIGHTS_NAME, sha256_of
-
-    if max_patches < 1:
-        raise OmnisegError(f"--max-patches {max_patches}: must be at least 1")
-    folder = Path(model_dir)
-    model = load_pretrained(folder, verify=verify)
-    records = pick_calibration_records(discover_patches(data), max_patches)
-    samples = [(load_pair(r)[0], r.task_id, r.scale_id) for r in records]
-    out = folder / CALIBRATION_NAME
-    table = calibrate(
-        model, samples, out, weights_sha256=sha256_of(folder / WEIGHTS_NAME),
-        source=f"{len(samples)} patches of {Path(data).name}",
-    )  # fmt: skip
-    return out, table
 
 
 def _range(value: tuple) -> list[float]:

@@ -28,7 +28,7 @@ from omniseg.errors import OmnisegError
 from omniseg.models import load_pretrained
 from omniseg.models.pretrained import sha256_of
 from omniseg.training.complete import CompletionSettings, complete_labels
-from omniseg.training.config import load_train_config
+from omniseg.training.config_loading import load_train_config
 from omniseg.training.recipe import packaged_config
 from omniseg.training.rundir import MODEL_NAME
 from omniseg.training.trainer import train

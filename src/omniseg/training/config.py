@@ -1,24 +1,20 @@
-"""Training configuration: one frozen dataclass with nested sections, loaded from YAML + overrides.
-
-A YAML file holds every section (``data``, ``augment``, ``optim``, ``loss``, ``semi``, ``run``); CLI
-flags become dotted overrides (``{"optim.lr": 1e-3}``). The resolved configuration is written to
-``RUN_DIR/config.yaml`` so a run can be repeated exactly.
+"""Training configuration: one frozen dataclass with nested sections, checked whenever it is
+built (YAML, CLI flags or Python), so a bad value fails at once with its dotted key instead of
+hours into a run. Reading it from YAML + overrides: ``training/config_loading.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import types
-import typing
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
-import yaml
-
+from omniseg.catalogue import default_catalogue
 from omniseg.data.augment import AugmentConfig
 from omniseg.errors import OmnisegError
+from omniseg.models.config import HEAD_ACTIVATIONS, HEAD_INITS
+from omniseg.runtime.device import DEVICE_CHOICES
+from omniseg.runtime.precision import AUTO, PRECISIONS
 
 # Default of both seeds below; one value, so a run that sets neither splits as it always did.
 DEFAULT_SEED = 1234
@@ -174,8 +170,6 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
-        from omniseg.training.config_checks import validate
-
         validate(self)  # Python callers get the CLI's checks too
 
     def to_dict(self) -> dict:
@@ -190,127 +184,76 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    """Convert a YAML/CLI value to the field's declared type, or raise a clear error."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return None if value is None else _coerce(value, args[0], where)
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [v for v in value.split(",") if v.strip()]
-        if not isinstance(value, list | tuple):
-            raise OmnisegError(f"{where}: expected a list, got {value!r}")
-        (item,) = typing.get_args(annotation)[:1]
-        return tuple(_coerce(v, item, where) for v in value)
-    try:
-        if annotation is bool:
-            if isinstance(value, str):
-                low = value.strip().lower()
-                if low in ("1", "true", "yes", "on"):
-                    return True
-                if low in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(value)
-            if isinstance(value, bool | int):
-                return bool(value)
-            raise ValueError(value)
-        if annotation is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(value)
-        if annotation is float:
-            return float(value)
-        if annotation is str:
-            return "" if value is None else str(value)
-    except (TypeError, ValueError) as exc:
-        raise OmnisegError(f"{where}: expected {annotation.__name__}, got {value!r}") from exc
-    return value
+TRAIN_PARTS = ("all", "decoder", "task")  # finetune.train_parts (training/finetune.py)
+
+CHOICES = {
+    "optim.name": ("adamw", "sgd"),
+    "optim.schedule": ("cosine", "poly", "constant"),
+    "run.device": DEVICE_CHOICES,
+    "run.precision": (*PRECISIONS, AUTO),
+    "run.head_init": HEAD_INITS,
+    "run.head_activation": HEAD_ACTIVATIONS,
+}
 
 
-def _build(cls: type, raw: dict, prefix: str, source: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(raw) - set(known))
-    if unknown:
+def validate(config: TrainConfig) -> TrainConfig:
+    """Reject values that would fail later (or silently train something else)."""
+    plain = config.to_dict()
+    for key, allowed in CHOICES.items():
+        section, name = key.split(".")
+        if plain[section][name] not in allowed:
+            raise OmnisegError(f"{key}={plain[section][name]!r} is invalid; valid: {allowed}")
+    d, s, r = config.data, config.semi, config.run
+    if d.batch_size < 1:
+        raise OmnisegError(f"data.batch_size={d.batch_size}: must be >= 1")
+    if not 0.0 < d.val_fraction < 1.0:
+        raise OmnisegError(f"data.val_fraction={d.val_fraction}: must lie in (0, 1)")
+    if not 0.0 <= d.negatives < 1.0:
+        raise OmnisegError(f"data.negatives={d.negatives}: must lie in [0, 1)")
+    if not 0.0 <= d.threshold_holdout < 1.0:
+        raise OmnisegError(f"data.threshold_holdout={d.threshold_holdout}: must lie in [0, 1)")
+    if d.threshold_holdout > 0 and not r.tune_thresholds:
         raise OmnisegError(
-            f"{source}: unknown key(s) {[prefix + k for k in unknown]}; valid: {sorted(known)}"
+            f"data.threshold_holdout={d.threshold_holdout} holds patches back only to tune "
+            "thresholds on: set run.tune_thresholds: true, or data.threshold_holdout: 0"
         )
-    kwargs = {}
-    for name, value in raw.items():
-        annotation = hints[name]
-        where = f"{source}: {prefix}{name}"
-        if dataclasses.is_dataclass(annotation):
-            if not isinstance(value, dict):
-                raise OmnisegError(f"{where}: expected a mapping of {annotation.__name__} fields")
-            kwargs[name] = _build(annotation, value, f"{prefix}{name}.", source)
-        else:
-            kwargs[name] = _coerce(value, annotation, where)
-    return cls(**kwargs)
-
-
-def _merge(base: dict, dotted: dict[str, Any]) -> dict:
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
-    for key, value in dotted.items():
-        parts = key.split(".")
-        node = out
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise OmnisegError(f"override {key}: {part} is not a section")
-        node[parts[-1]] = value
-    return out
-
-
-def config_from_dict(raw: dict, source: str = "config") -> TrainConfig:
-    return _build(TrainConfig, raw or {}, "", source)  # validated on construction
-
-
-def with_legacy_split_seed(raw: dict) -> dict:
-    """A run's saved config from before ``data.split_seed`` existed: its splits were seeded by
-    ``run.seed``, so resuming it must keep that seed, not take the new default."""
-    data = raw.get("data")
-    if not isinstance(data, dict) or "split_seed" in data:
-        return raw
-    run = raw.get("run") if isinstance(raw.get("run"), dict) else {}
-    return {**raw, "data": {**data, "split_seed": run.get("seed", DEFAULT_SEED)}}
-
-
-def load_train_config(
-    path: str | os.PathLike | None = None,
-    overrides: dict[str, Any] | None = None,
-    *,
-    saved_run: bool = False,
-) -> TrainConfig:
-    """Read a YAML config (optional) and apply dotted overrides such as ``{"run.epochs": 5}``.
-
-    ``saved_run``: the file is a run's own ``config.yaml`` (resume), read as that run was made.
-    """
-    raw: dict = {}
-    source = "defaults"
-    if path is not None:
-        p = Path(path)
-        source = str(p)
-        try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError as exc:
-            raise OmnisegError(
-                f"{p}: config file not found; pass an existing --config YAML"
-            ) from exc
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise OmnisegError(f"{p}: unreadable YAML config ({exc})") from exc
-        if not isinstance(raw, dict):
-            raise OmnisegError(f"{p}: top level must be a mapping of sections (data, optim, ...)")
-    if saved_run:
-        raw = with_legacy_split_seed(raw)
-    merged = _merge(raw, {k: v for k, v in (overrides or {}).items() if v is not None})
-    return config_from_dict(merged, source)
-
-
-def replace_config(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
-    """A copy of ``config`` with dotted overrides applied (and checked again)."""
-    return config_from_dict(_merge(config.to_dict(), overrides), "overrides")
-
-
-def dump_train_config(config: TrainConfig) -> str:
-    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+    if not 0.0 <= s.tau_lo < 0.5 < s.tau_hi <= 1.0:
+        raise OmnisegError(
+            f"semi.tau_lo/tau_hi={s.tau_lo}/{s.tau_hi}: need 0 <= lo < 0.5 < hi <= 1"
+        )
+    if not 0.0 <= s.ema_decay < 1.0:
+        raise OmnisegError(f"semi.ema_decay={s.ema_decay}: must lie in [0, 1)")
+    if d.folds == 1 or d.folds < 0:
+        raise OmnisegError(f"data.folds={d.folds}: 0 (off) or at least 2")
+    if d.folds and not 0 <= d.fold < d.folds:
+        raise OmnisegError(f"data.fold={d.fold}: must lie in 0..{d.folds - 1}")
+    if not d.folds and d.fold != -1:
+        raise OmnisegError(f"data.fold={d.fold} needs data.folds >= 2 (cross-validation)")
+    default_catalogue().parse_task_scales(d.task_scales)  # raises on a bad entry
+    if not 0.0 < config.loss.fn_weight < 1.0:
+        raise OmnisegError(f"loss.fn_weight={config.loss.fn_weight}: must lie in (0, 1)")
+    if not 0.0 <= r.ema_decay < 1.0:
+        raise OmnisegError(f"run.ema_decay={r.ema_decay}: must lie in [0, 1)")
+    if r.epochs < 1 and r.max_steps < 1:
+        raise OmnisegError("run.epochs and run.max_steps are both < 1; set --epochs or --max-steps")
+    f = config.finetune
+    if f.encoder_lr_scale < 0:
+        raise OmnisegError(f"finetune.encoder_lr_scale={f.encoder_lr_scale}: must be >= 0")
+    if f.train_parts not in TRAIN_PARTS:
+        raise OmnisegError(
+            f"finetune.train_parts={f.train_parts!r}: unknown; valid: {', '.join(TRAIN_PARTS)}"
+        )
+    if f.train_parts == "task" and config.optim.weight_decay:
+        raise OmnisegError(
+            "finetune.train_parts=task needs optim.weight_decay=0 (decay would move the other "
+            "tasks' frozen controller blocks)"
+        )
+    if f.freeze_encoder_steps < 0:
+        raise OmnisegError(f"finetune.freeze_encoder_steps={f.freeze_encoder_steps}: must be >= 0")
+    if r.val_every_epochs < 1:
+        raise OmnisegError(f"run.val_every_epochs={r.val_every_epochs}: must be >= 1")
+    if r.log_every_steps < 1:
+        raise OmnisegError(f"run.log_every_steps={r.log_every_steps}: must be >= 1")
+    if r.checkpoint_minutes <= 0:
+        raise OmnisegError(f"run.checkpoint_minutes={r.checkpoint_minutes}: must be > 0")
+    return config

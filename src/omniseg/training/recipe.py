@@ -17,7 +17,8 @@ from typing import Any
 
 from omniseg.atomic import atomic_folder
 from omniseg.errors import OmnisegError
-from omniseg.training.config import TrainConfig, load_train_config, replace_config
+from omniseg.training.config import TrainConfig
+from omniseg.training.config_loading import load_train_config, replace_config
 from omniseg.training.fit import TrainResult
 from omniseg.training.rundir import CONFIG_NAME, MODEL_NAME, RUN_MARKER
 from omniseg.training.trainer import train

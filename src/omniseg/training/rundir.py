@@ -8,7 +8,8 @@ from pathlib import Path
 
 from omniseg.atomic import atomic_write_text, is_temp_of
 from omniseg.errors import OmnisegError
-from omniseg.training.config import TrainConfig, dump_train_config, load_train_config
+from omniseg.training.config import TrainConfig
+from omniseg.training.config_loading import dump_train_config, load_train_config
 
 CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.csv"

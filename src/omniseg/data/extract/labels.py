@@ -17,8 +17,7 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
 from omniseg.errors import OmnisegError
-from omniseg.inference.gates import roi_mask
-from omniseg.inference.tiling import Window
+from omniseg.io.raster import Window, roi_mask
 
 ALIGN_TOLERANCE = 0.01  # a label image's aspect may differ from the slide's by 1 % (rounding)
 OVERVIEW_SIDE = 2048  # px: the label image is searched for objects at about this size

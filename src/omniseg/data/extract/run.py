@@ -30,12 +30,12 @@ from omniseg.data.extract.sampling import centred_window, jittered, negative_poi
 from omniseg.data.extract.sources import TaskSource, slide_sources, tissue_test
 from omniseg.data.patches import MANIFEST_NAME
 from omniseg.errors import OmnisegError
-from omniseg.inference.tiling import Window
 from omniseg.io import open_slide, read_at_mpp, target_shape
 from omniseg.io.annotation_formats import holds_many_images
+from omniseg.io.raster import Window
 from omniseg.locks import folder_lock
 from omniseg.models.config import MAX_TILE, MIN_TILE
-from omniseg.runtime.ordered import ordered_map
+from omniseg.threads import ordered_map
 
 UNKNOWN = 127  # mask value of unannotated pixels (the manifest's ignore_value)
 FOREGROUND = 255

@@ -9,7 +9,7 @@ import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from omniseg.inference.tiling import Window
+from omniseg.io.raster import Window
 
 POSITIVE_JITTER = 0.25  # an object's patch is shifted by up to this share of its side
 NEGATIVE_TRIES = 200  # random draws per wanted negative before giving up (a tiny region)
