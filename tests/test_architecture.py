@@ -163,9 +163,10 @@ def test_cli_passes_only_the_options_a_user_gave():
     assert SegmentSettings(**given(device=None, reader_threads=None)) == defaults
 
 
-def test_a_model_carries_its_own_class_names_and_colours_into_the_outputs(tmp_path):
-    """A model saved with another catalogue (renamed, recoloured classes) is segmented with its
-    own names: summary.json, GeoJSON and CSV use them, and --tasks accepts them."""
+def test_a_model_carries_its_own_colours_and_scales_but_not_other_class_names(tmp_path):
+    """A model's catalogue is the kidney's six classes (the merge rule and the glomerulus check
+    are their anatomy): a recoloured model with PTC at 20x is segmented with its colours and
+    scales, and a renamed one is refused at load with a message that says what may change."""
     import json
 
     from omniseg.catalogue import catalogue_from_dict, default_catalogue
@@ -175,22 +176,27 @@ def test_a_model_carries_its_own_class_names_and_colours_into_the_outputs(tmp_pa
 
     raw = default_catalogue().to_dict()
     for row in raw["tissues"]:
-        row["name"], row["color"] = f"my-{row['name']}", [1, 2, 3]
+        row["color"] = [1, 2, 3]
+    raw["tissues"][5]["scale_id"] = 2  # ptc at 20x
     model = create_model("omniseg-tiny")
     model.catalogue = catalogue_from_dict(raw)
     save_pretrained(model, tmp_path / "m")
     assert load_pretrained(tmp_path / "m").catalogue == model.catalogue
     write_tiff(tmp_path / "s.tif", synthetic_tissue(160, 224), 0.25)
     args = ["segment", str(tmp_path / "s.tif"), "-o", str(tmp_path / "out"), "--weights",
-            str(tmp_path / "m"), "--tasks", "my-dt,my-vessel", "--quiet"]  # fmt: skip
+            str(tmp_path / "m"), "--tasks", "dt,ptc", "--quiet"]  # fmt: skip
     assert main(args) == 0
     summary = json.loads((tmp_path / "out/s/summary.json").read_text())
-    assert set(summary["classes"]) == {f"my-{t.name}" for t in default_catalogue().tissues} - {
-        "my-tuft"
-    }
-    assert summary["scales"][0]["tasks"] == ["my-dt", "my-vessel"]
-    csv_header = (tmp_path / "out/s/objects.csv").read_text().splitlines()[0]
-    assert csv_header.startswith("id,")
+    assert {s["magnification"]: s["tasks"] for s in summary["scales"]} == {10: ["dt"], 20: ["ptc"]}
+    renamed = json.loads(json.dumps(raw))
+    renamed["tissues"][2]["name"] = "my-capsule"
+    with pytest.raises(OmnisegError, match="not the kidney's.*not rename"):
+        catalogue_from_dict(renamed)
+    config = json.loads((tmp_path / "m/config.json").read_text())
+    config["catalogue"] = renamed
+    (tmp_path / "m/config.json").write_text(json.dumps(config))
+    with pytest.raises(OmnisegError, match="not the kidney's"):
+        load_pretrained(tmp_path / "m", verify=False)
 
 
 def test_a_catalogue_that_does_not_fit_the_model_is_refused(tmp_path):
@@ -202,7 +208,7 @@ def test_a_catalogue_that_does_not_fit_the_model_is_refused(tmp_path):
     config = json.loads((tmp_path / "m/config.json").read_text())
     config["catalogue"]["tissues"] = config["catalogue"]["tissues"][:5]
     (tmp_path / "m/config.json").write_text(json.dumps(config))
-    with pytest.raises(OmnisegError, match=r"config.json.*5 tissues"):
+    with pytest.raises(OmnisegError, match=r"config.json.*not the kidney's"):
         load_pretrained(tmp_path / "m")
 
 

@@ -139,8 +139,10 @@ class Catalogue:
         }
 
 
-def catalogue_from_dict(raw: dict) -> Catalogue:
-    """Validate and type a catalogue mapping (from the package or a model's config.json)."""
+def catalogue_from_dict(raw: dict, *, kidney: bool = True) -> Catalogue:
+    """Validate and type a catalogue mapping (from the package or a model's config.json).
+
+    ``kidney``: the classes must be the package's six, by id and name (:func:`check_kidney`)."""
     try:
         scale_list = tuple(
             Scale(int(s["id"]), int(s["magnification"]), float(s["mpp"])) for s in raw["scales"]
@@ -165,13 +167,33 @@ def catalogue_from_dict(raw: dict) -> Catalogue:
     for t in tissue_list:
         if not 0 <= t.scale_id < len(scale_list):
             raise OmnisegError(f"invalid tissue catalogue: {t.name} has unknown scale {t.scale_id}")
-    return Catalogue(tissue_list, scale_list)
+    catalogue = Catalogue(tissue_list, scale_list)
+    if kidney:
+        check_kidney(catalogue)
+    return catalogue
+
+
+def check_kidney(catalogue: Catalogue) -> None:
+    """A model's catalogue names the kidney's six classes, each by its id: what the merge rule
+    (glomerulus = capsule ∪ tuft, PTC only in the interstitium), the glomerulus check and the
+    outputs do with a class is kidney anatomy tied to it. A model may change where a class runs
+    (its scale: PTC at 20x) and how it is shown (full name, colour), not what it is."""
+    base = default_catalogue()
+    found = [(t.id, t.name) for t in catalogue.tissues]
+    wanted = [(t.id, t.name) for t in base.tissues]
+    if found != wanted:
+        raise OmnisegError(
+            f"invalid tissue catalogue: classes {found} are not the kidney's {wanted}; a model "
+            "may move a class to another scale or recolour it, not rename or reorder it"
+        )
+    if [s.mpp for s in catalogue.scales] != [s.mpp for s in base.scales]:
+        raise OmnisegError("invalid tissue catalogue: its scales differ from the package's")
 
 
 @cache
 def default_catalogue() -> Catalogue:
     text = resources.files("omniseg").joinpath("catalogue.json").read_text(encoding="utf-8")
-    return catalogue_from_dict(json.loads(text))
+    return catalogue_from_dict(json.loads(text), kidney=False)
 
 
 def tissues() -> tuple[Tissue, ...]:

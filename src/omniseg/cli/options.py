@@ -59,8 +59,8 @@ BackendOption = Annotated[
         help="auto (the hardware picks: bf16 on AVX512-BF16/AMX, int8 on VNNI, else fp32; "
         "summary.json says which and why); torch; onnxruntime or openvino (CPU fp32, from one "
         "ONNX export cached beside the model); onnxruntime-int8 (decoder in int8, from the "
-        "model's int8-calibration.json; see omniseg calibrate).",
-        show_default="auto for segment, torch for evaluate",
+        "model's int8-calibration.json; see omniseg calibrate). evaluate's default: torch.",
+        show_default="auto",
     ),
 ]
 # One meaning on every command: no progress bars (the two names are synonyms everywhere)

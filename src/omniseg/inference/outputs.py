@@ -18,7 +18,7 @@ from omniseg.atomic import atomic_write_json
 from omniseg.catalogue import Catalogue, default_catalogue
 from omniseg.export import render_overlay, write_geojson, write_label_ome_tiff, write_objects_csv
 from omniseg.export.objects import SlideObject
-from omniseg.inference.merge import GLOMERULUS, OBJECT_GROUPS, TUFT
+from omniseg.inference.merge import GLOMERULUS, OBJECT_GROUPS
 from omniseg.inference.results import SUMMARY_NAME
 from omniseg.runtime.memory import release_free_memory
 
@@ -52,12 +52,10 @@ def label_colors(catalogue: Catalogue | None = None) -> dict[int, tuple[int, int
 
 def object_names(catalogue: Catalogue | None = None) -> dict[int, str]:
     """Object class id -> name. The glomerular unit (capsule ∪ tuft) uses the capsule's id and
-    is called "glomerulus" while those two classes keep their kidney names."""
-    cat = catalogue or default_catalogue()
-    names = {t.id: t.name for t in cat.tissues}
-    kidney = names.get(GLOMERULUS) == "capsule" and names.get(TUFT) == "tuft"
+    is called "glomerulus" (catalogues are the kidney's: ``catalogue.check_kidney``)."""
+    names = {t.id: t.name for t in (catalogue or default_catalogue()).tissues}
     return {
-        group: (GLOMERULUS_NAME if group == GLOMERULUS and kidney else names[group])
+        group: (GLOMERULUS_NAME if group == GLOMERULUS else names[group])
         for group, _ in OBJECT_GROUPS
     }
 
