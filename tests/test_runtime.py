@@ -52,3 +52,20 @@ def test_segment_records_the_precision_it_chose_and_why(tmp_path, monkeypatch):
     assert runtime["precision_requested"] == "auto" and runtime["precision"] == "fp32"
     assert runtime["backend"] == "torch" and runtime["device"] == "cpu"
     assert set(CPU_FLAGS) <= set(runtime["cpu"])
+
+
+def test_one_loader_names_the_bundled_model_and_auto_means_one_device(tmp_path, monkeypatch):
+    from omniseg.models.bundled import default_model_dir
+    from omniseg.runtime.device import default_device, resolve_device
+    from omniseg.runtime.loading import load_model
+
+    if default_model_dir() is None:
+        pytest.skip("this build ships no bundled model")
+    bundled, named = load_model(None, "cpu"), load_model("default", "cpu")
+    assert bundled.folder == named.folder == default_model_dir()
+    assert bundled.label == named.label == f"bundled:{default_model_dir().name}"
+    assert len(bundled.sha256) == 64 and not bundled.model.training
+    assert default_device() == resolve_device("auto").type
+    monkeypatch.setattr("omniseg.runtime.precision.native_bf16", lambda device=None: False)
+    with pytest.raises(OmnisegError, match="bf16"):
+        load_model(None, "cpu", precision="bf16")  # refused before the weights load

@@ -89,8 +89,7 @@ def export_onnx_command(
     Inputs: images (N, 3, H, W) float in [0, 1] with H, W multiples of the model's size divisor,
     task_ids and scale_ids (N, T) int64; output: logits (N, T, 2, H, W)."""
     from omniseg.errors import OmnisegError
-    from omniseg.models import load_pretrained
-    from omniseg.models.bundled import require_model_dir
+    from omniseg.runtime.loading import load_model
     from omniseg.runtime.onnx_backend import export_onnx
 
     if out.suffix.lower() != ".onnx":
@@ -99,7 +98,7 @@ def export_onnx_command(
         raise OmnisegError(
             f"{out}: already exists; pass --overwrite to replace it, or choose another path"
         )
-    model = load_pretrained(require_model_dir(model_dir), verify=not allow_unverified)
+    model = load_model(model_dir, "cpu", verify=not allow_unverified).model
     typer.echo(f"wrote {export_onnx(model, out)}")
 
 

@@ -17,7 +17,7 @@ from omniseg.data.patches import at_model_scales
 from omniseg.data.provenance import seen_in_training
 from omniseg.errors import OmnisegError
 from omniseg.models import OmniSeg
-from omniseg.runtime import Predictor, TorchPredictor, resolve_device, resolve_precision
+from omniseg.runtime import Predictor, TorchPredictor
 from omniseg.runtime.backends import BACKEND_CHOICES, make_predictor
 from omniseg.runtime.memory import tune_allocator
 from omniseg.runtime.precision import AUTO, PRECISIONS
@@ -151,9 +151,8 @@ def evaluate_path(
     fail in seconds; reports are written only after every image has been scored.
     """
     tune_allocator()
-    from omniseg.models import load_pretrained
-    from omniseg.models.bundled import require_model_dir
-    from omniseg.models.pretrained import WEIGHTS_NAME, read_model_config, sha256_of
+    from omniseg.models.pretrained import read_model_config
+    from omniseg.runtime.loading import load_model
 
     found = discover_patches(data, allow_outside=allow_outside_paths)
     try:
@@ -171,12 +170,8 @@ def evaluate_path(
     for out, option in ((json_path, "--json"), (csv_path, "--csv")):
         if out is not None and Path(out).is_dir():
             raise OmnisegError(f"{option} {out}: is a folder; pass a file path")
-    torch_device = resolve_device(device)
-    resolve_precision(precision, torch_device)
-    model_dir = require_model_dir(weights)
-    label = str(weights) if weights is not None else f"bundled:{model_dir.name}"
-    model = load_pretrained(model_dir, device=torch_device, verify=not allow_unverified)
-    sha256 = sha256_of(model_dir / WEIGHTS_NAME)
+    loaded = load_model(weights, device, verify=not allow_unverified, precision=precision)
+    model, model_dir, sha256, label = loaded.model, loaded.folder, loaded.sha256, loaded.label
     predictor = make_predictor(model, backend, precision, model_dir=model_dir, sha256=sha256)
     result = evaluate_records(
         model,

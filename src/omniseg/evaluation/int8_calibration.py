@@ -11,9 +11,8 @@ from omniseg.catalogue import moved_tasks
 from omniseg.data import discover_patches, load_pair
 from omniseg.data.patches import at_model_scales
 from omniseg.errors import OmnisegError
-from omniseg.models import load_pretrained
-from omniseg.models.pretrained import WEIGHTS_NAME, sha256_of
 from omniseg.runtime.int8 import CALIBRATION_NAME, calibrate
+from omniseg.runtime.loading import load_model
 
 DEFAULT_CALIBRATION_PATCHES = 72
 
@@ -46,14 +45,14 @@ def calibrate_model_dir(
     Each patch is seen at the scale the model runs its task at (PTC at 20x, say)."""
     if max_patches < 1:
         raise OmnisegError(f"--max-patches {max_patches}: must be at least 1")
-    folder = Path(model_dir)
-    model = load_pretrained(folder, verify=verify)
+    loaded = load_model(model_dir, "cpu", verify=verify)
+    folder, model = loaded.folder, loaded.model
     found = at_model_scales(discover_patches(data), moved_tasks(model.catalogue))
     records = pick_calibration_records(found, max_patches)
     samples = [(load_pair(r)[0], r.task_id, r.scale_id) for r in records]
     out = folder / CALIBRATION_NAME
     table = calibrate(
-        model, samples, out, weights_sha256=sha256_of(folder / WEIGHTS_NAME),
+        model, samples, out, weights_sha256=loaded.sha256,
         source=f"{len(samples)} patches of {Path(data).name}",
     )  # fmt: skip
     return out, table

@@ -42,12 +42,9 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
 
 
 def default_device() -> str:
-    """The device ``auto`` means here, as a name (reported by ``omniseg info``)."""
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    """The device ``auto`` means here, as a name (reported by ``omniseg info``): the same rule
+    as :func:`resolve_device`, so info never promises a device a run would not use."""
+    return resolve_device("auto").type
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
