@@ -72,7 +72,7 @@ def run_cli(args: list[str]) -> tuple[float, int]:
 def train_cost(model: str, steps: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         wall, peak = run_cli(["train", "--config", "src/omniseg/configs/train_default.yaml", "--model", model,
-                              "--no-semi", "--val-split", "none", "--max-steps", str(steps),
+                              "--set", "semi.enabled=false", "--val-split", "none", "--max-steps", str(steps),
                               "--out", f"{tmp}/run", "--no-progress"])  # fmt: skip
         rows = (Path(tmp) / "run" / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")

@@ -49,8 +49,8 @@ run_arm() {  # $1 = arm; trains (or resumes) it, then scores it on val once
   # always (re)run train; --resume on a finished run only re-saves its final model.
   resume=""
   [ -f "$out/config.yaml" ] && resume="--resume"
-  .venv/bin/omniseg train --data "${DATA:-../shared/data/kidney-patches}" --config src/omniseg/configs/train_default.yaml --model "$model" "--$semi" \
-    --head-init "$head_init" --val-split val --max-steps "$STEPS" --out "$out" --no-progress $resume \
+  .venv/bin/omniseg train --data "${DATA:-../shared/data/kidney-patches}" --config src/omniseg/configs/train_default.yaml --model "$model" --set "semi.enabled=$([ "$semi" = semi ] && echo true || echo false)" \
+    --set "run.head_init=$head_init" --val-split val --max-steps "$STEPS" --out "$out" --no-progress $resume \
     || { echo "arm $arm failed" >&2; return 1; }
   .venv/bin/omniseg evaluate ../shared/data/kidney-patches --split val --weights "$out/model" \
     --json "$RESULTS/$arm.json" --csv "$RESULTS/$arm-per-image.csv" \

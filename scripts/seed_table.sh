@@ -9,13 +9,13 @@ failed=0
 for seed in $SEEDS; do
   for arm in $ARMS; do
     case $arm in
-      omniseg) flags="--model omniseg --no-semi --head-init head" ;;
-      lite0) flags="--model omniseg-lite0 --no-semi" ;;
-      lite0-neg) flags="--model omniseg-lite0 --no-semi --negatives 0.25" ;;
-      lite0-leaky) flags="--model omniseg-lite0 --no-semi --head-activation leaky_relu" ;;
+      omniseg) flags="--model omniseg --set semi.enabled=false --set run.head_init=head" ;;
+      lite0) flags="--model omniseg-lite0 --set semi.enabled=false" ;;
+      lite0-neg) flags="--model omniseg-lite0 --set semi.enabled=false --set data.negatives=0.25" ;;
+      lite0-leaky) flags="--model omniseg-lite0 --set semi.enabled=false --set run.head_activation=leaky_relu" ;;
       # random init: BatchNorm statistics and the encoder learn like the rest (nothing to keep)
-      lite0-random) flags="--model omniseg-lite0 --no-semi --random-encoder --train-norm-stats \
---encoder-lr-scale 1.0" ;;
+      lite0-random) flags="--model omniseg-lite0 --set semi.enabled=false --set run.pretrained_encoder=false \
+--set finetune.freeze_norm_stats=false --set finetune.encoder_lr_scale=1.0" ;;
       *) echo "unknown arm $arm" >&2; exit 2 ;;
     esac
     # shellcheck disable=SC2086

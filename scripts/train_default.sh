@@ -4,7 +4,7 @@
 # 1,200 steps of random 128 px crops from the ImageNet encoder; finetune_lite0.yaml: 1,200 steps
 # from stage 1 with foreground-biased crops; each saves an EMA of its weights, decay 0.999), on
 # all 88 patches. Resumable: rerun with --resume. (v5 was trained with the then-packaged 600-step
-# configs plus --max-steps 1200 --ema-decay 0.999: the same settings.)
+# configs plus --max-steps 1200 --set run.ema_decay=0.999: the same settings.)
 #
 #   scripts/train_default.sh                  # runs/all/stage-1, runs/all/stage-2, runs/all/model
 set -e

@@ -215,8 +215,8 @@ def uninterrupted_train(tmp_path_factory):
     manifest = make_patch_set(root / "data", size=64, per_task=3)
     args = ["train", *ONE_STAGE, "--data", str(manifest), "--model", "omniseg-tiny",
             "--max-steps", str(KILLED_TRAIN_STEPS), "--batch-size", "2", "--patch-size", "64",
-            "--device", "cpu", "--val-split", "none", "--workers", "0", "--no-progress",
-            "--checkpoint-minutes", "1e-9"]  # fmt: skip
+            "--device", "cpu", "--val-split", "none", "--set", "data.num_workers=0", "--no-progress",
+            "--set", "run.checkpoint_minutes=1e-9"]  # fmt: skip
     _cli([*args, "--out", str(root / "ref")], root)
     return args, root / "ref"
 
@@ -323,7 +323,7 @@ def test_a_full_disk_during_train_keeps_the_last_checkpoint_and_resumes(tmp_path
     manifest = make_patch_set(tmp_path / "data", size=64, per_task=3)
     args = ["train", *ONE_STAGE, "--data", str(manifest), "--model", "omniseg-tiny", "--max-steps", "4",
             "--batch-size", "2", "--patch-size", "64", "--device", "cpu", "--val-split", "none",
-            "--workers", "0", "--no-progress", "--checkpoint-minutes", "1e-9"]  # fmt: skip
+            "--set", "data.num_workers=0", "--no-progress", "--set", "run.checkpoint_minutes=1e-9"]  # fmt: skip
     _cli([*args, "--out", "ref"], tmp_path)
     checkpoint = (tmp_path / "ref/last/state.pt").stat().st_size
     run = small_disk / "run"

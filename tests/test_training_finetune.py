@@ -204,9 +204,10 @@ def test_cli_fine_tuning_flags_reach_the_run_config(manifest, tmp_path):
     out = tmp_path / "run"
     args = ["train", *ONE_STAGE, "--data", str(manifest), "--out", str(out), "--model", "omniseg-lite0-tiny",
             "--max-steps", "2", "--batch-size", "2", "--patch-size", "32", "--no-progress",
-            "--val-split", "none", "--precision", "fp32", "--no-semi", "--random-encoder",
-            "--encoder-lr-scale", "0.5", "--freeze-encoder-steps", "1", "--train-norm-stats",
-            "--negatives", "0.2"]  # fmt: skip
+            "--val-split", "none", "--precision", "fp32", "--set", "semi.enabled=false",
+            "--set", "run.pretrained_encoder=false", "--set", "finetune.encoder_lr_scale=0.5",
+            "--set", "finetune.freeze_encoder_steps=1", "--set", "finetune.freeze_norm_stats=false",
+            "--set", "data.negatives=0.2"]  # fmt: skip
     assert cli_main(args) == 0
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["run"]["pretrained_encoder"] is False
@@ -216,7 +217,7 @@ def test_cli_fine_tuning_flags_reach_the_run_config(manifest, tmp_path):
         "recalibrate_norm_stats": True, "train_parts": "all",
     }  # fmt: skip
     assert cli_main(["train", "--out", str(out), "--resume", "--max-steps", "3"]) == 0
-    bad = [*args[:-2], "--negatives", "1.5", "--overwrite"]
+    bad = [*args[:-2], "--set", "data.negatives=1.5", "--overwrite"]
     assert cli_main(bad) == 2
 
 

@@ -162,7 +162,19 @@ def test_cli_threshold_holdout_turns_tuning_on(manifest, tmp_path):
     assert cli_main(args) == 0
     info = json.loads((out / "model" / "config.json").read_text())["training"]
     assert "threshold_source" not in info  # the config file turned tuning off
-    assert cli_main([*args, "--overwrite", "--threshold-holdout", "0.25"]) == 0
+    assert (
+        cli_main(
+            [
+                *args,
+                "--overwrite",
+                "--set",
+                "data.threshold_holdout=0.25",
+                "--set",
+                "run.tune_thresholds=true",
+            ]
+        )
+        == 0
+    )
     info = json.loads((out / "model" / "config.json").read_text())["training"]
     assert info["threshold_source"] == "holdout"
 
@@ -191,7 +203,7 @@ def test_split_seed_flag_is_recorded_apart_from_the_run_seed(manifest, tmp_path)
     out = tmp_path / "run"
     args = ["train", *ONE_STAGE, "--data", str(manifest), "--out", str(out), "--model", "omniseg-tiny",
             "--max-steps", "1", "--batch-size", "2", "--patch-size", "32", "--no-progress",
-            "--precision", "fp32", "--split-seed", "7", "--seed", "8"]  # fmt: skip
+            "--precision", "fp32", "--set", "data.split_seed=7", "--seed", "8"]  # fmt: skip
     assert cli_main(args) == 0
     saved = load_train_config(out / "config.yaml")
     assert saved.data.split_seed == 7 and saved.run.seed == 8
@@ -202,9 +214,10 @@ def test_a_run_saved_before_split_seed_resumes_with_its_own_seed(manifest, tmp_p
     out, saved, empty = tmp_path / "old", tmp_path / "old" / "config.yaml", tmp_path / "e.yaml"
     settings = ["--data", str(manifest), "--model", "omniseg-tiny", "--batch-size", "2",
                 "--patch-size", "32", "--no-progress", "--precision", "fp32",
-                "--threshold-holdout", "0.25", "--seed", "4321"]  # fmt: skip
+                "--set", "data.threshold_holdout=0.25", "--set", "run.tune_thresholds=true",
+                "--seed", "4321"]  # fmt: skip
     first = ["train", *ONE_STAGE, "--out", str(out), "--max-steps", "1", *settings,
-             "--split-seed", "4321"]  # fmt: skip
+             "--set", "data.split_seed=4321"]  # fmt: skip
     assert cli_main(first) == 0
     legacy = saved.read_text().replace("  split_seed: 4321\n", "")
     assert "split_seed" not in legacy

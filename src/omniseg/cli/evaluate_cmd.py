@@ -124,81 +124,80 @@ def print_crossval(run: Path) -> None:
     print_summary(summary, f"{run} ({report['folds']} fold models)")
 
 
+def evaluate(
+    data: Annotated[
+        Path, typer.Argument(help="Manifest CSV, or a folder of patches (original layout).")
+    ],
+    weights: WeightsOption = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the summary report (JSON) here.")
+    ] = None,
+    csv_out: Annotated[
+        Path | None, typer.Option("--csv", help="Write one row per image (CSV) here.")
+    ] = None,
+    tta: Annotated[
+        bool | None,
+        typer.Option("--tta/--no-tta", help="8-fold flip/rotate averaging (default: the model's)."),
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option("--split", help="Only this split of the manifest.")
+    ] = None,
+    thresholds: Annotated[
+        str | None,
+        typer.Option(
+            "--thresholds",
+            help="Override the model's: 0.5 (all tasks), six values, or vessel=0.3,dt=0.4.",
+        ),
+    ] = None,
+    device: DeviceOption = None,
+    batch_size: BatchOption = None,
+    precision: PrecisionOption = None,
+    backend: BackendOption = None,
+    bootstrap: Annotated[
+        int,
+        typer.Option(
+            "--bootstrap", help="Add 95% intervals over images from N resamples (0 = off)."
+        ),
+    ] = 0,
+    allow_unverified: AllowUnverifiedOption = False,
+    allow_outside_paths: AllowOutsideOption = False,
+    crossval: Annotated[
+        bool,
+        typer.Option(
+            "--crossval",
+            help="DATA is a run of `omniseg train --folds K`: print its out-of-fold report.",
+        ),
+    ] = False,
+    quiet: QuietOption = False,
+):
+    """Score a model on labelled patches: Dice, IoU, HD95, ASSD per task and per stain."""
+    from omniseg.evaluation.evaluate import evaluate_path
+
+    if crossval:
+        print_crossval(data)
+        return
+
+    result = evaluate_path(
+        data,
+        weights,
+        split=split,
+        tta=tta,
+        thresholds=parse_thresholds(thresholds),
+        json_path=json_out,
+        csv_path=csv_out,
+        progress=not quiet,
+        allow_unverified=allow_unverified,
+        allow_outside_paths=allow_outside_paths,
+        bootstrap=bootstrap,
+        **given(device=device, batch_size=batch_size, precision=precision, backend=backend),
+    )
+    print_summary(result.summary, result.weights)
+    typer.echo(training_overlap_note(result.summary.get("seen_in_training")))
+    for path in (json_out, csv_out):
+        if path is not None:
+            typer.echo(f"wrote {path}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add the command to the app."""
-
-    @app.command("evaluate")
-    def evaluate(
-        data: Annotated[
-            Path, typer.Argument(help="Manifest CSV, or a folder of patches (original layout).")
-        ],
-        weights: WeightsOption = None,
-        json_out: Annotated[
-            Path | None, typer.Option("--json", help="Write the summary report (JSON) here.")
-        ] = None,
-        csv_out: Annotated[
-            Path | None, typer.Option("--csv", help="Write one row per image (CSV) here.")
-        ] = None,
-        tta: Annotated[
-            bool | None,
-            typer.Option(
-                "--tta/--no-tta", help="8-fold flip/rotate averaging (default: the model's)."
-            ),
-        ] = None,
-        split: Annotated[
-            str | None, typer.Option("--split", help="Only this split of the manifest.")
-        ] = None,
-        thresholds: Annotated[
-            str | None,
-            typer.Option(
-                "--thresholds",
-                help="Override the model's: 0.5 (all tasks), six values, or vessel=0.3,dt=0.4.",
-            ),
-        ] = None,
-        device: DeviceOption = None,
-        batch_size: BatchOption = None,
-        precision: PrecisionOption = None,
-        backend: BackendOption = None,
-        bootstrap: Annotated[
-            int,
-            typer.Option(
-                "--bootstrap", help="Add 95% intervals over images from N resamples (0 = off)."
-            ),
-        ] = 0,
-        allow_unverified: AllowUnverifiedOption = False,
-        allow_outside_paths: AllowOutsideOption = False,
-        crossval: Annotated[
-            bool,
-            typer.Option(
-                "--crossval",
-                help="DATA is a run of `omniseg train --folds K`: print its out-of-fold report.",
-            ),
-        ] = False,
-        quiet: QuietOption = False,
-    ):
-        """Score a model on labelled patches: Dice, IoU, HD95, ASSD per task and per stain."""
-        from omniseg.evaluation.evaluate import evaluate_path
-
-        if crossval:
-            print_crossval(data)
-            return
-
-        result = evaluate_path(
-            data,
-            weights,
-            split=split,
-            tta=tta,
-            thresholds=parse_thresholds(thresholds),
-            json_path=json_out,
-            csv_path=csv_out,
-            progress=not quiet,
-            allow_unverified=allow_unverified,
-            allow_outside_paths=allow_outside_paths,
-            bootstrap=bootstrap,
-            **given(device=device, batch_size=batch_size, precision=precision, backend=backend),
-        )
-        print_summary(result.summary, result.weights)
-        typer.echo(training_overlap_note(result.summary.get("seen_in_training")))
-        for path in (json_out, csv_out):
-            if path is not None:
-                typer.echo(f"wrote {path}")
+    """Add this module's commands to the app."""
+    app.command("evaluate")(evaluate)

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         return result if isinstance(result, int) else 0
     except UsageError as exc:
         where = exc.ctx.command_path if exc.ctx is not None else "omniseg"
-        message = " ".join(exc.format_message().split())
+        message = " ".join(exc.format_message().split()) + _set_instead(exc, args)
         print(f"omniseg: error: {message} (see: {where} --help)", file=sys.stderr)
         return EXIT_USAGE
     except typer.Abort:  # Ctrl-C inside click's own handling
@@ -144,6 +144,19 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
+
+
+def _set_instead(exc, args: list[str]) -> str:
+    """A train flag older versions had: say which --set key replaces it."""
+    from omniseg.cli.train_cmd import SET_INSTEAD
+
+    if not args or args[0 if args[0] != "--debug" else 1 :][:1] != ["train"]:
+        return ""
+    flag = next((a for a in args if a in SET_INSTEAD and a in exc.format_message()), None)
+    if flag is None:
+        return ""
+    key = SET_INSTEAD[flag]
+    return f"; train takes it as --set {key if '=' in key else key + '=VALUE'}"
 
 
 def _report_interrupt(args: list[str]) -> None:
