@@ -9,13 +9,7 @@ from hypothesis import strategies as st
 from scipy import ndimage
 
 from omniseg.errors import OmnisegError
-from omniseg.inference.components import (
-    EIGHT_CONNECTED,
-    ChunkLabeller,
-    mask_outline,
-    object_mask,
-    resolve,
-)
+from omniseg.inference.components import EIGHT_CONNECTED, ChunkLabeller, object_mask, resolve
 from omniseg.inference.merge import (
     CAPSULE,
     DT,
@@ -28,6 +22,7 @@ from omniseg.inference.merge import (
     probability_codes,
     threshold_code,
 )
+from omniseg.inference.outlines import mask_outline
 from omniseg.inference.resample import axis_samples, resample_bilinear
 from omniseg.inference.tiling import chunk_windows, tile_at, tile_grid, tiles_touching
 from omniseg.io.raster import Window

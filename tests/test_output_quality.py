@@ -15,7 +15,8 @@ from omniseg.evaluation.output_quality import (
     outline_report,
     seam_index,
 )
-from omniseg.inference.components import mask_outline, object_mask, outline_perimeter
+from omniseg.inference.components import object_mask
+from omniseg.inference.outlines import mask_outline, outline_perimeter
 from omniseg.io.tissue import TissueSettings, TissueThresholds, glass_mask
 
 

@@ -124,50 +124,56 @@ def print_crossval(run: Path) -> None:
     print_summary(summary, f"{run} ({report['folds']} fold models)")
 
 
+DataArg = Annotated[
+    Path, typer.Argument(help="Manifest CSV, or a folder of patches (original layout).")
+]
+JsonOutArg = Annotated[
+    Path | None, typer.Option("--json", help="Write the summary report (JSON) here.")
+]
+CsvOutArg = Annotated[
+    Path | None, typer.Option("--csv", help="Write one row per image (CSV) here.")
+]
+TtaArg = Annotated[
+    bool | None,
+    typer.Option("--tta/--no-tta", help="8-fold flip/rotate averaging (default: the model's)."),
+]
+SplitArg = Annotated[str | None, typer.Option("--split", help="Only this split of the manifest.")]
+ThresholdsArg = Annotated[
+    str | None,
+    typer.Option(
+        "--thresholds",
+        help="Override the model's: 0.5 (all tasks), six values, or vessel=0.3,dt=0.4.",
+    ),
+]
+BootstrapArg = Annotated[
+    int,
+    typer.Option("--bootstrap", help="Add 95% intervals over images from N resamples (0 = off)."),
+]
+CrossvalArg = Annotated[
+    bool,
+    typer.Option(
+        "--crossval",
+        help="DATA is a run of `omniseg train --folds K`: print its out-of-fold report.",
+    ),
+]
+
+
 def evaluate(
-    data: Annotated[
-        Path, typer.Argument(help="Manifest CSV, or a folder of patches (original layout).")
-    ],
+    data: DataArg,
     weights: WeightsOption = None,
-    json_out: Annotated[
-        Path | None, typer.Option("--json", help="Write the summary report (JSON) here.")
-    ] = None,
-    csv_out: Annotated[
-        Path | None, typer.Option("--csv", help="Write one row per image (CSV) here.")
-    ] = None,
-    tta: Annotated[
-        bool | None,
-        typer.Option("--tta/--no-tta", help="8-fold flip/rotate averaging (default: the model's)."),
-    ] = None,
-    split: Annotated[
-        str | None, typer.Option("--split", help="Only this split of the manifest.")
-    ] = None,
-    thresholds: Annotated[
-        str | None,
-        typer.Option(
-            "--thresholds",
-            help="Override the model's: 0.5 (all tasks), six values, or vessel=0.3,dt=0.4.",
-        ),
-    ] = None,
+    json_out: JsonOutArg = None,
+    csv_out: CsvOutArg = None,
+    tta: TtaArg = None,
+    split: SplitArg = None,
+    thresholds: ThresholdsArg = None,
     device: DeviceOption = None,
     batch_size: BatchOption = None,
     precision: PrecisionOption = None,
     backend: BackendOption = None,
-    bootstrap: Annotated[
-        int,
-        typer.Option(
-            "--bootstrap", help="Add 95% intervals over images from N resamples (0 = off)."
-        ),
-    ] = 0,
+    bootstrap: BootstrapArg = 0,
     allow_unverified: AllowUnverifiedOption = False,
     allow_outside_paths: AllowOutsideOption = False,
-    crossval: Annotated[
-        bool,
-        typer.Option(
-            "--crossval",
-            help="DATA is a run of `omniseg train --folds K`: print its out-of-fold report.",
-        ),
-    ] = False,
+    crossval: CrossvalArg = False,
     quiet: QuietOption = False,
 ):
     """Score a model on labelled patches: Dice, IoU, HD95, ASSD per task and per stain."""

@@ -11,75 +11,91 @@ import typer
 from omniseg.cli.options import QuietOption, given, invoked_as
 from omniseg.errors import printable
 
+SlidesArg = Annotated[list[Path], typer.Argument(help="Annotated slide files.")]
+AnnotationsArg = Annotated[
+    Path,
+    typer.Option(
+        "--annotations",
+        help="QuPath GeoJSON, ImageScope XML or an aligned label image (TIFF); or a "
+        "folder holding <slide name>.geojson/.xml/.tif for each slide.",
+    ),
+]
+OutArg = Annotated[Path, typer.Option("-o", "--out", help="Patch folder to write.")]
+ClassesArg = Annotated[
+    str | None,
+    typer.Option(
+        "--classes",
+        help='Annotation class -> task, e.g. "Glomerulus=capsule,Distal=dt".',
+        show_default="the task names (dt, pt, capsule, tuft, vessel, ptc)",
+    ),
+]
+RegionsClassArg = Annotated[
+    str | None,
+    typer.Option(
+        "--regions-class",
+        help="Class of the regions inside which every object is drawn.",
+        show_default="Region",
+    ),
+]
+CompleteArg = Annotated[
+    bool,
+    typer.Option("--complete", help="Every object of the mapped classes is drawn."),
+]
+PatchArg = Annotated[
+    int | None,
+    typer.Option("--patch", help="Patch side, px at the task's scale.", show_default="512"),
+]
+PerClassArg = Annotated[
+    int | None,
+    typer.Option(
+        "--per-class",
+        help="Positive patches per task and slide (at most).",
+        show_default="50",
+    ),
+]
+NegativesArg = Annotated[
+    float | None,
+    typer.Option("--negatives", help="Negative patches per positive one.", show_default="0.25"),
+]
+MppArg = Annotated[float | None, typer.Option("--mpp", help="Override µm/px at level 0.")]
+StainArg = Annotated[
+    str | None,
+    typer.Option("--stain", help="Stain name for the manifest.", show_default="unknown"),
+]
+ValFractionArg = Annotated[
+    float | None,
+    typer.Option(
+        "--val-fraction",
+        help="Share of slides whose patches go to val.",
+        show_default="0.25",
+    ),
+]
+SeedArg = Annotated[int | None, typer.Option("--seed", show_default="0")]
+WorkersArg = Annotated[
+    int | None,
+    typer.Option("--workers", help="Threads cutting patches.", show_default="2"),
+]
+OverwriteArg = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an existing patch folder.")
+]
+
 
 def extract(
-    slides: Annotated[list[Path], typer.Argument(help="Annotated slide files.")],
-    annotations: Annotated[
-        Path,
-        typer.Option(
-            "--annotations",
-            help="QuPath GeoJSON, ImageScope XML or an aligned label image (TIFF); or a "
-            "folder holding <slide name>.geojson/.xml/.tif for each slide.",
-        ),
-    ],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Patch folder to write.")],
-    classes: Annotated[
-        str | None,
-        typer.Option(
-            "--classes",
-            help='Annotation class -> task, e.g. "Glomerulus=capsule,Distal=dt".',
-            show_default="the task names (dt, pt, capsule, tuft, vessel, ptc)",
-        ),
-    ] = None,
-    regions_class: Annotated[
-        str | None,
-        typer.Option(
-            "--regions-class",
-            help="Class of the regions inside which every object is drawn.",
-            show_default="Region",
-        ),
-    ] = None,
-    complete: Annotated[
-        bool,
-        typer.Option("--complete", help="Every object of the mapped classes is drawn."),
-    ] = False,
-    patch: Annotated[
-        int | None,
-        typer.Option("--patch", help="Patch side, px at the task's scale.", show_default="512"),
-    ] = None,
-    per_class: Annotated[
-        int | None,
-        typer.Option(
-            "--per-class",
-            help="Positive patches per task and slide (at most).",
-            show_default="50",
-        ),
-    ] = None,
-    negatives: Annotated[
-        float | None,
-        typer.Option("--negatives", help="Negative patches per positive one.", show_default="0.25"),
-    ] = None,
-    mpp: Annotated[float | None, typer.Option("--mpp", help="Override µm/px at level 0.")] = None,
-    stain: Annotated[
-        str | None,
-        typer.Option("--stain", help="Stain name for the manifest.", show_default="unknown"),
-    ] = None,
-    val_fraction: Annotated[
-        float | None,
-        typer.Option(
-            "--val-fraction",
-            help="Share of slides whose patches go to val.",
-            show_default="0.25",
-        ),
-    ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", show_default="0")] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option("--workers", help="Threads cutting patches.", show_default="2"),
-    ] = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an existing patch folder.")
-    ] = False,
+    slides: SlidesArg,
+    annotations: AnnotationsArg,
+    out: OutArg,
+    classes: ClassesArg = None,
+    regions_class: RegionsClassArg = None,
+    complete: CompleteArg = False,
+    patch: PatchArg = None,
+    per_class: PerClassArg = None,
+    negatives: NegativesArg = None,
+    mpp: MppArg = None,
+    stain: StainArg = None,
+    val_fraction: ValFractionArg = None,
+    seed: SeedArg = None,
+    workers: WorkersArg = None,
+    overwrite: OverwriteArg = False,
     quiet: QuietOption = False,
 ):
     """Cut native-scale training patches + manifest.csv from annotated slides."""

@@ -63,6 +63,12 @@ BackendOption = Annotated[
         show_default="auto",
     ),
 ]
+# segment and demo: the one option group of a run that writes a result folder
+OutFolderOption = Annotated[
+    Path, typer.Option("-o", "--out", help="Output folder (one subfolder per slide).")
+]
+ResumeRunOption = Annotated[bool, typer.Option("--resume", help="Continue interrupted work.")]
+OverwriteRunOption = Annotated[bool, typer.Option("--overwrite", help="Redo existing results.")]
 # One meaning on every command: no progress bars (the two names are synonyms everywhere)
 QuietOption = Annotated[
     bool, typer.Option("--quiet", "--no-progress", help="No progress bars (same as --no-progress).")

@@ -13,9 +13,12 @@ from omniseg.cli.options import (
     BackendOption,
     BatchOption,
     DeviceOption,
+    OutFolderOption,
+    OverwriteRunOption,
     PrecisionOption,
     QuietOption,
     ReaderThreadsOption,
+    ResumeRunOption,
     WeightsOption,
     given,
 )
@@ -130,124 +133,125 @@ def _settings_and_model(weights, allow_unverified: bool, **settings):
     return chosen, model, source
 
 
+TasksOption = Annotated[
+    str | None, typer.Option("--tasks", help="Comma list: dt,pt,capsule,tuft,vessel,ptc.")
+]
+MppOption = Annotated[float | None, typer.Option("--mpp", help="Override µm/px at level 0.")]
+MagnificationOption = Annotated[
+    float | None, typer.Option("--magnification", help="Override objective power (40).")
+]
+RoiOption = Annotated[
+    Path | None, typer.Option("--roi", help="ImageScope XML, GeoJSON or mask image.")
+]
+ObjectTypeOption = Annotated[
+    str, typer.Option("--object-type", help="GeoJSON objectType: annotation or detection.")
+]
+KeepOption = Annotated[
+    bool, typer.Option("--keep-intermediate", help="Keep OUT/<slide>/.work (zarr maps).")
+]
+MarginOption = Annotated[
+    float | None,
+    typer.Option(
+        "--tissue-margin",
+        help="Keep labels within this many µm of detected tissue (negative: no gate).",
+        show_default="25",
+    ),
+]
+TileSizeOption = Annotated[
+    int | None,
+    typer.Option(
+        "--tile-size",
+        help="Network tile side in px (each scale); larger wastes less on overlap but "
+        "needs more memory.",
+        show_default="the model's (512)",
+    ),
+]
+TileOverlapOption = Annotated[
+    int | None,
+    typer.Option(
+        "--tile-overlap",
+        help="Context px dropped at each inner tile edge.",
+        show_default="the model's (64)",
+    ),
+]
+PtcRegionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ptc-region",
+        help="Run the capillary pass in 'interstitium' (skip tiles inside glomeruli/arteries "
+        "found at 5x/10x) or on all 'tissue'.",
+        show_default="interstitium",
+    ),
+]
+GlomerulusCheckOption = Annotated[
+    str | None,
+    typer.Option(
+        "--glomerulus-check",
+        help="'on': drop glomeruli that hold no tuft or whose equivalent diameter is "
+        "implausible (SegmentSettings.glomerulus_size, docs/wsi.md); needs the capsule "
+        "and tuft tasks.",
+        show_default="on",
+    ),
+]
+WorkersOption = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        help="Run the slides on a local Dask cluster of N worker processes (each loads "
+        "the model once; the cores are split between them).",
+    ),
+]
+SchedulerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        help="Run on an existing Dask cluster: its address (tcp://host:8786) or "
+        "scheduler file (dask-jobqueue, dask-mpi).",
+    ),
+]
+ListOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--list",
+        help="Slides from a .txt (one path per line) or .csv file (path, optional mpp, "
+        "roi, tasks columns).",
+    ),
+]
+FailFastOption = Annotated[
+    bool, typer.Option("--fail-fast", help="Stop a cohort at its first failed slide.")
+]
+SlidesArgument = Annotated[
+    list[Path] | None,
+    typer.Argument(help="Slide files (SVS, TIFF, NDPI, ...) or folders of them."),
+]
+SyntheticOption = Annotated[
+    bool, typer.Option("--synthetic", help="Segment a generated kidney-like slide instead (tests).")
+]
+
+
 def segment(
-    out: Annotated[
-        Path, typer.Option("-o", "--out", help="Output folder (one subfolder per slide).")
-    ],
-    slides: Annotated[
-        list[Path] | None,
-        typer.Argument(help="Slide files (SVS, TIFF, NDPI, ...) or folders of them."),
-    ] = None,
-    weights: WeightsOption = None,
-    allow_unverified: AllowUnverifiedOption = False,
-    tasks: Annotated[
-        str | None, typer.Option("--tasks", help="Comma list: dt,pt,capsule,tuft,vessel,ptc.")
-    ] = None,
-    mpp: Annotated[float | None, typer.Option("--mpp", help="Override µm/px at level 0.")] = None,
-    magnification: Annotated[
-        float | None, typer.Option("--magnification", help="Override objective power (40).")
-    ] = None,
-    roi: Annotated[
-        Path | None, typer.Option("--roi", help="ImageScope XML, GeoJSON or mask image.")
-    ] = None,
-    device: DeviceOption = None,
-    batch_size: BatchOption = None,
-    precision: PrecisionOption = None,
-    backend: BackendOption = None,
-    reader_threads: ReaderThreadsOption = None,
-    object_type: Annotated[
-        str, typer.Option("--object-type", help="GeoJSON objectType: annotation or detection.")
-    ] = "annotation",
-    resume: Annotated[bool, typer.Option("--resume", help="Continue interrupted work.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo existing results.")] = False,
-    keep_intermediate: Annotated[
-        bool, typer.Option("--keep-intermediate", help="Keep OUT/<slide>/.work (zarr maps).")
-    ] = False,
-    tissue_margin: Annotated[
-        float | None,
-        typer.Option(
-            "--tissue-margin",
-            help="Keep labels within this many µm of detected tissue (negative: no gate).",
-            show_default="25",
-        ),
-    ] = None,
-    tile_size: Annotated[
-        int | None,
-        typer.Option(
-            "--tile-size",
-            help="Network tile side in px (each scale); larger wastes less on overlap but "
-            "needs more memory.",
-            show_default="the model's (512)",
-        ),
-    ] = None,
-    tile_overlap: Annotated[
-        int | None,
-        typer.Option(
-            "--tile-overlap",
-            help="Context px dropped at each inner tile edge.",
-            show_default="the model's (64)",
-        ),
-    ] = None,
-    ptc_region: Annotated[
-        str | None,
-        typer.Option(
-            "--ptc-region",
-            help="Run the 40x capillary pass in 'interstitium' (skip tiles inside "
-            "glomeruli/arteries found at 5x/10x) or on all 'tissue'.",
-            show_default="interstitium",
-        ),
-    ] = None,
-    glomerulus_check: Annotated[
-        str | None,
-        typer.Option(
-            "--glomerulus-check",
-            help="'on': drop glomeruli that hold no tuft or whose equivalent diameter is "
-            "implausible (SegmentSettings.glomerulus_size, docs/wsi.md); needs the capsule "
-            "and tuft tasks.",
-            show_default="on",
-        ),
-    ] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            "--workers",
-            help="Run the slides on a local Dask cluster of N worker processes (each loads "
-            "the model once; the cores are split between them).",
-        ),
-    ] = None,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(
-            "--scheduler",
-            help="Run on an existing Dask cluster: its address (tcp://host:8786) or "
-            "scheduler file (dask-jobqueue, dask-mpi).",
-        ),
-    ] = None,
-    slide_list: Annotated[
-        Path | None,
-        typer.Option(
-            "--list",
-            help="Slides from a .txt (one path per line) or .csv file (path, optional mpp, "
-            "roi, tasks columns).",
-        ),
-    ] = None,
-    fail_fast: Annotated[
-        bool,
-        typer.Option("--fail-fast", help="Stop a cohort at its first failed slide."),
-    ] = False,
-    quiet: QuietOption = False,
-):
+    out: OutFolderOption, slides: SlidesArgument = None, weights: WeightsOption = None,
+    allow_unverified: AllowUnverifiedOption = False, tasks: TasksOption = None,
+    mpp: MppOption = None, magnification: MagnificationOption = None, roi: RoiOption = None,
+    device: DeviceOption = None, batch_size: BatchOption = None,
+    precision: PrecisionOption = None, backend: BackendOption = None,
+    reader_threads: ReaderThreadsOption = None, object_type: ObjectTypeOption = "annotation",
+    resume: ResumeRunOption = False, overwrite: OverwriteRunOption = False,
+    keep_intermediate: KeepOption = False, tissue_margin: MarginOption = None,
+    tile_size: TileSizeOption = None, tile_overlap: TileOverlapOption = None,
+    ptc_region: PtcRegionOption = None, glomerulus_check: GlomerulusCheckOption = None,
+    workers: WorkersOption = None, scheduler: SchedulerOption = None,
+    slide_list: ListOption = None, fail_fast: FailFastOption = False, quiet: QuietOption = False,
+):  # fmt: skip
     """Segment whole slides: labels.ome.tif, objects.geojson/.csv, overlay.png, summary.json."""
     from dataclasses import replace
 
     from omniseg.catalogue import catalogue_of
+    from omniseg.errors import OmnisegError
     from omniseg.inference import segment_slides
     from omniseg.io.opener import expand_slide_paths
 
     paths = expand_slide_paths(slides) if slides else []  # every slide exists, before any work
-    margin = {}  # a negative margin switches the tissue gate off
-    if tissue_margin is not None:
-        margin["tissue_margin_um"] = None if tissue_margin < 0 else tissue_margin
     runtime = given(
         device=device, batch_size=batch_size, precision=precision, reader_threads=reader_threads,
         backend=backend, tile_size=tile_size, tile_overlap=tile_overlap, ptc_region=ptc_region,
@@ -256,7 +260,8 @@ def segment(
     settings, model, source = _settings_and_model(
         weights, allow_unverified, mpp=mpp, magnification=magnification, roi=roi,
         object_type=object_type, resume=resume, overwrite=overwrite,
-        keep_intermediate=keep_intermediate, progress=not quiet, **runtime, **margin,
+        keep_intermediate=keep_intermediate, progress=not quiet, **runtime,
+        **_margin(tissue_margin),
     )  # fmt: skip
     # --tasks names the model's own classes (its catalogue travels in its config.json)
     chosen = catalogue_of(model).parse_tasks(tasks)
@@ -264,36 +269,31 @@ def segment(
     _setup_logging()
     if workers is not None or scheduler is not None or slide_list is not None or fail_fast:
         cluster = dict(workers=workers, scheduler=scheduler, fail_fast=fail_fast)
-        _run_cohort(
-            slides, slide_list, out, settings, (weights, allow_unverified, model, source),
-            cluster, quiet,
-        )  # fmt: skip
+        loaded = (weights, allow_unverified, model, source)
+        _run_cohort(slides, slide_list, out, settings, loaded, cluster, quiet)
         return
     if not slides:
-        from omniseg.errors import OmnisegError
-
         raise OmnisegError("no slides: give slide files or folders, or --list FILE")
     _report(segment_slides(paths, out, settings, model, model_source=source))
 
 
+def _margin(tissue_margin: float | None) -> dict:
+    """--tissue-margin as a setting; a negative margin switches the tissue gate off."""
+    if tissue_margin is None:
+        return {}
+    return {"tissue_margin_um": None if tissue_margin < 0 else tissue_margin}
+
+
 def demo(
-    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")],
-    weights: WeightsOption = None,
-    allow_unverified: AllowUnverifiedOption = False,
-    device: DeviceOption = None,
-    batch_size: BatchOption = None,
-    precision: PrecisionOption = None,
-    backend: BackendOption = None,
-    reader_threads: ReaderThreadsOption = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted demo.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo an existing demo.")] = False,
-    synthetic: Annotated[
-        bool,
-        typer.Option("--synthetic", help="Segment a generated kidney-like slide instead (tests)."),
-    ] = False,
-    quiet: QuietOption = False,
-):
+    out: OutFolderOption, weights: WeightsOption = None,
+    allow_unverified: AllowUnverifiedOption = False, device: DeviceOption = None,
+    batch_size: BatchOption = None, precision: PrecisionOption = None,
+    backend: BackendOption = None, reader_threads: ReaderThreadsOption = None,
+    resume: ResumeRunOption = False, overwrite: OverwriteRunOption = False,
+    synthetic: SyntheticOption = False, quiet: QuietOption = False,
+):  # fmt: skip
     """Run the whole pipeline on four real human PAS biopsy tiles shipped in the package."""
+    from omniseg.cli.options import invoked_as
     from omniseg.inference.demo import DEMO_NAME, demo_attribution, demo_tiles, run_demo
 
     runtime = given(
@@ -314,10 +314,7 @@ def demo(
             f"segmenting {len(demo_tiles())} real human PAS biopsy tiles (AIDPATH, CC BY 4.0, "
             f"0.5 µm/px; credits: {demo_attribution()})"
         )
-    results = run_demo(out, settings, model, model_source=source, synthetic=synthetic)
-    _report(results)
-    from omniseg.cli.options import invoked_as
-
+    _report(run_demo(out, settings, model, model_source=source, synthetic=synthetic))
     typer.echo(
         f"outputs: {out}/<tile>/ (labels.ome.tif, objects.geojson, objects.csv, "
         f"overlay.png, summary.json); look at them with: {invoked_as()} view {shlex.quote(str(out))}"

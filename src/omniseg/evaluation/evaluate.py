@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from omniseg.atomic import atomic_path
-from omniseg.catalogue import moved_tasks
+from omniseg.catalogue import catalogue_of, moved_tasks
 from omniseg.data import PatchRecord, discover_patches, select_split
 from omniseg.data.patches import at_model_scales
 from omniseg.data.provenance import seen_in_training
@@ -108,7 +108,7 @@ def evaluate_records(
     per_image, summary = score_records(
         predictor or TorchPredictor(model, precision),
         model.inference,
-        at_model_scales(list(records), moved_tasks(model.catalogue)),
+        at_model_scales(list(records), moved_tasks(catalogue_of(model))),
         tta=tta,
         thresholds=thresholds,
         batch_size=batch_size,

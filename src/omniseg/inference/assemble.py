@@ -24,16 +24,10 @@ from omniseg.export.objects import SlideObject
 from omniseg.inference.anatomy import GlomerulusSize, TuftContacts, glomerulus_keep
 from omniseg.inference.blend import blended_codes, tiles_seeing
 from omniseg.inference.chunk_cache import ChunkCache
-from omniseg.inference.components import (
-    ChunkLabeller,
-    Components,
-    mask_outline,
-    object_mask,
-    outline_perimeter,
-    resolve,
-)
+from omniseg.inference.components import ChunkLabeller, Components, object_mask, resolve
 from omniseg.inference.gates import GlassGate, TissueGate
 from omniseg.inference.merge import CODE_MAX, OBJECT_GROUPS, merge_labels, threshold_code
+from omniseg.inference.outlines import mask_outline, outline_perimeter
 from omniseg.inference.resample import resample_bilinear, source_window
 from omniseg.inference.scale_runner import ScalePlan
 from omniseg.inference.tiling import core_size, iter_chunk_windows
