@@ -59,12 +59,13 @@ def test_ptc_pass_skips_tiles_inside_glomeruli_and_labels_do_not_change(tmp_path
 
 
 def test_structure_mask_is_shrunk_before_it_gates_work():
-    from omniseg.inference.assemble import ScaleSource
     from omniseg.inference.merge import CAPSULE, DT
-    from omniseg.inference.scale_runner import ScalePlan
+    from omniseg.inference.scale import ScalePlan, ScaleSource
+    from omniseg.inference.tiling import TileGrid
 
     inference = InferenceSettings(tile_size=32, tile_overlap=0)
-    plan = ScalePlan(0, 2.0, (DT, CAPSULE), (32, 32), to_level0=8.0, upsampled=False)
+    plan = ScalePlan(0, 2.0, (DT, CAPSULE), (32, 32), to_level0=8.0, upsampled=False,
+                     grid=TileGrid((32, 32), 32, 0))  # fmt: skip
     windows = np.zeros((2, 32, 32), dtype=np.uint8)
     windows[1, 8:24, 8:24] = 255  # capsule: a 16 x 16 native-px square
     windows[0] = 255  # DT everywhere: not a structure, never gates

@@ -25,26 +25,17 @@ from omniseg.inference.anatomy import GlomerulusSize, TuftContacts, glomerulus_k
 from omniseg.inference.blend import blended_codes, tiles_seeing
 from omniseg.inference.chunk_cache import ChunkCache
 from omniseg.inference.components import ChunkLabeller, Components, object_mask, resolve
-from omniseg.inference.gates import GlassGate, TissueGate
+from omniseg.inference.gates import Gates
 from omniseg.inference.merge import CODE_MAX, OBJECT_GROUPS, merge_labels, threshold_code
 from omniseg.inference.outlines import mask_outline, outline_perimeter
 from omniseg.inference.resample import resample_bilinear, source_window
-from omniseg.inference.scale_runner import ScalePlan
+from omniseg.inference.scale import ScaleSource
 from omniseg.inference.tiling import core_size, iter_chunk_windows
 from omniseg.io.raster import Window, roi_mask
 from omniseg.runtime.memory import release_free_memory
 from omniseg.threads import ordered_map
 
 TRIM_EVERY_OBJECTS = 256  # hand freed heap back to the OS this often while tracing objects
-
-
-@dataclass(frozen=True)
-class ScaleSource:
-    """A scale's per-tile window codes and which of its tiles were processed."""
-
-    plan: ScalePlan
-    windows: zarr.Array
-    processed: np.ndarray  # (rows, cols) bool
 
 
 @dataclass(frozen=True)
@@ -95,21 +86,12 @@ class MergeSpec:
     glomerulus_size: GlomerulusSize | None = None  # None: the glomerulus check is off
 
 
-@dataclass(frozen=True)
-class Gates:
-    """Where labels may appear: inside the ROI (level-0 polygon), near tissue, off glass."""
-
-    roi: object | None = None
-    tissue: TissueGate | None = None
-    glass: GlassGate | None = None
-
-
 def assemble(
     sources: Sequence[ScaleSource],
     store,
     shape_hw: tuple[int, int],
     spec: MergeSpec,
-    gates: Gates = Gates(),
+    gates: Gates | None = None,
     progress: str | None = None,
     threads: int = 0,
 ) -> Assembly:
@@ -117,6 +99,7 @@ def assemble(
 
     Chunks are merged on ``threads`` threads ahead of the labeller, which takes them in raster
     order on this thread (so the result never depends on ``threads``)."""
+    gates = gates or Gates()
     chunk = spec.chunk
     core_size(spec.tile, spec.overlap)
     labels = store.fresh("labels", shape_hw, chunk, "uint8")

@@ -88,3 +88,12 @@ class GlassGate:
         ys = np.clip(((np.arange(window.y, window.y1) + 0.5) * f).astype(np.int64) - gy0, 0, None)
         xs = np.clip(((np.arange(window.x, window.x1) + 0.5) * f).astype(np.int64) - gx0, 0, None)
         return glass[np.minimum(ys, glass.shape[0] - 1)][:, np.minimum(xs, glass.shape[1] - 1)]
+
+
+@dataclass(frozen=True)
+class Gates:
+    """Where labels may appear: inside the ROI (level-0 polygon), near tissue, off glass."""
+
+    roi: object | None = None
+    tissue: TissueGate | None = None
+    glass: GlassGate | None = None

@@ -15,10 +15,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from omniseg.inference.assemble import ScaleSource
 from omniseg.inference.gates import grow_mask
 from omniseg.inference.merge import CAPSULE, PTC, TUFT, VESSEL, threshold_code
-from omniseg.inference.scale_runner import ScalePlan
+from omniseg.inference.scale import ScalePlan, ScaleSource
 from omniseg.inference.tiling import tile_at
 from omniseg.models import InferenceSettings
 

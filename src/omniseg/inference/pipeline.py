@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from omniseg.atomic import DiskFullError, is_disk_full
-from omniseg.catalogue import Catalogue, catalogue_of, default_catalogue
+from omniseg.catalogue import catalogue_of
 from omniseg.errors import OmnisegError
 from omniseg.inference.identity import check_finished_matches, check_same_slide, slide_identity
 from omniseg.inference.outputs import ModelSource, write_summary
@@ -34,7 +34,7 @@ from omniseg.inference.results import (
     staging_dir,
     swap_in,
 )
-from omniseg.inference.scale_runner import ScalePlan
+from omniseg.inference.scale import plan_scales
 from omniseg.inference.settings import SegmentSettings
 from omniseg.inference.slide_summary import SlideSummary
 from omniseg.inference.spool import ObjectSpool
@@ -49,9 +49,7 @@ from omniseg.inference.stages import (
     write_result_files,
 )
 from omniseg.inference.store import WorkStore
-from omniseg.inference.tiling import check_tiling
-from omniseg.io import open_slide, plan_level, target_shape
-from omniseg.io.base import SlideInfo
+from omniseg.io import open_slide
 from omniseg.io.roi import load_roi
 from omniseg.locks import folder_lock
 from omniseg.runtime import Predictor
@@ -76,30 +74,6 @@ class SlideResult:
     @property
     def ok(self) -> bool:
         return self.error is None
-
-
-def plan_scales(
-    info: SlideInfo, task_ids: Sequence[int], catalogue: Catalogue | None = None
-) -> list[ScalePlan]:
-    """One plan per magnification used by the chosen tasks, coarse to fine."""
-    cat = catalogue or default_catalogue()
-    plans = []
-    for scale in sorted(cat.scales, key=lambda s: -s.mpp):
-        chosen = tuple(t for t in sorted(task_ids) if cat.tissue(t).scale_id == scale.id)
-        if not chosen:
-            continue
-        level = plan_level(info, scale.mpp)
-        plans.append(
-            ScalePlan(
-                scale_id=scale.id,
-                mpp=scale.mpp,
-                tasks=chosen,
-                shape_hw=target_shape(info, scale.mpp),
-                to_level0=scale.mpp / float(info.mpp),
-                upsampled=level.upsampled,
-            )
-        )
-    return plans
 
 
 def _work_key(
@@ -130,8 +104,9 @@ def segment_slide(
     ONNX Runtime session or compiled OpenVINO model.
     """
     slide = Path(path)
-    effective = settings.effective_inference(model.inference)
-    check_tiling(effective.tile_size, effective.tile_overlap)
+    settings.effective_inference(
+        model.inference
+    )  # a tile override the model cannot take fails here
     predictor = predictor or build_predictor(model, settings, model_source)  # fails up front
     tune_allocator()
     started = time.perf_counter()
@@ -188,7 +163,9 @@ def _segment_open_slide(
     """Lock the result folder, honour --resume/--overwrite, run the stages."""
     info = reader.info
     roi = load_roi(settings.roi, info) if settings.roi is not None else None
-    plans = plan_scales(info, settings.tasks, catalogue_of(model))
+    plans = plan_scales(
+        info, settings.tasks, catalogue_of(model), settings.effective_inference(model.inference)
+    )
     folder = result_folder or result_dir(Path(out_dir), slide)
     note = renamed_note(final_dir(folder), slide)
     if note:

@@ -15,8 +15,9 @@ import numpy as np
 from tqdm import tqdm
 
 from omniseg.inference.merge import probability_codes
+from omniseg.inference.scale import ScalePlan, ScaleSource, TileStats
 from omniseg.inference.store import WorkStore
-from omniseg.inference.tiling import Tile, grid_shape, iter_tiles, tile_at
+from omniseg.inference.tiling import Tile
 from omniseg.io.base import SlideReader
 from omniseg.io.levels import read_at_mpp
 from omniseg.models import InferenceSettings
@@ -36,18 +37,6 @@ TRIM_EVERY_BATCHES = 64
 
 
 @dataclass(frozen=True)
-class ScalePlan:
-    """One magnification of the run: its tasks and its native grid."""
-
-    scale_id: int
-    mpp: float
-    tasks: tuple[int, ...]
-    shape_hw: tuple[int, int]
-    to_level0: float  # level-0 px per native px (mpp / slide mpp)
-    upsampled: bool  # even level 0 is coarser than this scale
-
-
-@dataclass(frozen=True)
 class TileLoop:
     """How tiles are fed: batch size, reader threads, and (tests only) a shuffled batch order
     (results must not depend on it)."""
@@ -55,15 +44,6 @@ class TileLoop:
     batch_size: int
     workers: int
     order_seed: int | None = None
-
-
-@dataclass
-class TileStats:
-    total: int = 0
-    background: int = 0
-    processed: int = 0
-    resumed: int = 0
-    outside_interstitium: int = 0  # tissue tiles the PTC pass skipped (inside glomeruli/arteries)
 
 
 def predict_tiles(predictor: Predictor, images: list[np.ndarray], plan: ScalePlan, tta: bool):
@@ -76,8 +56,6 @@ def _pending_batches(
     plan: ScalePlan,
     needs_tile: Callable[[ScalePlan, Tile], bool],
     done: np.ndarray,
-    tile: int,
-    overlap: int,
     loop: TileLoop,
 ) -> tuple[np.ndarray, np.ndarray, TileStats]:
     """(tissue tiles as an (n, 2) array of (row, col) in grid order, start index of each batch
@@ -87,7 +65,7 @@ def _pending_batches(
     stats = TileStats()
     # A grid-sized mask then an array: a huge slide has ~10^5 tiles, too many for tuples.
     wanted = np.zeros(done.shape, dtype=bool)
-    for t in iter_tiles(plan.shape_hw, tile, overlap):
+    for t in plan.grid:
         stats.total += 1
         wanted[t.row, t.col] = needs_tile(plan, t)
     stats.background = stats.total - int(wanted.sum())
@@ -116,26 +94,22 @@ def run_scale(
     needs_tile: Callable[[ScalePlan, Tile], bool],
     loop: TileLoop,
     progress: str | None = None,
-) -> TileStats:
-    """Predict every tissue tile of one scale into the store; returns tile counts."""
-    batch_size = loop.batch_size
-    tile, overlap = inference.tile_size, inference.tile_overlap
-    grid = grid_shape(plan.shape_hw, tile, overlap)
-    windows = store.window_codes(plan.scale_id, len(plan.tasks), grid, tile)
-    flags_array = store.done_flags(plan.scale_id, grid)
+) -> tuple[TileStats, ScaleSource]:
+    """Predict every tissue tile of one scale into the store; returns the tile counts and what
+    the merge reads (the codes and which tiles hold them)."""
+    batch_size, tile = loop.batch_size, plan.grid.tile
+    windows = store.window_codes(plan.scale_id, len(plan.tasks), plan.grid.shape, tile)
+    flags_array = store.done_flags(plan.scale_id, plan.grid.shape)
     done = np.asarray(flags_array[:])
     thresholds = [inference.thresholds[t] for t in plan.tasks]
-    needed, starts, stats = _pending_batches(plan, needs_tile, done, tile, overlap, loop)
+    needed, starts, stats = _pending_batches(plan, needs_tile, done, loop)
 
     def read(t: Tile) -> np.ndarray:
         w = t.window
         return read_at_mpp(reader, plan.mpp, w.x, w.y, w.w, w.h)
 
     tile_groups = (
-        tuple(
-            tile_at(plan.shape_hw, tile, overlap, int(r), int(c))
-            for r, c in needed[s : s + batch_size]
-        )
+        tuple(plan.grid.tile_at(int(r), int(c)) for r, c in needed[s : s + batch_size])
         for s in starts
     )
     bar = tqdm(
@@ -173,11 +147,4 @@ def run_scale(
             batches += 1
             if batches % TRIM_EVERY_BATCHES == 0:
                 release_free_memory()
-    return stats
-
-
-def processed_flags(store: WorkStore, plan: ScalePlan, tile: int, overlap: int) -> np.ndarray:
-    """(rows, cols) bool: tiles whose probabilities exist (used to skip empty merge chunks)."""
-    return (
-        np.asarray(store.done_flags(plan.scale_id, grid_shape(plan.shape_hw, tile, overlap))[:]) > 0
-    )
+    return stats, ScaleSource(plan, windows, done > 0)

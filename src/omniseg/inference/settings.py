@@ -96,7 +96,7 @@ class SegmentSettings:
             raise OmnisegError("merge_chunk and thumbnail_side must be >= 64 px")
 
     def _check_tile(self) -> None:
-        from omniseg.models.config import MAX_TILE, MIN_TILE
+        from omniseg.models.config import MAX_TILE, MIN_TILE, check_tile_overlap
 
         if self.tile_size is not None and not MIN_TILE <= self.tile_size <= MAX_TILE:
             raise OmnisegError(
@@ -104,23 +104,14 @@ class SegmentSettings:
             )
         if self.tile_overlap is not None and self.tile_overlap < 0:
             raise OmnisegError(f"--tile-overlap must be >= 0, got {self.tile_overlap}")
-        both = self.tile_size is not None and self.tile_overlap is not None
-        if both and 2 * self.tile_overlap >= self.tile_size:
-            raise OmnisegError(
-                f"--tile-overlap {self.tile_overlap}: need 2 x overlap < --tile-size "
-                f"({self.tile_size})"
-            )
+        if self.tile_size is not None and self.tile_overlap is not None:
+            check_tile_overlap(self.tile_size, self.tile_overlap, "--tile-overlap")
 
     def effective_inference(self, inference: InferenceSettings) -> InferenceSettings:
         """The model's inference settings with this run's tile overrides applied."""
         tile = inference.tile_size if self.tile_size is None else self.tile_size
         overlap = inference.tile_overlap if self.tile_overlap is None else self.tile_overlap
-        if 2 * overlap >= tile:
-            raise OmnisegError(
-                f"tile overlap {overlap} px is too large for a {tile} px tile (need 2 x overlap "
-                "< tile): give a smaller --tile-overlap or a larger --tile-size"
-            )
-        return replace(inference, tile_size=tile, tile_overlap=overlap)
+        return replace(inference, tile_size=tile, tile_overlap=overlap)  # checked there
 
     def to_dict(self) -> dict:
         out = asdict(self)

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING
 from omniseg.catalogue import Catalogue
 from omniseg.inference.outputs import OUTPUT_NAMES, ClassTally
 from omniseg.inference.results import final_dir
-from omniseg.inference.scale_runner import ScalePlan
+from omniseg.inference.scale import ScalePlan
 
 if TYPE_CHECKING:
-    from omniseg.inference.stages import ScaleStage, SlideRun, TissueStage
+    from omniseg.inference.scale import ScaleStage
+    from omniseg.inference.stages import SlideRun, TissueStage
 
 
 @dataclass(frozen=True)

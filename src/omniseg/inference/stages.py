@@ -21,15 +21,13 @@ from omniseg.catalogue import Catalogue, catalogue_of, tissue
 from omniseg.inference.anatomy import GlomerulusSize
 from omniseg.inference.assemble import (
     Assembly,
-    Gates,
     MergeSpec,
-    ScaleSource,
     assemble,
     iter_objects,
     label_tile_reader,
 )
 from omniseg.inference.chunk_cache import ChunkCache
-from omniseg.inference.gates import GlassGate, TissueGate, grow_mask
+from omniseg.inference.gates import Gates, GlassGate, TissueGate, grow_mask
 from omniseg.inference.interstitium import gates_fine_pass, interstitium_work, structure_mask
 from omniseg.inference.outputs import (
     UM2_PER_MM2,
@@ -39,17 +37,12 @@ from omniseg.inference.outputs import (
     label_thumbnail,
     write_outputs,
 )
-from omniseg.inference.scale_runner import (
-    ScalePlan,
-    TileLoop,
-    TileStats,
-    processed_flags,
-    run_scale,
-)
+from omniseg.inference.scale import ScalePlan, ScaleStage
+from omniseg.inference.scale_runner import TileLoop, run_scale
 from omniseg.inference.settings import SegmentSettings
 from omniseg.inference.spool import ObjectSpool
 from omniseg.inference.store import WorkStore
-from omniseg.inference.tiling import Tile, grid_shape, iter_tiles
+from omniseg.inference.tiling import Tile
 from omniseg.io import thumbnail
 from omniseg.io.base import SlideReader
 from omniseg.io.raster import Window, roi_mask
@@ -122,13 +115,6 @@ class TissueStage:
     gates: Gates
 
 
-@dataclass(frozen=True)
-class ScaleStage:
-    name: str  # "10x"
-    source: ScaleSource
-    stats: TileStats
-
-
 def upsampling_warnings(run: SlideRun) -> None:
     cat = run.catalogue
     for plan in run.plans:
@@ -182,17 +168,13 @@ def infer_scale(
             gated = _count_gated(plan, inference, found, work)
     needs = _needs_tile(work, found.downsample)
     with run.timed(f"inference_{name}"):
-        stats = run_scale(
+        stats, source = run_scale(
             run.reader, plan, run.predictor, inference, run.store, needs, loop,
             run.bar(f"inference {name}"),
         )  # fmt: skip
     stats.outside_interstitium = gated  # not background: tissue the gate left out
     stats.background -= gated
-    tile, overlap = inference.tile_size, inference.tile_overlap
-    grid = grid_shape(plan.shape_hw, tile, overlap)
-    windows = run.store.window_codes(plan.scale_id, len(plan.tasks), grid, tile)
-    processed = processed_flags(run.store, plan, tile, overlap)
-    return ScaleStage(name, ScaleSource(plan, windows, processed), stats)
+    return ScaleStage(name, source, stats)
 
 
 def _count_gated(
@@ -201,10 +183,7 @@ def _count_gated(
     """Tissue tiles the interstitium gate skips."""
     on_tissue = _needs_tile(found.work, found.downsample)
     in_interstitium = _needs_tile(work, found.downsample)
-    return sum(
-        on_tissue(plan, t) and not in_interstitium(plan, t)
-        for t in iter_tiles(plan.shape_hw, inference.tile_size, inference.tile_overlap)
-    )
+    return sum(on_tissue(plan, t) and not in_interstitium(plan, t) for t in plan.grid)
 
 
 def merge_scales(run: SlideRun, found: TissueStage, stages: Sequence[ScaleStage]) -> Assembly:

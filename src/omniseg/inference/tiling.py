@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from omniseg.errors import OmnisegError
 from omniseg.io.raster import Window
+from omniseg.models.config import check_tile_overlap
 
 
 @dataclass(frozen=True)
@@ -42,11 +43,35 @@ def core_size(tile: int, overlap: int) -> int:
 
 
 def check_tiling(tile: int, overlap: int) -> None:
-    if tile <= 0 or overlap < 0 or tile - 2 * overlap <= 0:
-        raise OmnisegError(
-            f"invalid tiling: tile_size={tile}, tile_overlap={overlap}; need tile_size > "
-            "2 * tile_overlap >= 0 (fix the model's config.json 'inference' section)"
-        )
+    check_tile_overlap(tile, overlap)
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """The tiles of one scale: tile side and overlap (checked once, here) over its native
+    shape, and the grid's rows and columns, computed once."""
+
+    shape_hw: tuple[int, int]
+    tile: int
+    overlap: int
+
+    def __post_init__(self) -> None:
+        check_tiling(self.tile, self.overlap)
+
+    @property
+    def core(self) -> int:
+        return self.tile - 2 * self.overlap
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, cols) of the grid."""
+        return -(-self.shape_hw[0] // self.core), -(-self.shape_hw[1] // self.core)
+
+    def tile_at(self, row: int, col: int) -> Tile:
+        return tile_at(self.shape_hw, self.tile, self.overlap, row, col)
+
+    def __iter__(self) -> Iterator[Tile]:
+        return iter_tiles(self.shape_hw, self.tile, self.overlap)
 
 
 def window_side(length: int, tile: int) -> int:

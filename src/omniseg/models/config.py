@@ -181,11 +181,7 @@ class InferenceSettings:
             raise OmnisegError(
                 f"inference.tile_size={self.tile_size}: must lie in [{MIN_TILE}, {MAX_TILE}] px"
             )
-        if not 0 <= 2 * self.tile_overlap < self.tile_size:
-            raise OmnisegError(
-                f"inference.tile_overlap={self.tile_overlap}: need 0 <= 2 * overlap < tile_size "
-                f"({self.tile_size})"
-            )
+        check_tile_overlap(self.tile_size, self.tile_overlap, "inference.tile_overlap")
         if not 0 < self.patch_size <= MAX_TILE:
             raise OmnisegError(
                 f"inference.patch_size={self.patch_size}: must lie in (0, {MAX_TILE}]"
@@ -216,3 +212,14 @@ class InferenceSettings:
             if key in kw:
                 kw[key] = tuple(float(v) for v in kw[key])
         return cls(**kw)
+
+
+def check_tile_overlap(tile: int, overlap: int, what: str = "tile_overlap") -> None:
+    """The one tiling rule: each tile keeps a core of ``tile - 2 x overlap`` > 0 px."""
+    if tile <= 0 or not 0 <= 2 * overlap < tile:
+        named = f"{what} {overlap}" if what.startswith("--") else f"{what}={overlap}"
+        raise OmnisegError(
+            f"{named}: need 0 <= 2 x overlap < tile ({tile} px); give a smaller "
+            "--tile-overlap or a larger --tile-size (or fix the model's config.json "
+            "'inference' section)"
+        )
