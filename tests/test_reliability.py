@@ -3,6 +3,7 @@ the real CLI in a subprocess (a signal there fails the test instead of killing p
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import tifffile
 import torch
 from torch import nn
 
+from omniseg.data.synthetic import synthetic_tissue, write_tiff
 from omniseg.models import create_model
 from omniseg.models.blocks import SubsampledPointwiseConv
 from omniseg.models.registry import list_models
@@ -339,3 +341,60 @@ def test_a_full_disk_during_train_keeps_the_last_checkpoint_and_resumes(tmp_path
     _cli([*args, "--out", str(run), "--resume"], tmp_path)
     ours = (run / "model/model.safetensors").read_bytes()
     assert ours == (tmp_path / "ref/model/model.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize("command", ["train", "extract"])
+def test_a_read_only_parent_of_out_is_one_clear_line(tmp_path, monkeypatch, capsys, command):
+    """Issue 36 point 8: /scratch/$USER writable, its parent not. The lock and staging folder
+    live beside OUT, so this is said before any work (it was 'internal error: OSError 30')."""
+    import errno
+    import tempfile as real_tempfile
+
+    from omniseg.cli.main import main
+
+    parent = tmp_path / "readonly"
+    parent.mkdir()
+
+    def refuse(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == parent:
+            raise OSError(errno.EROFS, "Read-only file system", str(dir))
+        return real_tempfile.NamedTemporaryFile(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr("omniseg.locks.tempfile.NamedTemporaryFile", refuse)
+    manifest = make_patch_set(tmp_path / "data", size=64, per_task=2)
+    out = parent / "run"
+    if command == "train":
+        args = ["train", *ONE_STAGE, "--data", str(manifest), "--out", str(out), "--model",
+                "omniseg-tiny", "--max-steps", "1", "--quiet"]  # fmt: skip
+    else:
+        slide = tmp_path / "s.tif"
+        write_tiff(slide, synthetic_tissue(64, 64), 0.25)
+        annotations = tmp_path / "s.geojson"
+        annotations.write_text('{"type": "FeatureCollection", "features": []}')
+        args = ["extract", str(slide), "--annotations", str(annotations), "-o", str(out), "--quiet"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not writable" in err and str(parent) in err
+    assert "internal error" not in err and not out.exists()
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.bool])
+def test_weights_cast_to_integers_or_bool_are_refused(tmp_path, dtype):
+    """Issue 36 point 10: int8 or bool weights loaded and predicted nothing."""
+    from safetensors.torch import load_file, save_file
+
+    from omniseg.errors import OmnisegError
+    from omniseg.models import load_pretrained, save_pretrained
+
+    folder = tmp_path / "m"
+    save_pretrained(create_model("omniseg-tiny"), folder)
+    weights = folder / "model.safetensors"
+    tensors = load_file(str(weights))
+    name = next(k for k, v in tensors.items() if v.is_floating_point())
+    tensors[name] = tensors[name].to(dtype)
+    save_file(tensors, str(weights))
+    config = json.loads((folder / "config.json").read_text())
+    del config["sha256"]  # a hand-made folder: loaded with --allow-unverified
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(OmnisegError, match=f"{name} is stored as .*not floating point"):
+        load_pretrained(folder, verify=False)

@@ -10,10 +10,12 @@ A second live process is refused at once with the holder's pid; its message must
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
 import socket
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +41,24 @@ def _holder(path: Path) -> dict:
         return {}
 
 
+def require_writable(parent: Path, folder: Path) -> None:
+    """The folder that holds ``folder`` must take new files: its lock, and the staging folder
+    of an atomic replace, live beside it. A read-only parent (``/scratch/$USER`` itself, say) is
+    one clear line, before any work."""
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".omniseg-probe-"):
+            pass
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        raise OmnisegError(
+            f"{folder}: its parent folder {parent} is not writable ({exc.strerror}); omniseg "
+            f"keeps a lock file and a staging folder beside {folder.name}: choose an output "
+            f"inside a folder you can write to, e.g. {folder / 'run'}"
+        ) from None
+
+
 @contextlib.contextmanager
 def folder_lock(folder: str | os.PathLike[str]) -> Iterator[None]:
     """Hold the lock of ``folder`` (created beside it) for the block; refuse a live holder."""
@@ -47,7 +67,7 @@ def folder_lock(folder: str | os.PathLike[str]) -> Iterator[None]:
         yield
         return
     path = lock_path(folder)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    require_writable(path.parent, folder)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

@@ -103,6 +103,9 @@ def read_model_config(directory: str | os.PathLike) -> dict:
     return raw
 
 
+FLOATS = ("F16", "BF16", "F32", "F64")  # safetensors dtype names of float tensors
+
+
 def check_shapes(config: ModelConfig, weights: Path) -> None:
     """The network config.json describes must have exactly the tensors of the weights file.
 
@@ -110,13 +113,22 @@ def check_shapes(config: ModelConfig, weights: Path) -> None:
     asking for an absurd network fails in milliseconds instead of allocating gigabytes first.
     """
     with torch.device("meta"):
-        wanted = {k: tuple(v.shape) for k, v in OmniSeg(config).state_dict().items()}
+        state = OmniSeg(config).state_dict()
+    wanted = {k: tuple(v.shape) for k, v in state.items()}
     try:
         with safe_open(str(weights), framework="pt") as fh:
             stored = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
+            dtypes = {k: fh.get_slice(k).get_dtype() for k in fh.keys()}  # noqa: SIM118
     except (SafetensorError, OSError) as exc:
         raise OmnisegError(f"{weights}: unreadable safetensors file ({exc})") from exc
     for name in sorted(set(wanted) | set(stored)):
+        floating = name in state and state[name].is_floating_point()
+        if floating and name in dtypes and dtypes[name] not in FLOATS:
+            raise OmnisegError(
+                f"{weights}: tensor {name} is stored as {dtypes.get(name)}, not floating point; "
+                "weights quantised or cast to integers or bool would predict nothing: save the "
+                "model again from its float weights"
+            )
         if wanted.get(name) != stored.get(name):
             raise OmnisegError(
                 f"{weights}: does not fit config.json's {config.architecture} (tensor {name}: "
