@@ -88,6 +88,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--tasks", default="all", help="e.g. dt,pt,capsule,tuft,vessel")
     parser.add_argument("--backend", default="torch")
+    parser.add_argument("--keep", type=Path, help="keep the slide and result here")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -102,19 +103,22 @@ def main() -> None:
         )
         print(json.dumps(row))
         return
-    with tempfile.TemporaryDirectory(prefix="omniseg-wsi-real-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="omniseg-wsi-real-") as scratch:
+        tmp = args.keep or Path(scratch)
+        tmp.mkdir(parents=True, exist_ok=True)
         slide = Path(tmp) / f"synthetic-{args.size}.tif"
         code = (
             f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
             f"import wsi_real_model as m; m.make_slide(__import__('pathlib').Path({str(slide)!r}), {args.size})"
         )
-        subprocess.run([sys.executable, "-c", code], check=True)
+        if not slide.exists():  # a kept slide is reused
+            subprocess.run([sys.executable, "-c", code], check=True)
         cmd = [
             sys.executable,
             __file__,
             "--child",
             str(slide),
-            str(Path(tmp) / "out"),
+            str(Path(tmp) / f"out-{Path(args.weights).name if args.weights else 'random'}"),
             "--precision",
             args.precision,
             "--batch-size",

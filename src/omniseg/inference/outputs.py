@@ -40,9 +40,13 @@ class ModelSource:
 
 
 def label_names(catalogue: Catalogue | None = None) -> dict[int, str]:
-    """Label value -> name of the label map (0 = background)."""
+    """Label value -> name of the label map (0 = background), as a pathologist reads it: the
+    glomerular unit's label (the capsule task, outside the tuft) is "glomerulus", as in
+    summary.json, the GeoJSON and the CSV; "tuft" is drawn inside it."""
     cat = catalogue or default_catalogue()
-    return {0: "background", **{t.label_value: t.name for t in cat.tissues}}
+    named = {t.label_value: t.name for t in cat.tissues}
+    named[GLOMERULUS + 1] = GLOMERULUS_NAME
+    return {0: "background", **named}
 
 
 def label_colors(catalogue: Catalogue | None = None) -> dict[int, tuple[int, int, int]]:

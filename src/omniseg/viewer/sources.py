@@ -23,6 +23,7 @@ from PIL import Image
 
 from omniseg.catalogue import catalogue_from_dict, default_catalogue
 from omniseg.errors import OmnisegError
+from omniseg.inference.outputs import label_names
 from omniseg.io import open_slide
 from omniseg.viewer.tiles import best_level, tile_box
 
@@ -85,12 +86,12 @@ class ResultSource:
 
     def legend(self) -> list[LegendEntry]:
         classes = self.summary.get("classes", {})
+        names = label_names(self.catalogue)  # the overlay's names: glomerulus, tuft, ...
         entries = []
         for t in self.catalogue.tissues:
-            stats = classes.get(t.name) or (
-                classes.get("glomerulus") if t.name == "capsule" else None
-            )
-            entries.append(LegendEntry(t.label_value, t.name, tuple(t.color), (stats or {}).get("count"),
+            name = names[t.label_value]
+            stats = classes.get(name) or classes.get(t.name)
+            entries.append(LegendEntry(t.label_value, name, tuple(t.color), (stats or {}).get("count"),
                                        (stats or {}).get("area_mm2")))  # fmt: skip
         return entries
 
