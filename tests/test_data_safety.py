@@ -364,6 +364,10 @@ def test_a_tiff_with_a_short_offset_table_is_corrupt_not_sparse(tmp_path):
             tag.overwrite(tag.value[:2])
     with pytest.raises(OmnisegError, match="corrupt TIFF"):
         TiffReader(path, mpp=0.5)
+    # ... and the opener does not fall back to OpenSlide, which read the missing tiles for
+    # minutes on a large header (issue 36 point 3): corrupt means corrupt, whoever noticed.
+    with pytest.raises(OmnisegError, match="corrupt TIFF"):
+        open_slide(path, mpp=0.5)
 
 
 # ---- more bad inputs ---------------------------------------------------------------------------

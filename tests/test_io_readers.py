@@ -228,3 +228,27 @@ def test_concurrent_reads_from_threads_are_correct(slide_files, levels, kind):
         regions = list(pool.map(lambda p: reader.read_region(0, p[0], p[1], 96, 96), positions))
     for (x, y), region in zip(positions, regions, strict=True):
         np.testing.assert_array_equal(region, levels[0][y : y + 96, x : x + 96])
+
+
+def test_stacks_and_non_rgb_channels_are_refused_not_misread(tmp_path):
+    """Issue 36 point 10: a Z stack read its first plane only, and a 2-channel (fluorescence)
+    TIFF read its second channel as transparency. Grey + alpha still reads."""
+    from omniseg.errors import OmnisegError
+    from omniseg.io.tiff_reader import TiffReader
+
+    rng = np.random.default_rng(0)
+    stack = tmp_path / "z.tif"
+    tifffile.imwrite(stack, rng.integers(0, 255, (3, 64, 64, 3), dtype=np.uint8),
+                     photometric="rgb", metadata={"axes": "ZYXS"})  # fmt: skip
+    with pytest.raises(OmnisegError, match="3 planes along Z"):
+        TiffReader(stack, mpp=0.5)
+    two = tmp_path / "two.tif"
+    tifffile.imwrite(two, rng.integers(0, 255, (64, 64, 2), dtype=np.uint8),
+                     photometric="minisblack", planarconfig="contig")  # fmt: skip
+    with pytest.raises(OmnisegError, match="2 channels .*fluorescence"):
+        TiffReader(two, mpp=0.5)
+    grey_alpha = tmp_path / "ga.tif"
+    data = np.stack([np.full((64, 64), 100, np.uint8), np.full((64, 64), 255, np.uint8)], -1)
+    tifffile.imwrite(grey_alpha, data, photometric="minisblack", extrasamples=["unassalpha"])
+    with TiffReader(grey_alpha, mpp=0.5) as reader:
+        assert reader.read_region(0, 0, 0, 8, 8)[0, 0].tolist() == [100, 100, 100]

@@ -21,7 +21,7 @@ from omniseg.io.base import SlideReader
 from omniseg.io.memory_readers import PillowReader
 from omniseg.io.openslide_reader import OPENSLIDE_ERRORS, OpenSlideReader
 from omniseg.io.resolution import check_overrides
-from omniseg.io.tiff_reader import TiffReader
+from omniseg.io.tiff_reader import TiffReader, UnreadableTiffError
 
 GENERIC_TIFF_VENDOR = "generic-tiff"
 APERIO_VENDOR = "aperio"
@@ -125,6 +125,10 @@ def _open_by_content(path: Path, mpp: float | None, magnification: float | None)
                 return via_openslide
     try:
         via_tiff = TiffReader(path, mpp=mpp, magnification=magnification)
+    except UnreadableTiffError:  # corrupt means corrupt, whichever reader noticed
+        if via_openslide is not None:
+            via_openslide.close()
+        raise
     except OmnisegError as exc:
         failures.append(str(exc))
     if via_tiff is not None and via_openslide is not None:
@@ -156,6 +160,9 @@ def _prefer_tifffile_pixels(
     """
     try:
         via_tiff = TiffReader(path, mpp=mpp, magnification=magnification)
+    except UnreadableTiffError:
+        via_openslide.close()
+        raise
     except OmnisegError:
         return via_openslide
     if via_tiff.info.level_dimensions != via_openslide.info.level_dimensions:

@@ -32,6 +32,12 @@ SAMPLE_LEVEL_MAX_PIXELS = 4096 * 4096  # read a level whole only below this (for
 _OME_MAGNIFICATION = re.compile(r'NominalMagnification="([0-9.eE+-]+)"')
 
 
+class UnreadableTiffError(OmnisegError):
+    """The TIFF is corrupt or holds what no reader would read right (a stack, non-RGB channels):
+    the opener does not fall back to OpenSlide or Pillow, which would read it wrongly or for
+    minutes (missing tiles of a damaged offset table)."""
+
+
 class TiffReader:
     """SlideReader over tifffile + zarr; regions outside the image come back white."""
 
@@ -57,6 +63,7 @@ class TiffReader:
                 for i in range(len(series.levels))
             ]
             self._axes = [level.axes for level in series.levels]
+            self._check_planes(series)
             shapes = [self._shape_hw(i) for i in range(len(self._levels))]
             self._value_max = self._sample_value_max(shapes)
             metadata_mpp, power = self._metadata(series)
@@ -96,9 +103,32 @@ class TiffReader:
             )
         expected = int(np.prod(page.chunked)) if page.chunked else 1
         if len(page.dataoffsets) < expected:
-            raise OmnisegError(
+            raise UnreadableTiffError(
                 f"{self.path}: corrupt TIFF: its offset table lists {len(page.dataoffsets)} "
                 f"tiles/strips but its size needs {expected}; the file is damaged (re-export it)"
+            )
+
+    def _check_planes(self, series: tifffile.TiffPageSeries) -> None:
+        """One brightfield image: refuse Z/T stacks (planes after the first were dropped), and
+        channels that are not grey, RGB or an alpha (a second fluorescence channel was read as
+        transparency)."""
+        for axis, size in zip(series.axes, series.shape, strict=True):
+            if axis not in "YX" + CHANNEL_AXES and size > 1:
+                raise UnreadableTiffError(
+                    f"{self.path}: holds {size} planes along {axis} (axes {series.axes}); omniseg "
+                    "reads one 2-D brightfield image: save the plane you want (e.g. the "
+                    "in-focus one) as its own TIFF"
+                )
+        channels = [size for axis, size in zip(series.axes, series.shape, strict=True)
+                    if axis in CHANNEL_AXES]  # fmt: skip
+        count = int(np.prod(channels)) if channels else 1
+        extras = tuple(getattr(series.keyframe, "extrasamples", ()) or ())
+        alpha = bool(extras) and int(extras[-1]) in (1, 2)  # associated / unassociated alpha
+        if count > MAX_CHANNELS or (count == 2 and not alpha):
+            raise UnreadableTiffError(
+                f"{self.path}: {count} channels that are not grey, RGB or an alpha (a "
+                "fluorescence image?); omniseg segments brightfield RGB slides: export an RGB "
+                "rendering first"
             )
 
     def _shape_hw(self, level: int) -> tuple[int, int]:
