@@ -56,7 +56,7 @@ BackendOption = Annotated[
     str | None,
     typer.Option(
         "--backend",
-        help="auto (the hardware picks: bf16 on AVX512-BF16/AMX, int8 on VNNI, else fp32; "
+        help="auto (the hardware picks: torch bf16 on AVX512-BF16/AMX or a bf16 GPU, else fp32; "
         "summary.json says which and why); torch; onnxruntime or openvino (CPU fp32, from one "
         "ONNX export cached beside the model); onnxruntime-int8 (decoder in int8, from the "
         "model's int8-calibration.json; see omniseg calibrate). evaluate's default: torch.",

@@ -17,21 +17,14 @@ INT8_SUFFIX = "-int8"
 BACKEND_CHOICES = (AUTO_BACKEND, *BACKENDS)  # auto: runtime/choice.py picks by the hardware
 
 
-def resolve_auto(model, precision: str, model_dir: str | Path | None) -> RuntimeChoice:
+def resolve_auto(model, precision: str) -> RuntimeChoice:
     """What ``--backend auto`` means for this model on this machine."""
-    import importlib.util
-
     from omniseg.runtime.cpu import cpu_capabilities
-    from omniseg.runtime.int8 import CALIBRATION_NAME
 
     device = model_device(model)
     resolve_precision(precision, device)  # names a misspelt or emulated precision first
-    int8_ready = model_dir is not None and (Path(model_dir) / CALIBRATION_NAME).is_file()
-    return choose_runtime(
-        precision, device.type, cpu_capabilities() if device.type == "cpu" else {},
-        native_bf16=numeric.native_bf16(device), int8_ready=int8_ready,
-        onnxruntime=importlib.util.find_spec("onnxruntime") is not None,
-    )  # fmt: skip
+    flags = cpu_capabilities() if device.type == "cpu" else {}
+    return choose_runtime(precision, device.type, flags, native_bf16=numeric.native_bf16(device))
 
 
 def make_predictor(
@@ -49,7 +42,7 @@ def make_predictor(
     if backend not in BACKEND_CHOICES:
         raise OmnisegError(f"--backend {backend}: unknown; valid: {', '.join(BACKEND_CHOICES)}")
     if backend == AUTO_BACKEND:
-        choice = resolve_auto(model, precision, model_dir)
+        choice = resolve_auto(model, precision)
         precision = "fp32" if choice.precision == "int8" else choice.precision
         predictor = make_predictor(
             model, choice.backend, precision, model_dir=model_dir, sha256=sha256
