@@ -123,7 +123,7 @@ def test_onnxruntime_refuses_bf16_and_unknown_backends(model_dir):
     model = load_pretrained(model_dir)
     with pytest.raises(OmnisegError, match="fp32 only"):
         make_predictor(model, "onnxruntime", "bf16", model_dir=model_dir)
-    with pytest.raises(OmnisegError, match="valid: torch, onnxruntime, openvino"):
+    with pytest.raises(OmnisegError, match="valid: auto, torch, onnxruntime, openvino"):
         make_predictor(model, "tensorrt")
 
 

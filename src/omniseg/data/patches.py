@@ -19,7 +19,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -325,6 +324,7 @@ def resampled_size(shape: tuple[int, ...], factor: float) -> tuple[int, int]:
 
 def resample_image(image: np.ndarray, factor: float) -> np.ndarray:
     """Area-averaged down (bilinear up) by ``factor``; dtype kept."""
+    import cv2  # here: training runs without the slide-reading packages
 
     h, w = resampled_size(image.shape, factor)
     interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -67,6 +66,8 @@ def at_label_size(prob: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """A probability map predicted at another scale than its labels, bilinear to their grid."""
     if prob.shape == shape[:2]:
         return prob
+    import cv2  # here: training (which scores val) runs without the slide-reading packages
+
     return cv2.resize(prob.astype(np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
 
 
