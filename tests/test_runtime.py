@@ -69,3 +69,34 @@ def test_one_loader_names_the_bundled_model_and_auto_means_one_device(tmp_path, 
     monkeypatch.setattr("omniseg.runtime.precision.native_bf16", lambda device=None: False)
     with pytest.raises(OmnisegError, match="bf16"):
         load_model(None, "cpu", precision="bf16")  # refused before the weights load
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        (dict(device="gpu"), "--device gpu: unknown device"),
+        (dict(precision="fp8"), "--precision fp8: unknown"),
+        (dict(backend="tensorrt"), "--backend tensorrt: unknown"),
+        (dict(batch_size=0), "--batch-size must be >= 1"),
+    ],
+)
+def test_run_options_are_checked_once_for_segment_and_evaluate(options, says, tmp_path):
+    """One type (RunOptions) checks device, precision, backend and batch size: segment's
+    settings and evaluate say the same line, before any model loads."""
+    from omniseg.evaluation.evaluate import evaluate_path
+    from omniseg.inference import SegmentSettings
+    from omniseg.runtime.options import RunOptions
+
+    with pytest.raises(OmnisegError, match=says):
+        RunOptions(**options)
+    with pytest.raises(OmnisegError, match=says):
+        SegmentSettings(**options)
+    patches = tmp_path / "p"
+    (patches / "0_1_dt" / "he").mkdir(parents=True)
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(patches / "0_1_dt" / "he" / "a.png")
+    Image.new("L", (32, 32)).save(patches / "0_1_dt" / "he" / "a_mask_x.png")
+    with pytest.raises(OmnisegError, match=says):
+        evaluate_path(patches, weights=tmp_path / "no-model", **options)
+    assert RunOptions("cuda:1").device == "cuda:1"

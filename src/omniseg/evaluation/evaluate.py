@@ -18,9 +18,9 @@ from omniseg.data.provenance import seen_in_training
 from omniseg.errors import OmnisegError
 from omniseg.models import OmniSeg
 from omniseg.runtime import Predictor, TorchPredictor
-from omniseg.runtime.backends import BACKEND_CHOICES, make_predictor
+from omniseg.runtime.backends import make_predictor
 from omniseg.runtime.memory import tune_allocator
-from omniseg.runtime.precision import AUTO, PRECISIONS
+from omniseg.runtime.options import RunOptions
 from omniseg.scoring.records import ThresholdsLike, score_records
 
 CSV_COLUMNS = (
@@ -159,13 +159,7 @@ def evaluate_path(
         records = select_split(found, split)
     except OmnisegError as exc:
         raise OmnisegError(f"{data}: --split {split}: {exc}") from exc
-    choices = (*PRECISIONS, AUTO)  # checked before the model loads: mistakes fail in seconds
-    if precision not in choices:
-        raise OmnisegError(f"--precision {precision}: unknown; valid: {', '.join(choices)}")
-    if backend not in BACKEND_CHOICES:
-        raise OmnisegError(f"--backend {backend}: unknown; valid: {', '.join(BACKEND_CHOICES)}")
-    if batch_size < 1:
-        raise OmnisegError(f"--batch-size {batch_size}: must be at least 1")
+    RunOptions(device, precision, backend, batch_size)  # checked before the model loads
     _check_bootstrap(bootstrap)
     for out, option in ((json_path, "--json"), (csv_path, "--csv")):
         if out is not None and Path(out).is_dir():

@@ -10,8 +10,7 @@ from omniseg.catalogue import tissues
 from omniseg.errors import OmnisegError
 from omniseg.inference.anatomy import GLOMERULUS_CHECKS, GlomerulusSize
 from omniseg.models import InferenceSettings
-from omniseg.runtime.backends import BACKEND_CHOICES
-from omniseg.runtime.precision import AUTO, PRECISIONS
+from omniseg.runtime.options import RunOptions
 
 OBJECT_TYPES = ("annotation", "detection")
 # Where the fine-scale capillary (PTC) pass runs: only in tubulointerstitium (tissue the coarser
@@ -60,16 +59,9 @@ class SegmentSettings:
     def __post_init__(self) -> None:
         if not self.tasks:
             raise OmnisegError("--tasks: choose at least one task (e.g. --tasks dt,pt)")
-        if self.batch_size < 1:
-            raise OmnisegError(f"--batch-size must be >= 1, got {self.batch_size}")
+        _checked = self.run_options  # device, precision, backend, batch size: checked there
         if self.reader_threads < 0:
             raise OmnisegError(f"--reader-threads must be >= 0, got {self.reader_threads}")
-        if self.precision not in (*PRECISIONS, AUTO):
-            raise OmnisegError(
-                f"--precision {self.precision}: valid: {', '.join((*PRECISIONS, AUTO))}"
-            )
-        if self.backend not in BACKEND_CHOICES:
-            raise OmnisegError(f"--backend {self.backend}: valid: {', '.join(BACKEND_CHOICES)}")
         if self.object_type not in OBJECT_TYPES:
             raise OmnisegError(
                 f"--object-type {self.object_type}: valid: {', '.join(OBJECT_TYPES)}"
@@ -106,6 +98,11 @@ class SegmentSettings:
             raise OmnisegError(f"--tile-overlap must be >= 0, got {self.tile_overlap}")
         if self.tile_size is not None and self.tile_overlap is not None:
             check_tile_overlap(self.tile_size, self.tile_overlap, "--tile-overlap")
+
+    @property
+    def run_options(self) -> RunOptions:
+        """How the model runs (validated on construction)."""
+        return RunOptions(self.device, self.precision, self.backend, self.batch_size)
 
     def effective_inference(self, inference: InferenceSettings) -> InferenceSettings:
         """The model's inference settings with this run's tile overrides applied."""
