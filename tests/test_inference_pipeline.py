@@ -537,3 +537,32 @@ def test_resume_refuses_another_slide_at_the_same_path_and_other_tasks(tmp_path)
         segment_slide(slide, tmp_path / "again", pt, model)
     kept = segment_slide(slide, tmp_path / "again", quiet(tasks=dt.tasks, resume=True), model)
     assert kept.skipped and kept.out_dir == done.out_dir
+
+
+def test_a_folder_claimed_by_another_slide_is_left_to_it_even_when_chosen_before(tmp_path):
+    """Issue 36 point 2: a cohort chose OUT/a for its y/a.tif before any lock; meanwhile another
+    run made OUT/a from x/a.tif. The cohort's slide goes to OUT/a-<digest> (it was marked
+    'kept' with the other slide's counts). And a folder busy with ANOTHER slide of the same
+    file name is not 'being written by another process' for this one."""
+    from omniseg.inference.results import source_path
+    from omniseg.locks import folder_lock
+
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    first = write_tiff(tmp_path / "x" / "a.tif", synthetic_tissue(96, 128, seed=1), 0.25)
+    second = write_tiff(tmp_path / "y" / "a.tif", synthetic_tissue(96, 128, seed=2), 0.25)
+    out = tmp_path / "out"
+    model = PointwiseModel(tiny_inference())
+    done = segment_slide(first, out, quiet(), model)
+    assert done.out_dir == out / "a"
+    before = output_bytes(out / "a")
+    chosen_earlier = segment_slide(second, out, quiet(resume=True), model, result_folder=out / "a")
+    assert not chosen_earlier.skipped and chosen_earlier.out_dir.name.startswith("a-")
+    assert output_bytes(out / "a") == before  # the other slide's result is untouched
+    other = tmp_path / "other-out"
+    with folder_lock(other / "a", owner=source_path(first)):  # x's run holds OTHER/a right now
+        busy = segment_slide(second, other, quiet(), model)
+    assert busy.out_dir.parent == other and busy.out_dir.name.startswith("a-")
+    busy_here = folder_lock(other / "c", owner=source_path(second))  # busy with THIS slide
+    with busy_here, pytest.raises(OmnisegError, match="being written by another"):
+        segment_slide(second, other, quiet(), model, result_folder=other / "c")

@@ -59,9 +59,20 @@ def require_writable(parent: Path, folder: Path) -> None:
         ) from None
 
 
+class FolderBusyError(OmnisegError):
+    """Another live process holds the folder's lock; ``holder`` is what it recorded."""
+
+    def __init__(self, message: str, holder: dict) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
 @contextlib.contextmanager
-def folder_lock(folder: str | os.PathLike[str]) -> Iterator[None]:
-    """Hold the lock of ``folder`` (created beside it) for the block; refuse a live holder."""
+def folder_lock(folder: str | os.PathLike[str], owner: str | None = None) -> Iterator[None]:
+    """Hold the lock of ``folder`` (created beside it) for the block; refuse a live holder.
+
+    ``owner`` (e.g. the slide a result folder is for) is recorded with the holder, so a process
+    that finds the folder busy can tell whether it is busy with the same work."""
     folder = Path(folder)
     if fcntl is None:
         yield
@@ -75,10 +86,11 @@ def folder_lock(folder: str | os.PathLike[str]) -> Iterator[None]:
         except BlockingIOError:
             os.close(fd)
             holder = _holder(path)
-            raise OmnisegError(
+            raise FolderBusyError(
                 f"{folder}: being written by another running omniseg process (pid "
                 f"{holder.get('pid', '?')} on {holder.get('host', '?')}, since "
-                f"{holder.get('started', '?')}); wait for it to finish or stop it first"
+                f"{holder.get('started', '?')}); wait for it to finish or stop it first",
+                holder,
             ) from None
         try:  # the file may have been unlinked by its previous holder meanwhile: retry then
             if os.fstat(fd).st_ino == os.stat(path).st_ino:
@@ -95,6 +107,7 @@ def folder_lock(folder: str | os.PathLike[str]) -> Iterator[None]:
         "pid": os.getpid(),
         "host": socket.gethostname(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        **({"owner": owner} if owner is not None else {}),
     }
     os.ftruncate(fd, 0)
     os.write(fd, json.dumps(record).encode("utf-8"))

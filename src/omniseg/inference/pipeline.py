@@ -26,6 +26,7 @@ from omniseg.inference.outputs import ModelSource, write_summary
 from omniseg.inference.results import (
     SUMMARY_NAME,
     WORK_NAME,
+    claimed_result_dir,
     final_dir,
     has_content,
     prepare_result_dir,
@@ -51,7 +52,6 @@ from omniseg.inference.stages import (
 from omniseg.inference.store import WorkStore
 from omniseg.io import open_slide
 from omniseg.io.roi import load_roi
-from omniseg.locks import folder_lock
 from omniseg.runtime import Predictor
 from omniseg.runtime.backends import make_predictor
 from omniseg.runtime.memory import tune_allocator
@@ -166,11 +166,11 @@ def _segment_open_slide(
     plans = plan_scales(
         info, settings.tasks, catalogue_of(model), settings.effective_inference(model.inference)
     )
-    folder = result_folder or result_dir(Path(out_dir), slide)
-    note = renamed_note(final_dir(folder), slide)
-    if note:
-        log.warning(note)
-    with folder_lock(folder):
+    # chosen and locked together: under the lock it is checked to be this slide's
+    with claimed_result_dir(Path(out_dir), slide, result_folder) as folder:
+        note = renamed_note(final_dir(folder), slide)
+        if note:
+            log.warning(note)
         # --overwrite builds the new result beside the old one and swaps at the end, so a
         # failure (disk full, a crash) never costs the user both.
         staging = staging_dir(folder) if settings.overwrite and has_content(folder) else None

@@ -8,14 +8,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from omniseg.atomic import atomic_write_json
 from omniseg.errors import OmnisegError
+from omniseg.locks import FolderBusyError, folder_lock
 
 SOURCE_NAME = ".source.json"
 WORK_NAME = ".work"
@@ -59,6 +62,40 @@ def result_dir(out: Path, slide: Path, taken: set[str] | None = None) -> Path:
         if not folder.exists() or _recorded_source(folder) in (None, source):
             return folder
     return out / f"{stem}-{digest}"
+
+
+def folder_candidates(out: Path, slide: Path, preferred: Path | None = None) -> list[Path]:
+    """Where a slide's result may go, in order: the preferred (or the plain) folder, then the
+    one named with a digest of the slide's path, which no other slide shares."""
+    digest = hashlib.sha1(source_path(slide).encode("utf-8")).hexdigest()[:HASH_CHARS]
+    first = preferred or result_dir(out, slide)
+    fallback = first.parent / f"{safe_name(slide.stem)}-{digest}"
+    return [first] if first == fallback else [first, fallback]
+
+
+@contextlib.contextmanager
+def claimed_result_dir(out: Path, slide: Path, preferred: Path | None = None) -> Iterator[Path]:
+    """The slide's result folder, locked, and checked under the lock to be this slide's: a
+    folder another slide claimed between the choice and the lock (another process's result of
+    a slide with the same file name) is left to it, and the next candidate is taken. A folder
+    busy with another slide is not an error either; busy with this slide, it is."""
+    source = source_path(slide)
+    for folder in folder_candidates(out, slide, preferred):
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(folder_lock(folder, owner=source))
+            except FolderBusyError as busy:
+                if busy.holder.get("owner") in (None, source):
+                    raise
+                continue
+            if _recorded_source(folder) not in (None, source):
+                continue  # another slide's result: released on leaving this block
+            yield folder
+            return
+    raise OmnisegError(
+        f"{slide}: every result folder it may use under {out} belongs to another slide; "
+        "choose another -o"
+    )
 
 
 def renamed_note(folder: Path, slide: Path) -> str | None:
