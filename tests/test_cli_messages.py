@@ -219,3 +219,31 @@ def test_train_has_a_few_flags_and_every_other_setting_is_set():
     for key in SET_INSTEAD.values():  # every hint names a real config key
         section, name = key.split("=")[0].split(".")
         assert name in plain[section], key
+
+
+def test_the_next_step_segment_prints_runs_when_pasted(tmp_path, capsys, monkeypatch):
+    """Issue 37: segment -> (QuPath) -> extract -> train by pasting what omniseg printed. The
+    extract line segment prints runs as printed (its own GeoJSON's 'glomerulus' maps to the
+    capsule task), and train's last line names a runnable segment command."""
+    import shlex
+
+    from omniseg.data.synthetic import synthetic_tissue, write_tiff
+    from omniseg.models import create_model, save_pretrained
+
+    monkeypatch.chdir(tmp_path)
+    save_pretrained(create_model("omniseg-tiny"), tmp_path / "m")
+    write_tiff(tmp_path / "s.tif", synthetic_tissue(160, 224), 0.25)
+    assert main(["segment", "s.tif", "-o", "out", "--weights", "m", "--quiet",
+                 "--tissue-margin", "-1"]) == 0  # fmt: skip
+    said = capsys.readouterr().out
+    line = next(x for x in said.splitlines() if x.startswith("to teach it your lab"))
+    extract = shlex.split(line.split(" then ", 1)[1].replace("PATCHES", "patches"))
+    assert Path(extract[0]).name == "omniseg" or extract[0].endswith("omniseg")
+    code = main(extract[1:])
+    out = capsys.readouterr()
+    if code != 0:  # a random tiny model may find no objects at all: nothing to cut is said so
+        assert "no objects" in out.err or "no patches" in out.err, out.err
+        return
+    assert (tmp_path / "patches" / "manifest.csv").is_file()
+    train_line = next(x for x in out.out.splitlines() if "train with:" in x)
+    assert "--val-split none" in train_line

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from omniseg.cli.options import QuietOption, SetOption, WeightsOption, dotted_overrides
+from omniseg.cli.options import (
+    QuietOption,
+    SetOption,
+    WeightsOption,
+    dotted_overrides,
+    invoked_as,
+)
 
 
 def finetune(
@@ -65,8 +72,8 @@ def finetune(
     kept = ", ".join(result.kept) or "none"
     typer.echo(
         f"adapted {', '.join(result.tasks)} in {result.steps} steps ({result.seconds:.0f} s); "
-        f"held to the starting model: {kept}; model folder: {result.model_dir} "
-        f"(segment with: --weights {result.model_dir})"
+        f"held to the starting model: {kept}; model folder: {result.model_dir}; segment with: "
+        f"{invoked_as()} segment SLIDE... -o OUT --weights {shlex.quote(str(result.model_dir))}"
     )
 
 

@@ -72,6 +72,15 @@ def _report(results) -> None:
             )
             typer.echo(f"{r.slide.name}: {state} -> {r.out_dir}  [{counts}]")
     failed = [r for r in results if not r.ok]
+    first = next((r for r in results if r.ok and r.out_dir is not None), None)
+    if first is not None:
+        from omniseg.cli.options import invoked_as
+
+        geojson = shlex.quote(str(first.out_dir / "objects.geojson"))
+        typer.echo(
+            f"to teach it your lab: correct {geojson} in QuPath, then {invoked_as()} extract "
+            f"{shlex.quote(str(first.slide))} --annotations {geojson} -o PATCHES"
+        )
     if len(results) == 1 and failed:
         raise OmnisegError(failed[0].error)  # one slide: its one error line, nothing more
     for r in failed:

@@ -7,12 +7,13 @@ usage error naming its ``--set`` key (:data:`SET_INSTEAD`).
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from omniseg.cli.options import QuietOption, SetOption, dotted_overrides
+from omniseg.cli.options import QuietOption, SetOption, dotted_overrides, invoked_as
 from omniseg.errors import OmnisegError
 
 # Flags `train` had before issue 35 -> the config key to --set instead.
@@ -153,7 +154,8 @@ def train(
     best = "n/a" if result.best_metric is None else f"{result.best_metric:.4f}"
     typer.echo(
         f"trained {result.steps} steps ({result.seconds_per_step:.3f} s/step); "
-        f"val Dice {best}; model folder: {result.model_dir}"
+        f"val Dice {best}; model folder: {result.model_dir}; segment with: {invoked_as()} "
+        f"segment SLIDE... -o OUT --weights {shlex.quote(str(result.model_dir))}"
     )
 
 

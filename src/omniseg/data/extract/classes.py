@@ -21,6 +21,8 @@ def default_class_map(catalogue: Catalogue) -> dict[str, Tissue]:
     for t in catalogue.tissues:
         names[t.name.lower()] = t
         names[t.full_name.lower()] = t
+    if "capsule" in names:  # segment's own GeoJSON calls the glomerular unit "glomerulus"
+        names.setdefault("glomerulus", names["capsule"])
     return names
 
 
