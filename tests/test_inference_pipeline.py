@@ -566,3 +566,15 @@ def test_a_folder_claimed_by_another_slide_is_left_to_it_even_when_chosen_before
     busy_here = folder_lock(other / "c", owner=source_path(second))  # busy with THIS slide
     with busy_here, pytest.raises(OmnisegError, match="being written by another"):
         segment_slide(second, other, quiet(), model, result_folder=other / "c")
+
+
+def test_resume_removes_half_written_result_files(slide, tmp_path):
+    """Issue 36 point 11: a finished result kept by --resume still held the temp file of a
+    GeoJSON a killed run was writing; resume leaves only finished files."""
+    model = PointwiseModel(tiny_inference())
+    result = segment_slide(slide, tmp_path / "out", quiet(), model)
+    stale = result.out_dir / ".objects.0123456789ab.tmp.geojson"
+    stale.write_text("{half")
+    kept = segment_slide(slide, tmp_path / "out", quiet(resume=True), model)
+    assert kept.skipped and not stale.exists()
+    assert (result.out_dir / "objects.geojson").is_file()

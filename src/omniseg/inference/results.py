@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from omniseg.atomic import atomic_write_json
+from omniseg.atomic import atomic_write_json, is_temp_of
 from omniseg.errors import OmnisegError
 from omniseg.locks import FolderBusyError, folder_lock
 
@@ -148,6 +148,16 @@ def is_complete(folder: Path) -> bool:
     return (folder / SUMMARY_NAME).is_file()
 
 
+def remove_half_written(folder: Path) -> None:
+    """Temp files of the result files a killed run was writing (``.objects.<random>.tmp.geojson``):
+    a resumed result holds only finished files."""
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        if entry.is_file() and any(is_temp_of(entry.name, n) for n in (*OUTPUT_NAMES, SOURCE_NAME)):
+            entry.unlink(missing_ok=True)
+
+
 def prepare_result_dir(
     folder: Path, slide: Path, *, resume: bool, overwrite: bool, identity: dict | None = None
 ) -> bool:
@@ -166,6 +176,8 @@ def prepare_result_dir(
         for name in (*OUTPUT_NAMES, SOURCE_NAME):
             (folder / name).unlink(missing_ok=True)
         shutil.rmtree(folder / WORK_NAME, ignore_errors=True)
+    if resume:
+        remove_half_written(folder)
     if resume and is_complete(folder):
         shutil.rmtree(folder / WORK_NAME, ignore_errors=True)  # killed after summary.json
         return True
