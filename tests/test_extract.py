@@ -366,3 +366,21 @@ def test_escape_codes_in_class_names_never_reach_the_terminal(annotated, tmp_pat
                  "--classes", CLASSES, "--patch", "64", "--per-class", "2", "--quiet"]) == 0  # fmt: skip
     err = capsys.readouterr().err
     assert "\x1b" not in err and "\\x1b[2J\\x1b[31mEvil" in err
+
+
+def test_a_killed_extracts_staging_folder_is_removed_by_the_next_run(annotated, tmp_path):
+    """Issue 36 point 11: a killed extract left `.p.<random>/` beside OUT for good; the next
+    run (holding OUT's lock) removes it. The cleaner never takes `.p.old` (a previous result
+    mid-swap) or a name that is not a temp folder's."""
+    from omniseg.atomic import remove_stale_staging
+
+    slide, found = annotated
+    notes = write_geojson(tmp_path / "k.geojson", found)
+    out = tmp_path / "p"
+    stale = tmp_path / ".p.k1ll3d_x"
+    (stale / "0_1_dt").mkdir(parents=True)
+    assert extract_patches([slide], notes, out, settings()).patches > 0
+    assert not stale.exists() and not list(tmp_path.glob(".p.*"))
+    for name in (".p.old", ".p.something-else", ".q.k1ll3d_x"):
+        (tmp_path / name).mkdir()
+    assert remove_stale_staging(out) == []

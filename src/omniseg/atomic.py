@@ -9,8 +9,10 @@ file; a full disk is reported with the file's path, and the earlier file stays a
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -97,6 +99,23 @@ def default_mode(is_dir: bool) -> int:
 def backup_of(folder: Path) -> Path:
     """Where :func:`atomic_folder` keeps the previous folder during the swap."""
     return folder.with_name(f".{folder.name}.old")
+
+
+_MKDTEMP_SUFFIX = re.compile(r"^[a-z0-9_]{8}$")
+
+
+def remove_stale_staging(target: Path) -> list[Path]:
+    """Remove the temp folders a killed :func:`atomic_folder` of ``target`` left beside it
+    (``.<name>.<8 random chars>``; never ``.<name>.old``, which may hold the previous result).
+    Call it holding ``target``'s lock: a live writer's temp folder looks the same."""
+    removed = []
+    prefix = f".{target.name}."
+    for entry in target.parent.glob(f".{glob.escape(target.name)}.*"):
+        rest = entry.name[len(prefix) :]
+        if entry.is_dir() and not entry.is_symlink() and _MKDTEMP_SUFFIX.match(rest):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
 
 
 @contextmanager

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from omniseg.atomic import atomic_folder
+from omniseg.atomic import atomic_folder, remove_stale_staging
 from omniseg.catalogue import Catalogue, default_catalogue
 from omniseg.data.dataset import val_groups
 from omniseg.data.extract.classes import parse_class_map
@@ -139,6 +139,7 @@ def extract_patches(
         raise OmnisegError("two slides share a file name; their patches would collide")
     pairs = [(p, annotation_for(p, Path(annotations), len(paths))) for p in paths]
     with folder_lock(out):  # one writer: a second run to the same OUT is refused, not raced
+        remove_stale_staging(out)  # a killed run's half-cut patch folder beside OUT
         if out.exists() and any(out.iterdir()) and not settings.overwrite:
             raise OmnisegError(
                 f"{out}: exists and is not empty; choose a new folder or --overwrite"
