@@ -247,3 +247,16 @@ def test_the_next_step_segment_prints_runs_when_pasted(tmp_path, capsys, monkeyp
     assert (tmp_path / "patches" / "manifest.csv").is_file()
     train_line = next(x for x in out.out.splitlines() if "train with:" in x)
     assert "--val-split none" in train_line
+
+
+def test_a_full_disk_names_the_output_folder_when_the_error_names_no_file():
+    """Issue 36 point 11: extract on a full disk said 'an output' instead of its folder."""
+    import errno
+
+    from omniseg.cli.main import disk_full_message
+
+    full = OSError(errno.ENOSPC, "No space left on device")
+    said = disk_full_message(full, ["extract", "s.tif", "--annotations", "a.geojson", "-o", "pat"])
+    assert said.startswith("omniseg: error: pat: the disk is full")
+    named = OSError(errno.ENOSPC, "No space left on device", "pat/x.png")
+    assert "pat/x.png: the disk is full" in disk_full_message(named, ["extract", "-o", "pat"])

@@ -82,7 +82,8 @@ def interrupted_message(args: list[str]) -> str:
 def disk_full_message(exc: BaseException, args: list[str]) -> str:
     """A full disk outside the atomic writers (a checkpoint, a tile spool): what was kept, and
     the command that continues once space is freed."""
-    where = getattr(exc, "filename", None) or "an output"
+    out = _out_value(args)
+    where = getattr(exc, "filename", None) or (out if out != "OUT" else "an output")
     hint = resume_command(args)
     if hint is None:
         return f"omniseg: error: {where}: the disk is full; free space and rerun"
