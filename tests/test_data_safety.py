@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from PIL import Image
 
 from omniseg.errors import OmnisegError
 from omniseg.inference.results import result_dir, safe_name
@@ -435,3 +436,20 @@ def test_a_read_only_output_folder_is_one_clear_error(tmp_path, monkeypatch):
     with pytest.raises(OmnisegError, match="permission denied") as error:
         segment_slide(slide, tmp_path / "ro", SegmentSettings(progress=False), model)
     assert ".source.json" in str(error.value)
+
+
+def test_a_patch_folder_without_manifest_does_not_follow_links_out_of_it(tmp_path):
+    """Issue 36 point 11: the folder layout followed symlinks out of the folder (a manifest row
+    pointing out is refused); now both are refused unless allowed."""
+    from omniseg.data import discover_patches
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    Image.new("RGB", (16, 16)).save(outside / "secret.png")
+    folder = tmp_path / "patches" / "0_1_dt" / "he"
+    folder.mkdir(parents=True)
+    (folder / "a.png").symlink_to(outside / "secret.png")
+    Image.new("L", (16, 16)).save(folder / "a_mask_x.png")
+    with pytest.raises(OmnisegError, match="links outside the patch folder"):
+        discover_patches(tmp_path / "patches")
+    assert len(discover_patches(tmp_path / "patches", allow_outside=True)) == 1

@@ -13,7 +13,6 @@ partial annotation, as nnU-Net's ignore label).
 from __future__ import annotations
 
 import csv
-import dataclasses
 import os
 import re
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from omniseg.catalogue import scales, tissues
+from omniseg.data.resample import resample_image, resample_labels
 from omniseg.errors import OmnisegError
 
 MANIFEST_NAME = "manifest.csv"
@@ -139,7 +139,9 @@ def _ignore_value(raw: str | None, where: str) -> int | None:
     return value
 
 
-def walk_layout(root: Path) -> list[PatchRecord]:
+def walk_layout(root: Path, *, allow_outside: bool = False) -> list[PatchRecord]:
+    """Records of the original folder layout; a file (or folder) that links out of ``root`` is
+    refused, as a manifest row pointing out of its folder is."""
     records = []
     for task_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         match = _TASK_DIR.match(task_dir.name)
@@ -160,6 +162,12 @@ def walk_layout(root: Path) -> list[PatchRecord]:
                         f"{folder / name}: no mask found; expected {stem}_mask_<anything>.png beside it"
                     )
                 stain = folder.name if folder != task_dir else ""
+                for path in (folder / name, folder / masks[0]):
+                    if not allow_outside and not _inside(root, path):
+                        raise OmnisegError(
+                            f"{path}: links outside the patch folder {root}; copy the data in, "
+                            "or pass --allow-outside-paths if this is intended"
+                        )
                 records.append(
                     PatchRecord(folder / name, folder / masks[0], task_id, scale_id, stain)
                 )
@@ -180,7 +188,7 @@ def discover_patches(path: str | os.PathLike, *, allow_outside: bool = False) ->
         raise OmnisegError(f"{p}: not found; pass a folder of patches or a manifest CSV")
     if (p / MANIFEST_NAME).is_file():
         return read_manifest(p / MANIFEST_NAME, allow_outside=allow_outside)
-    return walk_layout(p)
+    return walk_layout(p, allow_outside=allow_outside)
 
 
 def select_split(records: list[PatchRecord], split: str | None) -> list[PatchRecord]:
@@ -315,36 +323,3 @@ def load_labelled(
             known = resample_labels(known, factor)
             mask &= known
     return image, mask, known
-
-
-def resampled_size(shape: tuple[int, ...], factor: float) -> tuple[int, int]:
-    """(height, width) of an image of ``shape`` resampled by ``factor`` (at least 1 px)."""
-    return max(1, round(shape[0] * factor)), max(1, round(shape[1] * factor))
-
-
-def resample_image(image: np.ndarray, factor: float) -> np.ndarray:
-    """Area-averaged down (bilinear up) by ``factor``; dtype kept."""
-    import cv2  # here: training runs without the slide-reading packages
-
-    h, w = resampled_size(image.shape, factor)
-    interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
-    return cv2.resize(image, (w, h), interpolation=interpolation)
-
-
-def resample_labels(labels: np.ndarray, factor: float) -> np.ndarray:
-    """A boolean map resampled by area share: True where at least half of the area is."""
-    share = resample_image(labels.astype(np.float32), factor)
-    return share >= 0.5
-
-
-def at_model_scales(records: list[PatchRecord], task_scales: dict[int, int]) -> list[PatchRecord]:
-    """Records of the tasks in ``task_scales`` ({task id: scale id}) seen at that scale, resampled
-    from the scale their files were labelled at; the others unchanged."""
-    out = []
-    for r in records:
-        target = task_scales.get(r.task_id, r.scale_id)
-        if target != r.scale_id:
-            source = r.scale_id if r.source_scale_id is None else r.source_scale_id
-            r = dataclasses.replace(r, scale_id=target, source_scale_id=source)
-        out.append(r)
-    return out
