@@ -237,9 +237,10 @@ def test_the_next_step_segment_prints_runs_when_pasted(tmp_path, capsys, monkeyp
                  "--tissue-margin", "-1"]) == 0  # fmt: skip
     said = capsys.readouterr().out
     line = next(x for x in said.splitlines() if x.startswith("to teach it your lab"))
-    extract = shlex.split(line.split(" then ", 1)[1].replace("PATCHES", "patches"))
-    assert Path(extract[0]).name == "omniseg" or extract[0].endswith("omniseg")
-    code = main(extract[1:])
+    printed = shlex.split(line.split(" then ", 1)[1].replace("PATCHES", "patches"))
+    start = printed.index("extract")  # after the program as invoked (omniseg, python -m omniseg)
+    assert printed[start - 1].endswith("omniseg")
+    code = main(printed[start:])
     out = capsys.readouterr()
     if code != 0:  # a random tiny model may find no objects at all: nothing to cut is said so
         assert "no objects" in out.err or "no patches" in out.err, out.err
