@@ -11,7 +11,7 @@ from PIL import Image
 
 from omniseg.catalogue import default_catalogue, moved_tasks, tissue
 from omniseg.data import PatchRecord, load_labelled
-from omniseg.data.resample import at_model_scales
+from omniseg.data.patches import at_model_scales
 from omniseg.data.synthetic import synthetic_tissue, write_tiff
 from omniseg.errors import OmnisegError
 from omniseg.inference import SegmentSettings, segment_slide

@@ -13,6 +13,7 @@ partial annotation, as nnU-Net's ignore label).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import re
 from dataclasses import dataclass
@@ -323,3 +324,16 @@ def load_labelled(
             known = resample_labels(known, factor)
             mask &= known
     return image, mask, known
+
+
+def at_model_scales(records: list[PatchRecord], task_scales: dict[int, int]) -> list[PatchRecord]:
+    """Records of the tasks in ``task_scales`` ({task id: scale id}) seen at that scale, resampled
+    from the scale their files were labelled at; the others unchanged."""
+    out = []
+    for r in records:
+        target = task_scales.get(r.task_id, r.scale_id)
+        if target != r.scale_id:
+            source = r.scale_id if r.source_scale_id is None else r.source_scale_id
+            r = dataclasses.replace(r, scale_id=target, source_scale_id=source)
+        out.append(r)
+    return out

@@ -22,8 +22,7 @@ from omniseg.atomic import atomic_path, atomic_write_json
 from omniseg.catalogue import moved_tasks, tissues
 from omniseg.data import PatchRecord, discover_patches
 from omniseg.data.folds import assign_folds, source_group, untrained_tasks
-from omniseg.data.patches import check_pairs
-from omniseg.data.resample import at_model_scales
+from omniseg.data.patches import at_model_scales, check_pairs
 from omniseg.errors import OmnisegError
 from omniseg.evaluation.bootstrap import DEFAULT_RESAMPLES, with_intervals
 from omniseg.evaluation.evaluate import CSV_COLUMNS, json_safe

@@ -13,8 +13,8 @@ from pathlib import Path
 from omniseg.atomic import atomic_path
 from omniseg.catalogue import catalogue_of, moved_tasks
 from omniseg.data import PatchRecord, discover_patches, select_split
+from omniseg.data.patches import at_model_scales
 from omniseg.data.provenance import seen_in_training
-from omniseg.data.resample import at_model_scales
 from omniseg.errors import OmnisegError
 from omniseg.models import OmniSeg
 from omniseg.runtime import Predictor, TorchPredictor

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omniseg.catalogue import moved_tasks
 from omniseg.data import discover_patches, load_pair
-from omniseg.data.resample import at_model_scales
+from omniseg.data.patches import at_model_scales
 from omniseg.errors import OmnisegError
 from omniseg.runtime.int8 import CALIBRATION_NAME, calibrate
 from omniseg.runtime.loading import load_model

@@ -18,8 +18,7 @@ from omniseg.catalogue import moved_tasks, scales
 from omniseg.data import PatchRecord, discover_patches, select_split
 from omniseg.data.dataset import check_group_split, group_split, stratified_split
 from omniseg.data.folds import fold_split
-from omniseg.data.patches import check_pairs
-from omniseg.data.resample import at_model_scales
+from omniseg.data.patches import at_model_scales, check_pairs
 from omniseg.errors import OmnisegError
 from omniseg.locks import folder_lock
 from omniseg.models import (
