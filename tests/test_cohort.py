@@ -269,3 +269,18 @@ def test_a_slide_listed_twice_runs_once_and_other_settings_are_refused(tmp_path)
     assert [j.path for j in jobs] == [a, b] and len(repeats) == 1
     with pytest.raises(OmnisegError, match="listed twice with different settings"):
         unique_jobs([SlideJob(a), SlideJob(a, mpp=0.5)])
+
+
+def test_a_quoted_newline_in_a_csv_path_stays_in_the_path(tmp_path):
+    """Issue 36 point 11: a path with a quoted newline was split into two broken rows."""
+    odd = tmp_path / "scan\n2.tif"
+    odd.write_bytes(b"")
+    (tmp_path / "list.csv").write_text(
+        'path,mpp\n"scan\n2.tif",0.5\nplain.tif,\n', encoding="utf-8"
+    )
+    first, second = read_slide_list(tmp_path / "list.csv")
+    assert first.path == odd and first.mpp == 0.5
+    assert second.path == tmp_path / "plain.tif" and second.mpp is None
+    (tmp_path / "bad.csv").write_text('path,mpp\n"a\nb.tif",x\n', encoding="utf-8")
+    with pytest.raises(OmnisegError, match=r"bad.csv:3"):  # the row's last line
+        read_slide_list(tmp_path / "bad.csv")

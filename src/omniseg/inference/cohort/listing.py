@@ -8,6 +8,7 @@ overrides. Relative paths are read from the list's folder.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from dataclasses import dataclass
@@ -74,7 +75,7 @@ def _txt_jobs(source: Path, text: str) -> list[SlideJob]:
 
 
 def _csv_jobs(source: Path, text: str) -> list[SlideJob]:
-    reader = csv.DictReader(text.splitlines())
+    reader = csv.DictReader(io.StringIO(text, newline=""))  # quoted newlines stay in their cell
     columns = [c.strip() for c in reader.fieldnames or []]
     if "path" not in columns:
         raise OmnisegError(
@@ -82,7 +83,8 @@ def _csv_jobs(source: Path, text: str) -> list[SlideJob]:
             f"found {columns}"
         )
     jobs = []
-    for line, row in enumerate(reader, start=2):
+    for row in reader:
+        line = reader.line_num  # the row's last physical line (a quoted cell may span lines)
         if None in row:  # more cells than columns: an unquoted "dt,pt"
             raise OmnisegError(
                 f'{source}:{line}: more cells than columns; quote a task list ("dt,pt")'
