@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from omniseg.catalogue import Catalogue, Tissue, default_catalogue
+from omniseg.data.resample import resample_image
 from omniseg.errors import OmnisegError
 from omniseg.inference.anatomy import GlomerulusSize
 from omniseg.inference.snapshot import segment_glomeruli
@@ -138,11 +139,7 @@ def match_objects(
 
 def resize_to_mpp(image: np.ndarray, mpp: float, target_mpp: float) -> np.ndarray:
     """Resample to the task's pixel size: area averaging when shrinking (no aliasing)."""
-    factor = mpp / target_mpp
-    h, w = image.shape[:2]
-    size = (max(1, round(w * factor)), max(1, round(h * factor)))
-    interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
-    return cv2.resize(image, size, interpolation=interpolation)
+    return resample_image(image, mpp / target_mpp)
 
 
 def predict_at_mpp(

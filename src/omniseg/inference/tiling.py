@@ -38,12 +38,8 @@ class Tile:
 
 def core_size(tile: int, overlap: int) -> int:
     """Side of the owned region; also the zarr chunk side of the probability stores."""
-    check_tiling(tile, overlap)
-    return tile - 2 * overlap
-
-
-def check_tiling(tile: int, overlap: int) -> None:
     check_tile_overlap(tile, overlap)
+    return tile - 2 * overlap
 
 
 @dataclass(frozen=True)
@@ -56,7 +52,7 @@ class TileGrid:
     overlap: int
 
     def __post_init__(self) -> None:
-        check_tiling(self.tile, self.overlap)
+        check_tile_overlap(self.tile, self.overlap)
 
     @property
     def core(self) -> int:
@@ -108,7 +104,7 @@ def grid_shape(shape_hw: tuple[int, int], tile: int, overlap: int) -> tuple[int,
 
 def iter_tiles(shape_hw: tuple[int, int], tile: int, overlap: int) -> Iterator[Tile]:
     """All tiles of an image in row-major order, lazily (a huge slide has ~10^5 tiles)."""
-    check_tiling(tile, overlap)
+    check_tile_overlap(tile, overlap)
     height, width = shape_hw
     if height <= 0 or width <= 0:
         raise OmnisegError(f"cannot tile an empty image of {height}x{width} px")

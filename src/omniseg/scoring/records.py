@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from omniseg.catalogue import scales, tissue, tissues
 from omniseg.data import PatchRecord, load_labelled, select_split
+from omniseg.data.resample import resample_image
 from omniseg.errors import OmnisegError
 from omniseg.models import InferenceSettings
 from omniseg.runtime import Predictor, image_to_tensor
@@ -77,9 +78,11 @@ def _size_batches(
     """Stream batches of same-size images (memory stays at one batch per distinct size)."""
     pending: dict[tuple[int, int], list] = {}
     for index, record in records:
-        image, mask, known = load_labelled(record)
-        if record.resample_factor != 1.0:  # seen at another scale; scored at the labels' own
-            _, mask, known = load_labelled(record, as_labelled=True)
+        # a record seen at another scale: the image resampled for the network, the labels
+        # kept on their own grid for the score (one read of the pair)
+        image, mask, known = load_labelled(record, as_labelled=True)
+        if record.resample_factor != 1.0:
+            image = resample_image(image, record.resample_factor)
         bucket = pending.setdefault(image.shape[:2], [])
         bucket.append((index, record, image, (mask, known)))
         if len(bucket) == batch_size:
