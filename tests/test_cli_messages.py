@@ -261,3 +261,23 @@ def test_a_full_disk_names_the_output_folder_when_the_error_names_no_file():
     assert said.startswith("omniseg: error: pat: the disk is full")
     named = OSError(errno.ENOSPC, "No space left on device", "pat/x.png")
     assert "pat/x.png: the disk is full" in disk_full_message(named, ["extract", "-o", "pat"])
+
+
+def test_the_extract_hint_carries_a_pixel_size_the_user_gave(tmp_path, capsys):
+    """The demo's JPEG tiles have no pixel size in their files: segment ran them at --mpp 0.5,
+    so the extract line it prints must say so, or pasting it fails."""
+    from omniseg.cli.segment_cmd import _report
+    from omniseg.inference.pipeline import SlideResult
+
+    summary = {"mpp": 0.5, "mpp_source": "override", "classes": {}}
+    _report([SlideResult(tmp_path / "t.jpg", tmp_path / "out" / "t", summary)])
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("to teach"))
+    assert "--mpp 0.5 -o PATCHES" in line
+    _report(
+        [
+            SlideResult(
+                tmp_path / "t.tif", tmp_path / "out" / "t", {**summary, "mpp_source": "aperio"}
+            )
+        ]
+    )
+    assert "--mpp" not in capsys.readouterr().out

@@ -77,9 +77,11 @@ def _report(results) -> None:
         from omniseg.cli.options import invoked_as
 
         geojson = shlex.quote(str(first.out_dir / "objects.geojson"))
+        summary = first.summary or {}
+        mpp = f" --mpp {summary['mpp']}" if summary.get("mpp_source") == "override" else ""
         typer.echo(
             f"to teach it your lab: correct {geojson} in QuPath, then {invoked_as()} extract "
-            f"{shlex.quote(str(first.slide))} --annotations {geojson} -o PATCHES"
+            f"{shlex.quote(str(first.slide))} --annotations {geojson}{mpp} -o PATCHES"
         )
     if len(results) == 1 and failed:
         raise OmnisegError(failed[0].error)  # one slide: its one error line, nothing more
