@@ -284,3 +284,25 @@ def test_a_quoted_newline_in_a_csv_path_stays_in_the_path(tmp_path):
     (tmp_path / "bad.csv").write_text('path,mpp\n"a\nb.tif",x\n', encoding="utf-8")
     with pytest.raises(OmnisegError, match=r"bad.csv:3"):  # the row's last line
         read_slide_list(tmp_path / "bad.csv")
+
+
+def test_the_cohort_table_is_not_rewritten_whole_for_every_slide(tmp_path, monkeypatch):
+    """10,000 slides failing at once took 401 s: every row rewrote the whole CSV (quadratic).
+    Rewrites now wait for 10x their own cost, and ``close`` writes what they held back."""
+    from omniseg.inference.cohort import table as table_module
+
+    writes = []
+    real_write = table_module.atomic_write_text
+    monkeypatch.setattr(table_module, "atomic_write_text",
+                        lambda path, text: writes.append(path) or real_write(path, text))  # fmt: skip
+    slides = [tmp_path / f"missing-{i}.svs" for i in range(3000)]
+    cohort = table_module.CohortTable(tmp_path, slides, ["glomerulus"])
+    for i, slide in enumerate(slides):
+        status = table_module.FAILED if i % 2 else table_module.DONE
+        cohort.update(table_module.slide_row(slide, status, error="x" if i % 2 else ""))
+    assert len(writes) < len(slides) / 10, f"{len(writes)} rewrites for {len(slides)} slides"
+    cohort.close()
+    assert cohort.counts() == {"done": 1500, "kept": 0, "failed": 1500, "pending": 0}
+    rows = table(tmp_path)
+    assert [r["slide"] for r in rows] == [str(s) for s in slides]
+    assert [r["status"] for r in rows] == ["done", "failed"] * 1500

@@ -113,13 +113,16 @@ def run_cohort(
     bar = tqdm(total=len(jobs), desc="cohort", unit="slide", disable=not progress)
     started = time.perf_counter()
     dashboard = None
-    with bar:
-        if cluster.distributed:
-            del local  # the workers load their own copy
-            dashboard = _run_on_dask(jobs, folders, out, settings, spec, cluster, table, bar,
-                                     on_dashboard)  # fmt: skip
-        else:
-            _run_here(local, jobs, folders, out, settings, cluster, table, bar)
+    try:
+        with bar:
+            if cluster.distributed:
+                del local  # the workers load their own copy
+                dashboard = _run_on_dask(jobs, folders, out, settings, spec, cluster, table, bar,
+                                         on_dashboard)  # fmt: skip
+            else:
+                _run_here(local, jobs, folders, out, settings, cluster, table, bar)
+    finally:
+        table.close()  # the rows a throttled rewrite held back, also on Ctrl-C
     wall = time.perf_counter() - started
     extra = {"wall_s": round(wall, 2), "workers": cluster.workers, "scheduler": cluster.scheduler}
     table.write_summary(extra)
