@@ -453,3 +453,55 @@ def test_a_patch_folder_without_manifest_does_not_follow_links_out_of_it(tmp_pat
     with pytest.raises(OmnisegError, match="links outside the patch folder"):
         discover_patches(tmp_path / "patches")
     assert len(discover_patches(tmp_path / "patches", allow_outside=True)) == 1
+
+
+def _jpeg_tiled_tiff(path: Path) -> tuple[int, int]:
+    """A 512 x 768 JPEG-tiled RGB TIFF (256 px tiles); returns tile (0, 1)'s offset and size."""
+    rng = np.random.default_rng(0)
+    image = np.clip(rng.normal(170, 30, (512, 768, 3)), 0, 255).astype(np.uint8)
+    tifffile.imwrite(path, image, tile=(256, 256), compression="jpeg", photometric="rgb",
+                     resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")  # fmt: skip
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        return int(page.dataoffsets[1]), int(page.databytecounts[1])
+
+
+def test_a_jpeg_tile_whose_second_half_was_zeroed_is_corrupt_not_grey(tmp_path):
+    """libjpeg decodes a tile cut off or overwritten as grey, with a warning nobody sees (a real
+    SVS: 27,476 grey px, 195,641 labels changed, exit 0). The tile is refused, by position."""
+    path = tmp_path / "slide.tif"
+    offset, size = _jpeg_tiled_tiff(path)
+    with open_slide(path) as reader:
+        whole = reader.read_region(0, 0, 0, 768, 512)
+    with open(path, "r+b") as fh:
+        fh.seek(offset + size // 2)
+        fh.write(bytes(size - size // 2))
+    with open_slide(path) as reader:
+        with pytest.raises(OmnisegError, match=r"slide.tif: corrupt JPEG tile at level 0, pixels "
+                           r"\(256, 0\) to \(512, 256\)"):  # fmt: skip
+            reader.read_region(0, 200, 0, 100, 100)
+        untouched = reader.read_region(0, 0, 256, 768, 256)  # the row below reads as before
+    np.testing.assert_array_equal(untouched, whole[256:])
+
+
+def test_zero_padding_after_a_complete_jpeg_tile_is_not_corruption(tmp_path):
+    path = tmp_path / "padded.tif"
+    offset, size = _jpeg_tiled_tiff(path)
+    with tifffile.TiffFile(path) as tif:
+        counts_tag = tif.pages[0].tags["TileByteCounts"]
+        counts, at = list(counts_tag.value), counts_tag.valueoffset
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        data = fh.read(size)
+    with open(path, "ab") as fh:  # tile 1 moved to the end, followed by 64 zero bytes
+        moved = fh.tell()
+        fh.write(data + bytes(64))
+    with tifffile.TiffFile(path) as tif:
+        offsets_at = tif.pages[0].tags["TileOffsets"].valueoffset
+    with open(path, "r+b") as fh:
+        fh.seek(offsets_at + 4)
+        fh.write(struct.pack("<I", moved))
+        fh.seek(at + 4)
+        fh.write(struct.pack("<I", counts[1] + 64))
+    with open_slide(path) as reader:
+        assert reader.read_region(0, 256, 0, 256, 256).mean() > 100

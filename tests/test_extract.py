@@ -384,3 +384,44 @@ def test_a_killed_extracts_staging_folder_is_removed_by_the_next_run(annotated, 
     for name in (".p.old", ".p.something-else", ".q.k1ll3d_x"):
         (tmp_path / name).mkdir()
     assert remove_stale_staging(out) == []
+
+
+def test_annotations_exported_at_half_scale_are_refused_not_cut_from_glass(tmp_path):
+    """Coordinates in µm at 0.5 µm/px (or exported at downsample 2) stay inside the slide, so
+    the bounds check missed them and patches were cut from glass: the objects miss the tissue
+    and fit it when scaled by 2, and the error says so."""
+    from shapely import affinity
+    from shapely.geometry import Point
+
+    from omniseg.data.synthetic import write_tiff
+
+    img = np.full((SIDE, SIDE, 3), 245, dtype=np.uint8)  # glass, tissue only in the far corner
+    img[560:, 560:] = (225, 150, 170)
+    centres = [(700, 700), (880, 640), (650, 900), (900, 900)]
+    found = [("Glomerulus", Point(cx, cy).buffer(50, 24)) for cx, cy in centres]
+    ys, xs = np.mgrid[:SIDE, :SIDE] + 0.5
+    for _, g in found:
+        img[shapely.contains_xy(g, xs, ys)] = (90, 50, 120)
+    slide = write_tiff(tmp_path / "corner.tif", img, 0.5)
+    halved = [(n, affinity.scale(g, 0.5, 0.5, origin=(0, 0))) for n, g in found]
+    notes = write_geojson(tmp_path / "halved.geojson", halved)
+    with pytest.raises(OmnisegError, match=r"halved.geojson: 0% of its 4 objects lie on tissue, "
+                       r"but 100% do with their coordinates multiplied by 2"):  # fmt: skip
+        extract_patches([slide], notes, tmp_path / "out", settings())
+    assert not (tmp_path / "out").exists()
+    right = write_geojson(tmp_path / "right.geojson", found)
+    result = extract_patches([slide], right, tmp_path / "out", settings())
+    assert result.patches > 0
+
+
+def test_glomeruli_of_a_size_no_glomerulus_has_warn_about_the_pixel_size(annotated, tmp_path):
+    """A wrong --mpp poisons a fine-tune (one BUPT image taught glomeruli twice their size):
+    glomeruli whose median diameter lies outside 40-400 µm at the given pixel size are named."""
+    slide, found = annotated
+    notes = write_geojson(tmp_path / "a.geojson", found)
+    right = extract_patches([slide], notes, tmp_path / "right", settings())
+    assert not any("median diameter" in w for w in right.warnings)
+    wrong = extract_patches([slide], notes, tmp_path / "wrong", settings(mpp=2.0))
+    [warning] = [w for w in wrong.warnings if "median diameter" in w]
+    assert "a.geojson: its 2 glomeruli have a median diameter of" in warning
+    assert "at 2 µm/px, outside the 40-400 µm" in warning and "--mpp" in warning

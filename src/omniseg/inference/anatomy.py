@@ -14,38 +14,14 @@ While chunks are labelled, :class:`TuftContacts` remembers which chunk ids hold 
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import numpy as np
 
-from omniseg.errors import OmnisegError
+from omniseg.catalogue import GlomerulusSize, equivalent_diameter_um
 from omniseg.inference.components import Components
 from omniseg.inference.merge import GLOMERULUS, TUFT
 
 TUFT_LABEL = TUFT + 1
 GLOMERULUS_CHECKS = ("off", "on")
-
-
-@dataclass(frozen=True)
-class GlomerulusSize:
-    """Equivalent diameters (µm) a glomerular unit can have in a section: mature human
-    glomeruli are about 150-250 µm across; a tangential cut shows less (but below 40 µm no
-    tuft is recognisable) and even hypertrophic ones stay well under 400 µm."""
-
-    min_um: float = 40.0
-    max_um: float = 400.0
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.max_um) and 0 < self.min_um < self.max_um):
-            raise OmnisegError(
-                f"glomerulus diameters need 0 < min < max µm, got [{self.min_um}, {self.max_um}]"
-            )
-
-
-def equivalent_diameter_um(area_px: np.ndarray, pixel_area_um2: float) -> np.ndarray:
-    """Diameter of the disc with the object's area (µm)."""
-    return 2.0 * np.sqrt(np.asarray(area_px, np.float64) * pixel_area_um2 / np.pi)
 
 
 def plausible(

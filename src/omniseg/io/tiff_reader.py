@@ -15,6 +15,7 @@ import zarr
 
 from omniseg.errors import OmnisegError
 from omniseg.io.base import SlideInfo, region_decode_error
+from omniseg.io.jpeg_tiles import JpegTileCheck
 from omniseg.io.pixels import integer_value_max, read_clipped, slide_value_max, to_rgb_uint8
 from omniseg.io.resolution import (
     aperio_fields,
@@ -63,15 +64,19 @@ class TiffReader:
                 for i in range(len(series.levels))
             ]
             self._axes = [level.axes for level in series.levels]
+            self._jpeg = [
+                JpegTileCheck.of(self.path, level.keyframe, i)
+                for i, level in enumerate(series.levels)
+            ]
             self._check_planes(series)
             shapes = [self._shape_hw(i) for i in range(len(self._levels))]
             self._value_max = self._sample_value_max(shapes)
             metadata_mpp, power = self._metadata(series)
         except OmnisegError:
-            self._tif.close()
+            self.close()
             raise
         except Exception as exc:
-            self._tif.close()
+            self.close()
             raise OmnisegError(f"{self.path}: tifffile cannot read its pyramid ({exc})") from exc
         resolved, source = resolve_mpp(metadata_mpp, power, mpp=mpp, magnification=magnification)
         width0, height0 = shapes[0][1], shapes[0][0]
@@ -166,6 +171,8 @@ class TiffReader:
 
     def _extract(self, level: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
         """Raw HxWxC (or HxW) window of one level; extra axes (T, Z, ...) take index 0."""
+        if self._jpeg[level] is not None:
+            self._jpeg[level].check(x0, y0, x1, y1)
         index: list[object] = []
         kept: list[str] = []
         for axis, size in zip(self._axes[level], self._levels[level].shape, strict=True):
@@ -196,6 +203,8 @@ class TiffReader:
         def inside(x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
             try:
                 window = self._extract(level, x0, y0, x1, y1)
+            except OmnisegError:
+                raise  # says itself what is wrong, and where
             except Exception as exc:
                 raise region_decode_error(self.path, level, x, y, exc) from exc
             return to_rgb_uint8(window, self._value_max)
@@ -203,6 +212,9 @@ class TiffReader:
         return read_clipped(self._shape_hw(level), inside, x, y, width, height)
 
     def close(self) -> None:
+        for check in getattr(self, "_jpeg", ()):
+            if check is not None:
+                check.close()
         self._tif.close()
 
     def __enter__(self) -> TiffReader:

@@ -23,10 +23,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from omniseg.atomic import atomic_folder, remove_stale_staging
-from omniseg.catalogue import Catalogue, default_catalogue
+from omniseg.catalogue import Catalogue, GlomerulusSize, default_catalogue
 from omniseg.data.dataset import val_groups
 from omniseg.data.extract.classes import parse_class_map
 from omniseg.data.extract.sampling import centred_window, jittered, negative_points, object_points
+from omniseg.data.extract.scale_check import check_annotation_scale, glomerulus_size_warning
 from omniseg.data.extract.sources import TaskSource, slide_sources, tissue_test
 from omniseg.data.patches import MANIFEST_NAME
 from omniseg.errors import OmnisegError
@@ -46,6 +47,7 @@ COLUMNS = (
     "ignore_value", "kind", "x", "y", "mpp",
 )  # fmt: skip
 ANNOTATION_SUFFIXES = (".geojson", ".json", ".xml", ".ome.tif", ".ome.tiff", ".tif", ".tiff")
+GLOMERULUS_TASK = "capsule"  # the glomerular unit: its outline is the whole glomerulus
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,15 @@ def _extract_slide(slide, note, staging, settings, cat, mapping) -> tuple[list[d
             note, reader, cat, mapping, settings.regions_class, settings.complete
         )
         on_tissue = tissue_test(reader)
+        mpp = float(reader.info.mpp)
+        check_annotation_scale(note, [g for t in sources.tasks for g in t.objects], on_tissue,
+                               reader.info.dimensions, mpp)  # fmt: skip
+        glomeruli = [
+            g for t in sources.tasks if t.tissue.name == GLOMERULUS_TASK for g in t.objects
+        ]
+        size_warning = glomerulus_size_warning(note, glomeruli, mpp, GlomerulusSize())
+        if size_warning:
+            sources.warnings.append(size_warning)
         counts: dict[str, dict[str, int]] = {}
         jobs = []
         for task in sources.tasks:

@@ -4,8 +4,8 @@ any moment leaves the previous complete table) and ``OUT/cohort.json`` (the tota
 Rewriting the whole table per slide costs O(slides) each time, O(slides²) for a cohort: 10,000
 slides that fail at once took 401 s. So a rewrite is skipped while the time since the last one
 is shorter than ``WRITE_COST_RATIO`` times what that one took (the table's I/O stays below ~10%
-of the run, and a small cohort, whose rewrite takes a millisecond, is still written after every
-slide); ``close`` writes whatever is left."""
+of the run); a cohort of up to ``ALWAYS_WRITTEN_ROWS`` slides is still written after every slide.
+``close`` writes whatever is left."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ JSON_NAME = "cohort.json"
 BASE_COLUMNS = ("slide", "status", "error", "result_dir", "worker", "wall_s", "tissue_area_mm2")
 PENDING, DONE, KEPT, FAILED = "pending", "done", "kept", "failed"  # kept: finished earlier
 WRITE_COST_RATIO = 10  # wait at least this many times the last rewrite's duration between two
+ALWAYS_WRITTEN_ROWS = 500  # a table this small is rewritten after every slide (~1 ms each)
 
 
 def slide_row(slide: Path, status: str, **values) -> dict:
@@ -71,7 +72,7 @@ class CohortTable:
         self._status[row["status"]] += 1
         self.rows[row["slide"]] = row
         self._unwritten = True
-        if time.monotonic() >= self._next_write:
+        if len(self.rows) <= ALWAYS_WRITTEN_ROWS or time.monotonic() >= self._next_write:
             self._write()
 
     def close(self) -> None:
