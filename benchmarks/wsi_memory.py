@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -26,12 +25,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from omniseg.data.synthetic import LazySyntheticSlide
-from omniseg.runtime.memory import peak_rss_mb
-
-
-def current_rss_mb() -> float:
-    with open("/proc/self/statm") as handle:  # Linux: resident pages are the 2nd field
-        return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
+from omniseg.runtime.memory import current_rss_mb, peak_rss_mb
 
 
 class StagePeaks:

@@ -22,12 +22,15 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from shapely.geometry import Polygon
 
-from omniseg.catalogue import default_catalogue
+from omniseg.catalogue import GlomerulusSize, default_catalogue
 from omniseg.cli.options import dotted_overrides
 from omniseg.data.extract import ExtractSettings, extract_patches
+from omniseg.data.extract.scale_check import glomerulus_size_warning
 from omniseg.evaluation.evaluate import evaluate_path
 from omniseg.evaluation.external import (
+    BUPT_MPP_BY_MAGNIFICATION,
     ObjectCounts,
     PixelCounts,
     bupt_mpp,
@@ -49,6 +52,22 @@ BUPT = SHARED / "other-labs" / "bupt-glomeruli"
 CLASSES = "gl=capsule,gn=capsule,gm=capsule,gs=capsule"  # BUPT's glomerulus subtypes, merged
 
 
+SIZE_CHECKED = False  # --mpp-by-size: see item_mpp
+
+
+def item_mpp(item) -> float:
+    """The image's µm/px: from its name, else the 200x estimate; with --mpp-by-size an unnamed
+    image whose glomeruli would be implausibly large at 200x (the extract warning's rule) is
+    taken as 400x."""
+    mpp, why = bupt_mpp(item.path.name)
+    if not SIZE_CHECKED or why.startswith("name_"):
+        return mpp
+    polygons = [Polygon(np.asarray(p).reshape(-1, 2)).buffer(0) for p in item.instances]
+    if glomerulus_size_warning(item.path, polygons, mpp, GlomerulusSize()) is None:
+        return mpp
+    return BUPT_MPP_BY_MAGNIFICATION[400]
+
+
 def image_scores(model_dir: Path, items) -> dict[str, dict]:
     """Per image: pooled-ready pixel and object counts of the raw capsule mask and of segment's."""
     model = load_pretrained(model_dir).eval()
@@ -56,7 +75,7 @@ def image_scores(model_dir: Path, items) -> dict[str, dict]:
     capsule = default_catalogue().tissue("capsule")
     out = {}
     for item in items:
-        mpp, _ = bupt_mpp(item.path.name)
+        mpp = item_mpp(item)
         truths = [rasterise(p, (item.height, item.width)) for p in item.instances]
         truth = np.logical_or.reduce(truths)
         prob = predict_at_mpp(predictor, read_rgb(item.path), mpp, (capsule,), default_catalogue())
@@ -90,7 +109,7 @@ def patches_from(items, folder: Path) -> Path:
     for i, item in enumerate(items):
         sub = folder / f"img{i}"
         settings = ExtractSettings(classes=CLASSES, complete=True, patch=256, per_class=8,
-                                   negatives=0.0, mpp=bupt_mpp(item.path.name)[0],
+                                   negatives=0.0, mpp=item_mpp(item),
                                    stain=bupt_stain(item.path.name), val_fraction=0.0,
                                    progress=False)  # fmt: skip
         extract_patches([item.path], BUPT / "annotations.json", sub, settings)
@@ -124,7 +143,11 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[], help="section.key=value (as finetune)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--pool-limit", type=int, help="use the first N images per stain (smoke runs)")
+    ap.add_argument("--mpp-by-size", action="store_true",
+                    help="unnamed images with implausibly large glomeruli at 200x are 400x")  # fmt: skip
     args = ap.parse_args()
+    global SIZE_CHECKED
+    SIZE_CHECKED = args.mpp_by_size
     start = require_model_dir(args.weights)
     stains = args.stains.split(",")
     images = [i for i in load_bupt(BUPT)[0] if bupt_stain(i.path.name) in stains]
@@ -162,7 +185,9 @@ def main() -> int:
                                                               for t in other}})  # fmt: skip
                 print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
     report = {"start_model": str(start), "max_steps": args.max_steps, "lr": args.lr, "set": args.set, "machine": platform.processor() or platform.machine(),
-              "pixel_size": "BUPT µm/px estimated from glomerulus size (200x 0.5, 400x 0.22)",
+              "pixel_size": "BUPT µm/px estimated from glomerulus size (200x 0.5, 400x 0.22)"
+              + ("; unnamed images with median glomerulus > 400 µm at 200x taken as 400x"
+                 if args.mpp_by_size else ""),
               "runs": runs, "summary": summarise(runs)}  # fmt: skip
     text = json.dumps(report, indent=2)
     if args.json:

@@ -54,3 +54,24 @@ def test_peak_rss_of_a_child_is_its_own_not_its_parents():
                                  check=True).stdout)  # fmt: skip
     assert ballast.sum() > 0 and parent > 600
     assert 0 < child < parent - 400, (child, parent)
+
+
+def test_the_heap_is_trimmed_when_it_creeps_not_when_the_network_refills_it(monkeypatch):
+    """RSS right after a trim is low and the next batch refills it (the network's buffers):
+    that refill must not count as creep, or every batch would trim (~0.5 s each). Creep past
+    the level measured one batch after a trim trims at once; without creep, every N batches."""
+    from omniseg.runtime import memory
+
+    # RSS when each batch is done (the batch has run, so its buffers are in)
+    rss = iter([1000, 1010, 1020, 1060, 1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007, 1008])
+    trims, done = [], []
+    monkeypatch.setattr(memory, "current_rss_mb", lambda: next(rss))
+    monkeypatch.setattr(memory, "release_free_memory", lambda: trims.append(len(done)))
+    trim = memory.HeapCreepTrim(every_batches=6, growth_mb=48)
+    for batch in range(1, 14):
+        done.append(batch)
+        trim.batch_done()
+    # level 1000 after batch 1; 1060 > 1000 + 48 at batch 4: creep -> trim; batch 5 refills to
+    # 1000, the new level (no trim); no creep after it: the 6th batch since the trim (10) trims
+    assert trims == [4, 10]
+    assert trim.trims == 2

@@ -93,3 +93,41 @@ def peak_rss_mb() -> float:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS
+
+
+def current_rss_mb() -> float | None:
+    """Resident memory now (Linux /proc; None elsewhere)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+class HeapCreepTrim:
+    """Hands freed heap back every ``every_batches`` batches, or sooner once RSS has crept
+    ``growth_mb`` above its working level: the RSS one batch after the last trim, when the
+    network's buffers are back in (measured against the trim itself, that growth is the
+    network re-faulting its activations, and a trim on it would cost ~0.5 s per batch).
+
+    On a 100k x 80k slide the 5x and 10x passes read large regions on threads, whose freed
+    buffers glibc keeps (``tune_allocator``): a fixed 64-batch trim let them reach 720 MB
+    against 524 MB on a 10k x 8k slide."""
+
+    def __init__(self, every_batches: int, growth_mb: float) -> None:
+        self.every_batches, self.growth_mb = every_batches, growth_mb
+        self.since_trim = 0
+        self.level: float | None = None
+        self.trims = 0
+
+    def batch_done(self) -> None:
+        self.since_trim += 1
+        rss = current_rss_mb()
+        if self.level is None and self.since_trim == 1:
+            self.level = rss
+            return
+        crept = rss is not None and self.level is not None and rss > self.level + self.growth_mb
+        if crept or self.since_trim >= self.every_batches:
+            release_free_memory()
+            self.trims += 1
+            self.since_trim, self.level = 0, None
