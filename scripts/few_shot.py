@@ -63,7 +63,7 @@ def item_mpp(item) -> float:
     if not SIZE_CHECKED or why.startswith("name_"):
         return mpp
     polygons = [Polygon(np.asarray(p).reshape(-1, 2)).buffer(0) for p in item.instances]
-    if glomerulus_size_warning(item.path, polygons, mpp, GlomerulusSize()) is None:
+    if glomerulus_size_warning(item.path.name, polygons, mpp, GlomerulusSize()) is None:
         return mpp
     return BUPT_MPP_BY_MAGNIFICATION[400]
 

@@ -423,5 +423,5 @@ def test_glomeruli_of_a_size_no_glomerulus_has_warn_about_the_pixel_size(annotat
     assert not any("median diameter" in w for w in right.warnings)
     wrong = extract_patches([slide], notes, tmp_path / "wrong", settings(mpp=2.0))
     [warning] = [w for w in wrong.warnings if "median diameter" in w]
-    assert "a.geojson: its 2 glomeruli have a median diameter of" in warning
+    assert "kidney.tif (a.geojson): its 2 glomeruli have a median diameter of" in warning
     assert "at 2 µm/px, outside the 40-400 µm" in warning and "--mpp" in warning

@@ -192,7 +192,8 @@ def _extract_slide(slide, note, staging, settings, cat, mapping) -> tuple[list[d
         glomeruli = [
             g for t in sources.tasks if t.tissue.name == GLOMERULUS_TASK for g in t.objects
         ]
-        size_warning = glomerulus_size_warning(note, glomeruli, mpp, GlomerulusSize())
+        where = f"{slide.name} ({note.name})"  # one COCO file may hold many images
+        size_warning = glomerulus_size_warning(where, glomeruli, mpp, GlomerulusSize())
         if size_warning:
             sources.warnings.append(size_warning)
         counts: dict[str, dict[str, int]] = {}

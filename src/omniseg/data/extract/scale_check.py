@@ -54,9 +54,10 @@ def check_annotation_scale(
 
 
 def glomerulus_size_warning(
-    path: Path, glomeruli: Sequence[BaseGeometry], mpp: float, size: GlomerulusSize
+    where: str, glomeruli: Sequence[BaseGeometry], mpp: float, size: GlomerulusSize
 ) -> str | None:
-    """A warning when the annotated glomeruli's median diameter at ``mpp`` is one no glomerulus
+    """A warning (naming ``where``: the slide and its annotation file) when the annotated
+    glomeruli's median diameter at ``mpp`` is one no glomerulus
     has in a section: the pixel size given or recorded is probably wrong, and a fine-tune on
     such patches learns glomeruli of the wrong size (measured: one BUPT trichrome image extracted
     at twice its pixel size took segment's glomerulus Dice 0.49 -> 0.12, docs/adapt.md)."""
@@ -67,7 +68,7 @@ def glomerulus_size_warning(
     if size.min_um <= median <= size.max_um:
         return None
     return (
-        f"{path}: its {len(glomeruli)} glomeruli have a median diameter of {median:.0f} µm at "
+        f"{where}: its {len(glomeruli)} glomeruli have a median diameter of {median:.0f} µm at "
         f"{mpp:g} µm/px, outside the {size.min_um:g}-{size.max_um:g} µm a glomerulus has in a "
         "section: check the pixel size (--mpp); patches cut at a wrong one teach the model "
         "glomeruli of the wrong size"
