@@ -68,8 +68,12 @@ def glomerulus_size_warning(
     if size.min_um <= median <= size.max_um:
         return None
     return (
-        f"{where}: its {len(glomeruli)} glomeruli have a median diameter of {median:.0f} µm at "
+        f"{where}: {_glomeruli(len(glomeruli))} a median diameter of {median:.0f} µm at "
         f"{mpp:g} µm/px, outside the {size.min_um:g}-{size.max_um:g} µm a glomerulus has in a "
         "section: check the pixel size (--mpp); patches cut at a wrong one teach the model "
         "glomeruli of the wrong size"
     )
+
+
+def _glomeruli(count: int) -> str:
+    return "its 1 glomerulus has" if count == 1 else f"its {count} glomeruli have"
