@@ -4,11 +4,10 @@ libjpeg (through imagecodecs) decodes a tile whose second half was overwritten o
 grey, with only a warning that never reaches us (a real SVS with half of one tile zeroed gave
 27,476 grey px and changed 195,641 labels, exit 0). A complete JPEG stream ends with the EOI
 marker (FF D9): each tile's last bytes, less zero padding, are checked for it the first time a
-read touches the tile (one small read per tile, next to a decode of the whole tile)."""
+read touches the tile (one small read per tile, next to a decode of the whole tile), through
+tifffile's own file handle under its lock (the one its zarr store reads tiles with)."""
 
 from __future__ import annotations
-
-import threading
 
 import numpy as np
 import tifffile
@@ -24,6 +23,7 @@ class JpegTileCheck:
 
     def __init__(self, path: str, page: tifffile.TiffPage, level: int) -> None:
         self.path, self.level = path, level
+        self._file = page.parent.filehandle
         self.offsets = np.asarray(page.dataoffsets, dtype=np.int64)
         self.counts = np.asarray(page.databytecounts, dtype=np.int64)
         if page.is_tiled:
@@ -33,8 +33,6 @@ class JpegTileCheck:
         self.across = -(-int(page.imagewidth) // self.tile_hw[1])
         self.per_plane = self.across * -(-int(page.imagelength) // self.tile_hw[0])
         self.checked = np.zeros(len(self.offsets), dtype=bool)
-        self._lock = threading.Lock()
-        self._file = open(path, "rb")  # noqa: SIM115 (closed by close())
 
     @classmethod
     def of(cls, path: str, page: tifffile.TiffPage, level: int) -> JpegTileCheck | None:
@@ -58,7 +56,7 @@ class JpegTileCheck:
         count = int(self.counts[index])
         if count == 0:
             return  # a sparse tile, never written: read as the fill value
-        with self._lock:
+        with self._file.lock:
             self._file.seek(int(self.offsets[index]) + max(0, count - TAIL_BYTES))
             tail = self._file.read(min(count, TAIL_BYTES))
         if not tail.rstrip(b"\x00").endswith(END_OF_IMAGE):
@@ -69,6 +67,3 @@ class JpegTileCheck:
                 "end-of-image marker (cut off or overwritten), so it would decode partly grey; "
                 "the file is damaged: copy or export the slide again"
             )
-
-    def close(self) -> None:
-        self._file.close()

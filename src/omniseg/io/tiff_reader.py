@@ -73,10 +73,10 @@ class TiffReader:
             self._value_max = self._sample_value_max(shapes)
             metadata_mpp, power = self._metadata(series)
         except OmnisegError:
-            self.close()
+            self._tif.close()
             raise
         except Exception as exc:
-            self.close()
+            self._tif.close()
             raise OmnisegError(f"{self.path}: tifffile cannot read its pyramid ({exc})") from exc
         resolved, source = resolve_mpp(metadata_mpp, power, mpp=mpp, magnification=magnification)
         width0, height0 = shapes[0][1], shapes[0][0]
@@ -212,9 +212,6 @@ class TiffReader:
         return read_clipped(self._shape_hw(level), inside, x, y, width, height)
 
     def close(self) -> None:
-        for check in getattr(self, "_jpeg", ()):
-            if check is not None:
-                check.close()
         self._tif.close()
 
     def __enter__(self) -> TiffReader:
