@@ -23,8 +23,8 @@ def main() -> int:
     images = load_bupt(few_shot.BUPT)[0]
     report = {"model": start.name}
     for checked in (False, True):
-        few_shot.SIZE_CHECKED = checked
-        scores = few_shot.image_scores(start, images)
+        mpps = few_shot.pixel_sizes(images, by_size=checked)
+        scores = few_shot.image_scores(start, images, mpps)
         by_stain = {}
         for stain in ("silver", "trichrome", "pas"):
             names = [i.path.name for i in images if bupt_stain(i.path.name) == stain]

@@ -52,15 +52,16 @@ BUPT = SHARED / "other-labs" / "bupt-glomeruli"
 CLASSES = "gl=capsule,gn=capsule,gm=capsule,gs=capsule"  # BUPT's glomerulus subtypes, merged
 
 
-SIZE_CHECKED = False  # --mpp-by-size: see item_mpp
+def pixel_sizes(items, by_size: bool) -> dict[str, float]:
+    """{image name: µm/px}: from its name, else the 200x estimate; with ``by_size``
+    (--mpp-by-size) an unnamed image whose glomeruli would be implausibly large at 200x (the
+    extract warning's rule) is taken as 400x."""
+    return {item.path.name: item_mpp(item, by_size) for item in items}
 
 
-def item_mpp(item) -> float:
-    """The image's µm/px: from its name, else the 200x estimate; with --mpp-by-size an unnamed
-    image whose glomeruli would be implausibly large at 200x (the extract warning's rule) is
-    taken as 400x."""
+def item_mpp(item, by_size: bool) -> float:
     mpp, why = bupt_mpp(item.path.name)
-    if not SIZE_CHECKED or why.startswith("name_"):
+    if not by_size or why.startswith("name_"):
         return mpp
     polygons = [Polygon(np.asarray(p).reshape(-1, 2)).buffer(0) for p in item.instances]
     if glomerulus_size_warning(item.path.name, polygons, mpp, GlomerulusSize()) is None:
@@ -68,14 +69,14 @@ def item_mpp(item) -> float:
     return BUPT_MPP_BY_MAGNIFICATION[400]
 
 
-def image_scores(model_dir: Path, items) -> dict[str, dict]:
+def image_scores(model_dir: Path, items, mpps: dict[str, float]) -> dict[str, dict]:
     """Per image: pooled-ready pixel and object counts of the raw capsule mask and of segment's."""
     model = load_pretrained(model_dir).eval()
     predictor = TorchPredictor(model, "fp32")
     capsule = default_catalogue().tissue("capsule")
     out = {}
     for item in items:
-        mpp = item_mpp(item)
+        mpp = mpps[item.path.name]
         truths = [rasterise(p, (item.height, item.width)) for p in item.instances]
         truth = np.logical_or.reduce(truths)
         prob = predict_at_mpp(predictor, read_rgb(item.path), mpp, (capsule,), default_catalogue())
@@ -103,13 +104,13 @@ def pooled(scores: dict[str, dict], names) -> dict:
     return report
 
 
-def patches_from(items, folder: Path) -> Path:
+def patches_from(items, folder: Path, mpps: dict[str, float]) -> Path:
     """One patch folder for the k training images (each extracted at its own pixel size)."""
     rows = []
     for i, item in enumerate(items):
         sub = folder / f"img{i}"
         settings = ExtractSettings(classes=CLASSES, complete=True, patch=256, per_class=8,
-                                   negatives=0.0, mpp=item_mpp(item),
+                                   negatives=0.0, mpp=mpps[item.path.name],
                                    stain=bupt_stain(item.path.name), val_fraction=0.0,
                                    progress=False)  # fmt: skip
         extract_patches([item.path], BUPT / "annotations.json", sub, settings)
@@ -146,8 +147,6 @@ def main() -> int:
     ap.add_argument("--mpp-by-size", action="store_true",
                     help="unnamed images with implausibly large glomeruli at 200x are 400x")  # fmt: skip
     args = ap.parse_args()
-    global SIZE_CHECKED
-    SIZE_CHECKED = args.mpp_by_size
     start = require_model_dir(args.weights)
     stains = args.stains.split(",")
     images = [i for i in load_bupt(BUPT)[0] if bupt_stain(i.path.name) in stains]
@@ -157,7 +156,8 @@ def main() -> int:
             for s in stains
             for i in [j for j in images if bupt_stain(j.path.name) == s][: args.pool_limit]
         ]
-    before = image_scores(start, images)
+    mpps = pixel_sizes(images, args.mpp_by_size)
+    before = image_scores(start, images, mpps)
     base_forgetting = forgetting(start)
     runs = []
     for stain in stains:
@@ -169,13 +169,15 @@ def main() -> int:
                 train = [pool[i] for i in sorted(chosen)]
                 test = [pool[i].path.name for i in range(len(pool)) if i not in chosen]
                 with tempfile.TemporaryDirectory(prefix="omniseg-fewshot-") as tmp:
-                    data = patches_from(train, Path(tmp) / "patches")
+                    data = patches_from(train, Path(tmp) / "patches", mpps)
                     began = time.perf_counter()
                     result = finetune(data, Path(tmp) / "run", AdaptSettings(
                         weights=start, max_steps=args.max_steps, lr=args.lr, progress=False,
                         config_overrides=dotted_overrides(args.set)))  # fmt: skip
                     seconds = time.perf_counter() - began
-                    after = image_scores(result.model_dir, [i for i in pool if i.path.name in test])
+                    after = image_scores(
+                        result.model_dir, [i for i in pool if i.path.name in test], mpps
+                    )
                     other = forgetting(result.model_dir)
                 runs.append({"stain": stain, "k": k, "draw": draw, "train": [i.path.name for i in train],
                              "test_images": len(test), "finetune_seconds": round(seconds, 1),

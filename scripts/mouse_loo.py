@@ -26,11 +26,13 @@ from PIL import Image
 
 from omniseg.catalogue import default_catalogue
 from omniseg.data.extract import ExtractSettings, extract_patches
-from omniseg.evaluation.evaluate import evaluate_path
 from omniseg.evaluation.external import MOUSE_MPP, MOUSE_TASKS, evaluate_mouse
 from omniseg.models import load_pretrained
 from omniseg.models.bundled import require_model_dir
 from omniseg.training.adapt import AdaptSettings, finetune
+
+sys.path.insert(0, str(Path(__file__).parent))
+from few_shot import forgetting
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MOUSE = SHARED / "other-labs" / "bouteldja-mouse-pas"
@@ -77,11 +79,6 @@ def scores(model_dir: Path, pair: tuple[Path, Path], tmp: Path) -> dict:
     report = evaluate_mouse(load_pretrained(model_dir).eval(), folder)
     return {task: {k: row[k] for k in ("dice", "precision", "recall", "counts")}
             for task, row in report["pooled"].items()}  # fmt: skip
-
-
-def forgetting(model_dir: Path) -> dict[str, float]:
-    result = evaluate_path(SHARED / "kidney-patches", model_dir, precision="fp32")
-    return {task: row["dice"] for task, row in result.summary["tasks"].items()}
 
 
 def one_fold(start: Path, held: int, all_pairs, tmp: Path) -> dict:

@@ -245,3 +245,20 @@ def test_several_slides_share_one_predictor(tmp_path, monkeypatch):
     model = PointwiseModel(InferenceSettings(tile_size=64, tile_overlap=16))
     results = segment_slides(slides, tmp_path / "out", SegmentSettings(progress=False), model)
     assert all(r.ok for r in results) and len(built) == 1
+
+
+def test_the_defaults_extract_shows_are_the_extract_defaults():
+    """``extract --help`` shows literal defaults; they must be ExtractSettings' own."""
+    import typing
+
+    from omniseg.cli import extract_cmd
+    from omniseg.data.extract import ExtractSettings
+
+    defaults = ExtractSettings()
+    aliases = {"regions_class": "RegionsClassArg", "patch": "PatchArg", "per_class": "PerClassArg",
+               "negatives": "NegativesArg", "stain": "StainArg", "val_fraction": "ValFractionArg",
+               "seed": "SeedArg", "workers": "WorkersArg"}  # fmt: skip
+    shown = {
+        k: typing.get_args(getattr(extract_cmd, a))[1].show_default for k, a in aliases.items()
+    }
+    assert shown == {k: str(getattr(defaults, k)) for k in aliases}
