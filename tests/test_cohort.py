@@ -287,7 +287,7 @@ def test_a_quoted_newline_in_a_csv_path_stays_in_the_path(tmp_path):
 
 
 def test_the_cohort_table_is_not_rewritten_whole_for_every_slide(tmp_path, monkeypatch):
-    """10,000 slides failing at once took 401 s: every row rewrote the whole CSV (quadratic).
+    """10,000 slides failing at once took 401 s in the audit: every row rewrote the whole CSV (quadratic).
     Rewrites now wait for 10x their own cost, and ``close`` writes what they held back."""
     from omniseg.inference.cohort import table as table_module
 

@@ -468,7 +468,7 @@ def _jpeg_tiled_tiff(path: Path) -> tuple[int, int]:
 
 def test_a_jpeg_tile_whose_second_half_was_zeroed_is_corrupt_not_grey(tmp_path):
     """libjpeg decodes a tile cut off or overwritten as grey, with a warning nobody sees (a real
-    SVS: 27,476 grey px, 195,641 labels changed, exit 0). The tile is refused, by position."""
+    SVS in the audit: 27,476 grey px, 195,641 labels changed, exit 0). The tile is refused, by position."""
     path = tmp_path / "slide.tif"
     offset, size = _jpeg_tiled_tiff(path)
     with open_slide(path) as reader:

@@ -2,7 +2,7 @@
 
 libjpeg (through imagecodecs) decodes a tile whose second half was overwritten or cut off as
 grey, with only a warning that never reaches us (a real SVS with half of one tile zeroed gave
-27,476 grey px and changed 195,641 labels, exit 0). A complete JPEG stream ends with the EOI
+27,476 grey px and changed 195,641 labels, exit 0, in the issue-36 audit). A complete JPEG stream ends with the EOI
 marker (FF D9): each tile's last bytes, less zero padding, are checked for it the first time a
 read touches the tile (one small read per tile, next to a decode of the whole tile), through
 tifffile's own file handle under its lock (the one its zarr store reads tiles with)."""

@@ -2,7 +2,7 @@
 any moment leaves the previous complete table) and ``OUT/cohort.json`` (the totals).
 
 Rewriting the whole table per slide costs O(slides) each time, O(slides²) for a cohort: 10,000
-slides that fail at once took 401 s. So a rewrite is skipped while the time since the last one
+slides that fail at once took 401 s in the issue-36 audit. So a rewrite is skipped while the time since the last one
 is shorter than ``WRITE_COST_RATIO`` times what that one took (the table's I/O stays below ~10%
 of the run); a cohort of up to ``ALWAYS_WRITTEN_ROWS`` slides is still written after every slide.
 ``close`` writes whatever is left."""
